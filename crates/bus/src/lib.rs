@@ -1,0 +1,1 @@
+//! The message bus seam: the Bus trait, MemoryBus, channel-to-subject encoding, payloads.

@@ -1,0 +1,1 @@
+//! The control tier: publish API (HTTP), publish auth, route store.

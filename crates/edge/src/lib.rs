@@ -1,0 +1,1 @@
+//! The edge tier: client listener, origin proxying, holds, subscriber registry.

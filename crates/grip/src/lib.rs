@@ -1,0 +1,15 @@
+//! GRIP as data.
+//!
+//! Everything here is pure: parsing and rendering of the Generic Realtime Intermediary Protocol
+//! as Pushpin 1.36 speaks it. No sockets, no runtime, no clocks except those passed in, so every
+//! function can be unit-tested and fuzzed.
+
+pub mod instruct;
+pub mod publish;
+pub mod sig;
+pub mod wscontrol;
+pub mod wsevents;
+
+/// The `Grip-Feature` header value the edge sends to origins (Pushpin 1.36's list, minus the
+/// features we do not implement yet).
+pub const GRIP_FEATURES: &str = "status, session, link:next";

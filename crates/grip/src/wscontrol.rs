@@ -1,0 +1,1 @@
+//! GRIP WebSocket control messages (`c:` prefix).

@@ -1,0 +1,1 @@
+//! The `application/websocket-events` codec (WebSocket-over-HTTP).

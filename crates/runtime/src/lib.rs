@@ -1,0 +1,1 @@
+//! Process plumbing: signals, drain, tracing and metrics init, the admin server.

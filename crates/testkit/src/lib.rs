@@ -1,0 +1,1 @@
+//! Test-only helpers: process launcher, scriptable fake origins, HTTP stream clients.
