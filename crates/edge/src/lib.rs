@@ -1,1 +1,190 @@
-//! The edge tier: client listener, origin proxying, holds, subscriber registry.
+//! The edge tier: holds client connections, proxies their first request to the origin, acts
+//! on the origin's GRIP instructions, and fans published items out to held connections.
+//!
+//! An [`Edge`] takes its configuration, a [`bus::Bus`] and a shared route table; the caller
+//! binds the listener and owns shutdown (see `gripmesh standalone`).
+
+pub mod conn;
+pub mod delivery;
+pub mod headers;
+mod hold;
+pub mod metrics;
+pub mod origin;
+mod proxy;
+pub mod registry;
+pub mod routes_file;
+pub mod sequencer;
+mod test_origin;
+
+use crate::conn::{CloseReason, ConnHandle};
+use crate::metrics::EdgeMetrics;
+use crate::origin::OriginClient;
+use crate::registry::{RegistryConfig, SubscriberRegistry};
+use arc_swap::ArcSwap;
+use bus::Bus;
+use dashmap::DashMap;
+use grip::sig::SigKey;
+use routes::RouteTable;
+use runtime::server::ServerOptions;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Edge settings. Every field has a flag in the binary.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Key for the `Grip-Sig` sent to origins; `None` sends no `Grip-Sig`.
+    pub sig_key: Option<SigKey>,
+    /// `iss` claim of the `Grip-Sig`.
+    pub sig_iss: String,
+    /// Largest GRIP instruct body (non-stream hold body or grip-instruct JSON) read from an
+    /// origin; larger ⇒ 502.
+    pub max_instruct_body: usize,
+    /// Channels one connection may subscribe; extra channels are ignored.
+    pub max_channels_per_connection: usize,
+    /// Messages queued per connection before it counts as a slow consumer and is closed.
+    pub send_queue_messages: usize,
+    /// Time allowed to connect (TCP + TLS) to an origin target.
+    pub origin_connect_timeout: Duration,
+    /// Time allowed for an origin to send its response head.
+    pub origin_response_timeout: Duration,
+    /// Client connection options (header size limit, header read timeout).
+    pub server: ServerOptions,
+    /// Channel interest, de-dup and sequencing.
+    pub registry: RegistryConfig,
+    /// Held connections closed per second while draining.
+    pub drain_rate: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            sig_key: None,
+            sig_iss: "pushpin".to_owned(),
+            max_instruct_body: 100_000,
+            max_channels_per_connection: 20,
+            send_queue_messages: 1024,
+            origin_connect_timeout: Duration::from_secs(5),
+            origin_response_timeout: Duration::from_secs(60),
+            server: ServerOptions::default(),
+            registry: RegistryConfig::default(),
+            drain_rate: 10_000,
+        }
+    }
+}
+
+/// Failure to build an edge.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The TLS client configuration could not be built.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Shared state of one edge.
+pub(crate) struct EdgeInner {
+    pub(crate) config: EdgeConfig,
+    pub(crate) routes: Arc<ArcSwap<RouteTable>>,
+    pub(crate) registry: SubscriberRegistry,
+    pub(crate) origin: OriginClient,
+    pub(crate) metrics: Arc<EdgeMetrics>,
+    pub(crate) held: DashMap<u64, Arc<ConnHandle>>,
+    pub(crate) next_conn_id: AtomicU64,
+}
+
+impl EdgeInner {
+    /// The `Grip-Sig` for a request on `route` (route keys override the global ones).
+    pub(crate) fn grip_sig(&self, route: &routes::Route) -> Option<http::HeaderValue> {
+        let iss = route.sig_iss.as_deref().unwrap_or(&self.config.sig_iss);
+        match &route.sig_key {
+            Some(raw) => match SigKey::parse(raw) {
+                Ok(key) => proxy::sign(iss, &key),
+                Err(err) => {
+                    tracing::warn!(route = %route.id, error = %err, "route sig_key unusable; no Grip-Sig sent");
+                    None
+                }
+            },
+            None => self
+                .config
+                .sig_key
+                .as_ref()
+                .and_then(|k| proxy::sign(iss, k)),
+        }
+    }
+}
+
+/// The edge tier. Cheap to clone.
+#[derive(Clone)]
+pub struct Edge {
+    inner: Arc<EdgeInner>,
+}
+
+impl Edge {
+    /// Builds an edge over `bus`, serving the routes in `routes` (which may be swapped at any
+    /// time, e.g. by [`routes_file::watch`]).
+    pub fn new(
+        config: EdgeConfig,
+        bus: Arc<dyn Bus>,
+        routes: Arc<ArcSwap<RouteTable>>,
+    ) -> Result<Edge, EdgeError> {
+        let metrics = Arc::new(EdgeMetrics::new());
+        let origin = OriginClient::new(
+            config.origin_connect_timeout,
+            config.origin_response_timeout,
+        )?;
+        let registry = SubscriberRegistry::new(bus, metrics.clone(), config.registry.clone());
+        Ok(Edge {
+            inner: Arc::new(EdgeInner {
+                config,
+                routes,
+                registry,
+                origin,
+                metrics,
+                held: DashMap::new(),
+                next_conn_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// Serves clients on `listener` until `shutdown` is cancelled; then stops accepting and
+    /// returns once every connection has finished (call [`Edge::close_held`] to end holds).
+    pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
+        let inner = self.inner.clone();
+        runtime::server::serve(
+            listener,
+            self.inner.config.server.clone(),
+            shutdown,
+            move |req, peer| proxy::handle(inner.clone(), req, peer),
+        )
+        .await;
+    }
+
+    /// Number of held connections.
+    pub fn held_count(&self) -> usize {
+        self.inner.held.len()
+    }
+
+    /// Closes every held connection (streams end cleanly, long-polls get their timeout
+    /// response), at most `drain_rate` per second so clients don't reconnect all at once.
+    pub async fn close_held(&self) {
+        let batch = (self.inner.config.drain_rate / 10).max(1);
+        loop {
+            let ids: Vec<Arc<ConnHandle>> = self
+                .inner
+                .held
+                .iter()
+                .take(batch)
+                .map(|e| e.value().clone())
+                .collect();
+            if ids.is_empty() {
+                return;
+            }
+            for conn in &ids {
+                conn.close(CloseReason::Drain);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! function can be unit-tested and fuzzed.
 
 pub mod instruct;
+mod jsonutil;
 pub mod publish;
 pub mod sig;
 pub mod wscontrol;

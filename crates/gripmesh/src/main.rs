@@ -1,1 +1,65 @@
-fn main() {}
+//! `gripmesh`: the one binary. Parses the command line (exit 64 on bad flags or config), then
+//! runs the chosen subcommand until SIGTERM/SIGINT.
+
+mod cli;
+mod config_file;
+mod standalone;
+
+use std::process::ExitCode;
+
+/// `EX_USAGE`: bad flags or configuration.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = match config_file::merged_args(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(msg) => return fail(&msg),
+    };
+    let cli = match <cli::Cli as clap::Parser>::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            return match err.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = err.print();
+                    ExitCode::SUCCESS
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = err.print();
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                _ => {
+                    let text = err.to_string();
+                    fail(text.lines().next().unwrap_or("invalid arguments"))
+                }
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("gripmesh: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        cli::Command::Standalone(args) => runtime.block_on(standalone::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(standalone::Fatal::Config(msg)) => fail(&msg),
+        Err(standalone::Fatal::Runtime(msg)) => {
+            eprintln!("gripmesh: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    let msg = msg.strip_prefix("error: ").unwrap_or(msg);
+    eprintln!("gripmesh: {msg}");
+    ExitCode::from(EXIT_CONFIG)
+}

@@ -1,1 +1,10 @@
-//! Process plumbing: signals, drain, tracing and metrics init, the admin server.
+//! Process plumbing shared by every tier: signals, health and readiness, tracing and metrics
+//! initialisation, the admin server, and a small HTTP/1 server loop with graceful shutdown.
+
+pub mod admin;
+pub mod health;
+pub mod server;
+pub mod signal;
+pub mod telemetry;
+
+pub use health::Health;

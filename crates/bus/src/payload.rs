@@ -1,0 +1,340 @@
+//! Bus payloads: a published item as prost bytes, stamped with the time control accepted it.
+//!
+//! The schema is `proto/gripmesh/v1/bus.proto`; the structs below are its prost form, written
+//! with prost's derive so the build needs no `protoc`. Field numbers must stay in sync with the
+//! `.proto` file. `version` lets a newer control plane talk to older edges during a rollout.
+
+use bytes::Bytes;
+use grip::publish::{
+    Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction, WsMessageFormat,
+    WsMessageType,
+};
+use prost::Message;
+
+/// The payload version this build writes and reads.
+pub const PAYLOAD_VERSION: u32 = 1;
+
+/// A name/value pair (ordered, duplicates allowed).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Pair {
+    /// Name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Value.
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `http-response` format.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HttpResponse {
+    /// 0 send, 1 hint, 2 close.
+    #[prost(int32, tag = "1")]
+    pub action: i32,
+    /// Status code.
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
+    /// Reason phrase.
+    #[prost(string, optional, tag = "3")]
+    pub reason: Option<String>,
+    /// Headers in order.
+    #[prost(message, repeated, tag = "4")]
+    pub headers: Vec<Pair>,
+    /// Body.
+    #[prost(bytes = "bytes", tag = "5")]
+    pub body: Bytes,
+}
+
+/// `http-stream` format.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HttpStream {
+    /// 0 send, 1 close, 2 hint.
+    #[prost(int32, tag = "1")]
+    pub action: i32,
+    /// Content for send.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub content: Bytes,
+}
+
+/// `ws-message` format.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WsMessage {
+    /// 0 send, 1 close, 2 refresh.
+    #[prost(int32, tag = "1")]
+    pub action: i32,
+    /// 0 text, 1 binary, 2 ping, 3 pong.
+    #[prost(int32, tag = "2")]
+    pub kind: i32,
+    /// Payload for send.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub content: Bytes,
+    /// Close code.
+    #[prost(uint32, optional, tag = "4")]
+    pub close_code: Option<u32>,
+    /// Close reason.
+    #[prost(string, tag = "5")]
+    pub close_reason: String,
+}
+
+/// One published item as it travels on the bus.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BusItem {
+    /// [`PAYLOAD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// When control accepted the publish, in nanoseconds since the Unix epoch.
+    #[prost(uint64, tag = "2")]
+    pub accepted_unix_nanos: u64,
+    /// Channel.
+    #[prost(string, tag = "3")]
+    pub channel: String,
+    /// Item id.
+    #[prost(string, optional, tag = "4")]
+    pub id: Option<String>,
+    /// Previous item id.
+    #[prost(string, optional, tag = "5")]
+    pub prev_id: Option<String>,
+    /// Publish meta.
+    #[prost(message, repeated, tag = "6")]
+    pub meta: Vec<Pair>,
+    /// Bypass sequencing.
+    #[prost(bool, tag = "7")]
+    pub no_seq: bool,
+    /// `http-response` format.
+    #[prost(message, optional, tag = "8")]
+    pub http_response: Option<HttpResponse>,
+    /// `http-stream` format.
+    #[prost(message, optional, tag = "9")]
+    pub http_stream: Option<HttpStream>,
+    /// `ws-message` format.
+    #[prost(message, optional, tag = "10")]
+    pub ws_message: Option<WsMessage>,
+}
+
+/// A payload that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// Not a valid protobuf message.
+    #[error("undecodable bus payload: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// Written by a newer, incompatible version.
+    #[error("unsupported bus payload version {0}")]
+    Version(u32),
+    /// A field holds a value this version does not know.
+    #[error("invalid bus payload: {0}")]
+    Invalid(&'static str),
+}
+
+/// Encodes an item for the bus.
+pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
+    let pairs = |v: &[(String, String)]| -> Vec<Pair> {
+        v.iter()
+            .map(|(name, value)| Pair {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    };
+    let msg = BusItem {
+        version: PAYLOAD_VERSION,
+        accepted_unix_nanos,
+        channel: item.channel.clone(),
+        id: item.id.clone(),
+        prev_id: item.prev_id.clone(),
+        meta: item
+            .meta
+            .iter()
+            .map(|(name, value)| Pair {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        no_seq: item.no_seq,
+        http_response: item.formats.http_response.as_ref().map(|r| HttpResponse {
+            action: match r.action {
+                ResponseAction::Send => 0,
+                ResponseAction::Hint => 1,
+                ResponseAction::Close => 2,
+            },
+            code: u32::from(r.code),
+            reason: r.reason.clone(),
+            headers: pairs(&r.headers),
+            body: r.body.clone(),
+        }),
+        http_stream: item.formats.http_stream.as_ref().map(|s| match s {
+            HttpStreamFormat::Send(content) => HttpStream {
+                action: 0,
+                content: content.clone(),
+            },
+            HttpStreamFormat::Close => HttpStream {
+                action: 1,
+                content: Bytes::new(),
+            },
+            HttpStreamFormat::Hint => HttpStream {
+                action: 2,
+                content: Bytes::new(),
+            },
+        }),
+        ws_message: item.formats.ws_message.as_ref().map(|w| match w {
+            WsMessageFormat::Send { kind, content } => WsMessage {
+                action: 0,
+                kind: match kind {
+                    WsMessageType::Text => 0,
+                    WsMessageType::Binary => 1,
+                    WsMessageType::Ping => 2,
+                    WsMessageType::Pong => 3,
+                },
+                content: content.clone(),
+                close_code: None,
+                close_reason: String::new(),
+            },
+            WsMessageFormat::Close { code, reason } => WsMessage {
+                action: 1,
+                kind: 0,
+                content: Bytes::new(),
+                close_code: code.map(u32::from),
+                close_reason: reason.clone(),
+            },
+            WsMessageFormat::Refresh => WsMessage {
+                action: 2,
+                kind: 0,
+                content: Bytes::new(),
+                close_code: None,
+                close_reason: String::new(),
+            },
+        }),
+    };
+    Bytes::from(msg.encode_to_vec())
+}
+
+/// Decodes a bus payload into the item and its accept time (ns since the epoch).
+pub fn decode(payload: Bytes) -> Result<(PublishItem, u64), PayloadError> {
+    let msg = BusItem::decode(payload)?;
+    if msg.version != PAYLOAD_VERSION {
+        return Err(PayloadError::Version(msg.version));
+    }
+    let code = |c: u32| u16::try_from(c).map_err(|_| PayloadError::Invalid("status code"));
+    let http_response = match msg.http_response {
+        None => None,
+        Some(r) => Some(HttpResponseFormat {
+            action: match r.action {
+                0 => ResponseAction::Send,
+                1 => ResponseAction::Hint,
+                2 => ResponseAction::Close,
+                _ => return Err(PayloadError::Invalid("http-response action")),
+            },
+            code: code(r.code)?,
+            reason: r.reason,
+            headers: r.headers.into_iter().map(|p| (p.name, p.value)).collect(),
+            body: r.body,
+        }),
+    };
+    let http_stream = match msg.http_stream {
+        None => None,
+        Some(s) => Some(match s.action {
+            0 => HttpStreamFormat::Send(s.content),
+            1 => HttpStreamFormat::Close,
+            2 => HttpStreamFormat::Hint,
+            _ => return Err(PayloadError::Invalid("http-stream action")),
+        }),
+    };
+    let ws_message = match msg.ws_message {
+        None => None,
+        Some(w) => Some(match w.action {
+            0 => WsMessageFormat::Send {
+                kind: match w.kind {
+                    0 => WsMessageType::Text,
+                    1 => WsMessageType::Binary,
+                    2 => WsMessageType::Ping,
+                    3 => WsMessageType::Pong,
+                    _ => return Err(PayloadError::Invalid("ws-message type")),
+                },
+                content: w.content,
+            },
+            1 => WsMessageFormat::Close {
+                code: match w.close_code {
+                    None => None,
+                    Some(c) => Some(code(c)?),
+                },
+                reason: w.close_reason,
+            },
+            2 => WsMessageFormat::Refresh,
+            _ => return Err(PayloadError::Invalid("ws-message action")),
+        }),
+    };
+    let item = PublishItem {
+        channel: msg.channel,
+        id: msg.id,
+        prev_id: msg.prev_id,
+        meta: msg.meta.into_iter().map(|p| (p.name, p.value)).collect(),
+        no_seq: msg.no_seq,
+        formats: Formats {
+            http_response,
+            http_stream,
+            ws_message,
+        },
+    };
+    Ok((item, msg.accepted_unix_nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item() -> PublishItem {
+        PublishItem {
+            channel: "a.b c".into(),
+            id: Some("2".into()),
+            prev_id: Some("1".into()),
+            meta: [("sender".to_owned(), "alice".to_owned())]
+                .into_iter()
+                .collect(),
+            no_seq: true,
+            formats: Formats {
+                http_response: Some(HttpResponseFormat {
+                    action: ResponseAction::Send,
+                    code: 201,
+                    reason: Some("Made".into()),
+                    headers: vec![("X-A".into(), "1".into()), ("X-A".into(), "2".into())],
+                    body: Bytes::from_static(b"pushed\n"),
+                }),
+                http_stream: Some(HttpStreamFormat::Close),
+                ws_message: Some(WsMessageFormat::Close {
+                    code: Some(4001),
+                    reason: "bye".into(),
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let it = item();
+        let (back, at) = decode(encode(&it, 42)).expect("decode");
+        assert_eq!(back, it);
+        assert_eq!(at, 42);
+    }
+
+    #[test]
+    fn rejects_garbage_and_other_versions() {
+        assert!(matches!(
+            decode(Bytes::from_static(b"\xff\xff\xff")),
+            Err(PayloadError::Decode(_))
+        ));
+        let mut msg = BusItem::decode(encode(&item(), 1)).expect("decode");
+        msg.version = 99;
+        assert!(matches!(
+            decode(Bytes::from(msg.encode_to_vec())),
+            Err(PayloadError::Version(99))
+        ));
+        msg.version = PAYLOAD_VERSION;
+        msg.http_stream = Some(HttpStream {
+            action: 7,
+            content: Bytes::new(),
+        });
+        assert!(matches!(
+            decode(Bytes::from(msg.encode_to_vec())),
+            Err(PayloadError::Invalid(_))
+        ));
+    }
+}

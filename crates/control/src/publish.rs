@@ -1,0 +1,270 @@
+//! `POST /publish/` and friends, with Pushpin 1.36's status codes and bodies.
+
+use crate::Inner;
+use crate::metrics::ControlMetrics;
+use bytes::Bytes;
+use grip::publish::{
+    Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction, WsMessageFormat,
+    WsMessageType,
+};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use runtime::server::{Body, text};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the publish endpoint answers with.
+enum Reply {
+    Text(StatusCode, String),
+    Published { json: bool },
+}
+
+impl Reply {
+    fn into_response(self) -> Response<Body> {
+        match self {
+            Reply::Text(status, body) => text(status, body),
+            Reply::Published { json: false } => text(StatusCode::OK, "Published\n"),
+            Reply::Published { json: true } => {
+                let mut r = text(StatusCode::OK, "{\"message\":\"Published\"}\n");
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+        }
+    }
+}
+
+/// Handles one request on the publish listener. Boxed so the server sees one `Send` type.
+pub fn handle(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+) -> futures_util::future::BoxFuture<'static, Response<Body>> {
+    Box::pin(async move {
+        let path = req.uri().path().to_owned();
+        let reply = if path == "/" {
+            Reply::Text(StatusCode::OK, "Pushpin API\n".into())
+        } else if path == "/publish" || path == "/publish/" {
+            publish(&inner, req, None).await
+        } else if let Some(channel) = channel_path(&path) {
+            match channel {
+                Some(ch) => publish(&inner, req, Some(ch)).await,
+                None => Reply::Text(StatusCode::BAD_REQUEST, "Invalid channel.\n".into()),
+            }
+        } else {
+            Reply::Text(StatusCode::NOT_FOUND, "Not Found\n".into())
+        };
+        let mut resp = reply.into_response();
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        resp
+    })
+}
+
+/// Channel of `/publish/<channel>/` (percent-decoded): `None` if not that path,
+/// `Some(None)` if the channel is unusable.
+fn channel_path(path: &str) -> Option<Option<String>> {
+    let rest = path.strip_prefix("/publish/")?;
+    let raw = rest.strip_suffix('/').unwrap_or(rest);
+    if raw.is_empty() || raw.contains('/') {
+        return Some(None);
+    }
+    Some(percent_decode(raw).filter(|c| !c.is_empty()))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `Accept` values Pushpin answers (text/plain, application/json and their wildcards).
+/// Returns `Some(json)` when acceptable.
+fn negotiate(accept: Option<&HeaderValue>) -> Option<bool> {
+    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
+        return Some(false);
+    };
+    let types: Vec<String> = accept
+        .split(',')
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    if types.is_empty() {
+        return Some(false);
+    }
+    for t in &types {
+        match t.as_str() {
+            "text/plain" | "text/*" | "*/*" => return Some(false),
+            "application/json" | "application/*" => return Some(true),
+            _ => {}
+        }
+    }
+    None
+}
+
+async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>) -> Reply {
+    if req.method() != Method::POST {
+        return Reply::Text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("Method not allowed: {}.\n", req.method()),
+        );
+    }
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !inner.config.auth.allows(authorization) {
+        ControlMetrics::rejected("unauthorized");
+        return Reply::Text(StatusCode::UNAUTHORIZED, "Unauthorized.\n".into());
+    }
+    let Some(json) = negotiate(req.headers().get(header::ACCEPT)) else {
+        ControlMetrics::rejected("not_acceptable");
+        return Reply::Text(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable. Supported formats are text/plain and application/json.\n".into(),
+        );
+    };
+    let max = inner.config.max_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        ControlMetrics::rejected("too_large");
+        return Reply::Text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large.\n".into(),
+        );
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), max)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(err) => {
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ControlMetrics::rejected("too_large");
+                return Reply::Text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Request body too large.\n".into(),
+                );
+            }
+            ControlMetrics::rejected("bad_request");
+            return Reply::Text(
+                StatusCode::BAD_REQUEST,
+                "Failed to read request body.\n".into(),
+            );
+        }
+    };
+    let items = match channel {
+        Some(channel) => Ok(vec![raw_item(channel, body)]),
+        None => grip::publish::parse_publish_body(&body),
+    };
+    let items = match items {
+        Ok(items) => items,
+        Err(err) => {
+            ControlMetrics::rejected(err.kind());
+            return Reply::Text(StatusCode::BAD_REQUEST, format!("{err}\n"));
+        }
+    };
+    match publish_items(inner, &items).await {
+        Ok(()) => {
+            inner.metrics.items_http.increment(items.len() as u64);
+            Reply::Published { json }
+        }
+        Err(err) => {
+            ControlMetrics::rejected("bus_unavailable");
+            tracing::warn!(error = %err, "publish failed: bus unavailable");
+            Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "Bus unavailable.\n".into())
+        }
+    }
+}
+
+/// Publishes a validated batch in order.
+async fn publish_items(inner: &Inner, items: &[PublishItem]) -> Result<(), bus::BusError> {
+    let accepted = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    for item in items {
+        let payload = bus::payload::encode(item, accepted);
+        let subject = bus::subject::channel_subject(&item.channel);
+        inner.bus.publish(subject, payload).await?;
+    }
+    Ok(())
+}
+
+/// `POST /publish/<channel>/`: the raw body as every format (like `pushpin-publish`).
+fn raw_item(channel: String, body: Bytes) -> PublishItem {
+    PublishItem {
+        channel,
+        id: None,
+        prev_id: None,
+        meta: Default::default(),
+        no_seq: false,
+        formats: Formats {
+            http_response: Some(HttpResponseFormat {
+                action: ResponseAction::Send,
+                code: 200,
+                reason: None,
+                headers: Vec::new(),
+                body: body.clone(),
+            }),
+            http_stream: Some(HttpStreamFormat::Send(body.clone())),
+            ws_message: Some(WsMessageFormat::Send {
+                kind: if std::str::from_utf8(&body).is_ok() {
+                    WsMessageType::Text
+                } else {
+                    WsMessageType::Binary
+                },
+                content: body,
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(negotiate(None), Some(false));
+        assert_eq!(negotiate(Some(&v("application/json"))), Some(true));
+        assert_eq!(negotiate(Some(&v("text/html, */*;q=0.1"))), Some(false));
+        assert_eq!(negotiate(Some(&v("text/html"))), None);
+    }
+
+    #[test]
+    fn channel_paths() {
+        assert_eq!(channel_path("/publish/a%20b/"), Some(Some("a b".into())));
+        assert_eq!(channel_path("/publish/abc"), Some(Some("abc".into())));
+        assert_eq!(channel_path("/publish/a/b/"), Some(None));
+        assert_eq!(channel_path("/other"), None);
+    }
+}

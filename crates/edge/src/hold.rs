@@ -1,0 +1,234 @@
+//! Held requests: the subscription guard shared by both hold kinds, and the streaming body.
+
+use crate::EdgeInner;
+use crate::conn::{CloseReason, ConnHandle, Transport};
+use crate::delivery::{Delivery, StreamOut};
+use crate::registry::SubscribeError;
+use bytes::Bytes;
+use grip::instruct::{KeepAlive, KeepAliveMode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use runtime::server::{Body, BoxError};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+
+/// Owns a held connection's registration: its subscriptions, its place in the held set and
+/// its gauge. Dropping it (client gone, hold answered, stream ended) undoes all of them.
+pub struct HoldGuard {
+    edge: Arc<EdgeInner>,
+    /// The connection's fan-out handle.
+    pub conn: Arc<ConnHandle>,
+    channels: Vec<String>,
+}
+
+impl HoldGuard {
+    /// Registers a new held connection and returns it with its delivery queue.
+    pub fn new(
+        edge: Arc<EdgeInner>,
+        transport: Transport,
+    ) -> (HoldGuard, mpsc::Receiver<Arc<Delivery>>) {
+        let id = edge.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let (conn, rx) = ConnHandle::new(id, transport, edge.config.send_queue_messages);
+        edge.held.insert(id, conn.clone());
+        let m = edge.metrics.transport(transport);
+        m.connections.increment(1.0);
+        m.opened.increment(1);
+        (
+            HoldGuard {
+                edge,
+                conn,
+                channels: Vec::new(),
+            },
+            rx,
+        )
+    }
+
+    /// Subscribes every channel; returns once all are live on the bus.
+    pub async fn subscribe_all(&mut self, channels: Vec<String>) -> Result<(), SubscribeError> {
+        for ch in channels {
+            // Record first: if subscribing fails half-way, Drop still cleans up.
+            self.channels.push(ch.clone());
+            self.edge.registry.subscribe(&self.conn, &ch).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        for ch in &self.channels {
+            self.edge.registry.unsubscribe(self.conn.id, ch);
+        }
+        self.edge.held.remove(&self.conn.id);
+        self.edge
+            .metrics
+            .transport(self.conn.transport)
+            .connections
+            .decrement(1.0);
+    }
+}
+
+struct KeepAliveTimer {
+    content: Bytes,
+    period: Duration,
+    mode: KeepAliveMode,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl KeepAliveTimer {
+    fn new(ka: &KeepAlive) -> KeepAliveTimer {
+        let period = Duration::from_secs(ka.timeout_secs.max(1));
+        KeepAliveTimer {
+            content: ka.content.clone(),
+            period,
+            mode: ka.mode,
+            sleep: Box::pin(tokio::time::sleep(jittered(period))),
+        }
+    }
+
+    fn restart(&mut self) {
+        self.sleep
+            .as_mut()
+            .reset(Instant::now() + jittered(self.period));
+    }
+}
+
+/// Pushpin shortens each keep-alive period by up to 999 ms so that many streams opened
+/// together do not all wake at once.
+fn jittered(period: Duration) -> Duration {
+    let jitter = Duration::from_millis(fastrand::u64(0..1000));
+    period
+        .checked_sub(jitter)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(period)
+}
+
+/// The body of a stream hold: the initial body, then every published chunk, keep-alives in
+/// between; ends cleanly on a `close` publish or drain, aborts on overflow.
+pub struct StreamBody {
+    initial: Option<Body>,
+    rx: mpsc::Receiver<Arc<Delivery>>,
+    keep_alive: Option<KeepAliveTimer>,
+    guard: HoldGuard,
+    done: bool,
+}
+
+impl StreamBody {
+    /// Builds the body; `guard` must already be subscribed.
+    pub fn new(
+        initial: Body,
+        rx: mpsc::Receiver<Arc<Delivery>>,
+        keep_alive: Option<&KeepAlive>,
+        guard: HoldGuard,
+    ) -> StreamBody {
+        StreamBody {
+            initial: Some(initial),
+            rx,
+            keep_alive: keep_alive.map(KeepAliveTimer::new),
+            guard,
+            done: false,
+        }
+    }
+
+    fn wrote(&mut self) {
+        if let Some(ka) = &mut self.keep_alive {
+            if ka.mode == KeepAliveMode::Idle {
+                ka.restart();
+            }
+        }
+    }
+}
+
+impl HttpBody for StreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(reason) = this.guard.conn.poll_closed(cx) {
+            this.done = true;
+            return Poll::Ready(match reason {
+                // A clean end: the client sees the terminating chunk.
+                CloseReason::Drain => None,
+                // Abort without the terminating chunk, so the client knows data is missing.
+                CloseReason::SlowConsumer => Some(Err("send queue overflow".into())),
+            });
+        }
+        // The origin's initial body goes out first, whole, before any published data.
+        if let Some(initial) = this.initial.as_mut() {
+            match Pin::new(initial).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.wrote();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    // Trailers from the origin are dropped: the stream goes on.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(None) => this.initial = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(delivery)) => match &delivery.stream {
+                Some(StreamOut::Data(data)) => {
+                    let data = data.clone();
+                    let edge = &this.guard.edge;
+                    edge.metrics
+                        .transport(Transport::HttpStream)
+                        .sent
+                        .increment(1);
+                    edge.metrics.record_latency(delivery.accepted_unix_nanos);
+                    this.wrote();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(StreamOut::Close) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                None => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            },
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        if let Some(ka) = this.keep_alive.as_mut() {
+            if ka.sleep.as_mut().poll(cx).is_ready() {
+                ka.restart();
+                let data = ka.content.clone();
+                // Register the new deadline with this task before returning.
+                let _ = ka.sleep.as_mut().poll(cx);
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

@@ -1,0 +1,138 @@
+//! Every edge metric, declared once (names and labels are part of SPEC §8).
+
+use crate::conn::Transport;
+use metrics::{Counter, Gauge, Histogram};
+
+/// Handles for the hot paths: created once, then only atomics are touched.
+pub struct EdgeMetrics {
+    /// `gripmesh_edge_channels`.
+    pub channels: Gauge,
+    /// `gripmesh_edge_subscriptions`.
+    pub subscriptions: Gauge,
+    /// `gripmesh_edge_delivery_latency_seconds`.
+    pub delivery_latency: Histogram,
+    /// `gripmesh_edge_origin_duration_seconds`.
+    pub origin_duration: Histogram,
+    stream: TransportMetrics,
+    response: TransportMetrics,
+}
+
+/// Per-transport handles.
+pub struct TransportMetrics {
+    /// `gripmesh_edge_connections{transport}`.
+    pub connections: Gauge,
+    /// `gripmesh_edge_connections_opened_total{transport}`.
+    pub opened: Counter,
+    /// `gripmesh_edge_messages_sent_total{transport}`.
+    pub sent: Counter,
+}
+
+impl TransportMetrics {
+    fn new(t: Transport) -> TransportMetrics {
+        let l = t.label();
+        TransportMetrics {
+            connections: metrics::gauge!("gripmesh_edge_connections", "transport" => l),
+            opened: metrics::counter!("gripmesh_edge_connections_opened_total", "transport" => l),
+            sent: metrics::counter!("gripmesh_edge_messages_sent_total", "transport" => l),
+        }
+    }
+}
+
+impl EdgeMetrics {
+    /// Describes the metrics and creates the handles.
+    pub fn new() -> EdgeMetrics {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_gauge!("gripmesh_edge_connections", "Held client connections.");
+        describe_counter!(
+            "gripmesh_edge_connections_opened_total",
+            "Client connections that became held."
+        );
+        describe_gauge!("gripmesh_edge_channels", "Channels with local subscribers.");
+        describe_gauge!(
+            "gripmesh_edge_subscriptions",
+            "Connection x channel subscriptions."
+        );
+        describe_counter!(
+            "gripmesh_edge_messages_sent_total",
+            "Messages written to clients."
+        );
+        describe_counter!(
+            "gripmesh_edge_messages_dropped_total",
+            "Messages not delivered, by reason."
+        );
+        describe_counter!(
+            "gripmesh_edge_origin_requests_total",
+            "Requests sent to origins, by response status class."
+        );
+        describe_histogram!(
+            "gripmesh_edge_origin_duration_seconds",
+            Unit::Seconds,
+            "Time from sending a request to an origin to its response head."
+        );
+        describe_histogram!(
+            "gripmesh_edge_delivery_latency_seconds",
+            Unit::Seconds,
+            "Publish accepted by control to written to the client socket."
+        );
+        describe_counter!(
+            "gripmesh_edge_routes_reload_errors_total",
+            "Routes files rejected on reload."
+        );
+        EdgeMetrics {
+            channels: metrics::gauge!("gripmesh_edge_channels"),
+            subscriptions: metrics::gauge!("gripmesh_edge_subscriptions"),
+            delivery_latency: metrics::histogram!("gripmesh_edge_delivery_latency_seconds"),
+            origin_duration: metrics::histogram!("gripmesh_edge_origin_duration_seconds"),
+            stream: TransportMetrics::new(Transport::HttpStream),
+            response: TransportMetrics::new(Transport::HttpResponse),
+        }
+    }
+
+    /// Handles for one transport.
+    pub fn transport(&self, t: Transport) -> &TransportMetrics {
+        match t {
+            Transport::HttpStream => &self.stream,
+            Transport::HttpResponse => &self.response,
+        }
+    }
+
+    /// Counts a message that was not delivered.
+    pub fn dropped(reason: &'static str) {
+        metrics::counter!("gripmesh_edge_messages_dropped_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts an origin response by status class (`2xx`…, or `error`).
+    pub fn origin_request(status: Option<u16>) {
+        let class = match status {
+            Some(100..=199) => "1xx",
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(500..=599) => "5xx",
+            Some(_) => "other",
+            None => "error",
+        };
+        metrics::counter!("gripmesh_edge_origin_requests_total", "status_class" => class)
+            .increment(1);
+    }
+
+    /// Records the delivery latency of an item accepted at `accepted_unix_nanos`.
+    pub fn record_latency(&self, accepted_unix_nanos: u64) {
+        if accepted_unix_nanos == 0 {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // Clocks of different hosts can disagree; a negative latency is recorded as 0.
+        let nanos = now.saturating_sub(accepted_unix_nanos);
+        #[allow(clippy::cast_precision_loss)]
+        self.delivery_latency.record(nanos as f64 / 1e9);
+    }
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        EdgeMetrics::new()
+    }
+}

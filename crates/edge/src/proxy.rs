@@ -1,0 +1,482 @@
+//! One client request: route it, proxy it to the origin, and act on the GRIP instructions in
+//! the answer (relay, response hold or stream hold).
+
+use crate::EdgeInner;
+use crate::conn::{CloseReason, Transport};
+use crate::headers;
+use crate::hold::{HoldGuard, StreamBody};
+use crate::metrics::EdgeMetrics;
+use crate::test_origin;
+use bytes::Bytes;
+use grip::instruct::{HoldMode, Instruct, StatusOverride};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use routes::{Route, RouteRequest, Target, TargetAddr};
+use runtime::server::{Body, full, text};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What went wrong, and so what the client gets.
+#[derive(Debug, thiserror::Error)]
+enum ProxyError {
+    #[error("no route for host {0}")]
+    NoRoute(String),
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("client sent websocket-events")]
+    EventsForbidden,
+    #[error("websocket not supported")]
+    WebSocket,
+    #[error("bus: {0}")]
+    Unavailable(String),
+}
+
+impl ProxyError {
+    fn into_response(self) -> Response<Body> {
+        match self {
+            ProxyError::NoRoute(host) => text(
+                StatusCode::BAD_GATEWAY,
+                format!("No route for host: {host}\n"),
+            ),
+            ProxyError::BadGateway(_) => {
+                text(StatusCode::BAD_GATEWAY, "Error while proxying to origin.\n")
+            }
+            ProxyError::EventsForbidden => text(
+                StatusCode::FORBIDDEN,
+                "Client not allowed to send WebSocket events directly.\n",
+            ),
+            ProxyError::WebSocket => text(
+                StatusCode::NOT_IMPLEMENTED,
+                "WebSocket connections are not supported by this edge yet.\n",
+            ),
+            ProxyError::Unavailable(_) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable.\n")
+            }
+        }
+    }
+}
+
+/// Handles one client request end to end.
+///
+/// Boxed so the server loop sees one concrete `Send` future type.
+pub fn handle(
+    edge: Arc<EdgeInner>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> futures_util::future::BoxFuture<'static, Response<Body>> {
+    Box::pin(handle_inner(edge, req, peer))
+}
+
+async fn handle_inner(
+    edge: Arc<EdgeInner>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match proxy(edge, req).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            match &err {
+                ProxyError::NoRoute(_) | ProxyError::EventsForbidden | ProxyError::WebSocket => {
+                    tracing::debug!(%peer, %method, %path, error = %err, "request refused");
+                }
+                _ => tracing::warn!(%peer, %method, %path, error = %err, "request failed"),
+            }
+            err.into_response()
+        }
+    }
+}
+
+fn request_host(req: &Request<Incoming>) -> String {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default();
+    crate::origin::strip_port(&raw).to_ascii_lowercase()
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
+async fn proxy(edge: Arc<EdgeInner>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    let host = request_host(&req);
+    let ws = is_websocket_upgrade(req.headers());
+    let table = edge.routes.load();
+    let route = table
+        .resolve(&RouteRequest {
+            host: &host,
+            path: req.uri().path(),
+            ws,
+            tls: false,
+        })
+        .ok_or_else(|| ProxyError::NoRoute(host.clone()))?
+        .clone();
+    drop(table);
+    if ws {
+        return Err(ProxyError::WebSocket);
+    }
+    if route.targets.iter().any(|t| t.over_http)
+        && content_type_is(req.headers(), grip::wsevents::CONTENT_TYPE)
+    {
+        return Err(ProxyError::EventsForbidden);
+    }
+
+    let (parts, body) = req.into_parts();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let origin_path = route.rewrite_path(path_and_query);
+    let mut body = Some(body);
+    let started = Instant::now();
+    let mut last_err = String::from("route has no usable target");
+    let mut answer = None;
+    for target in &route.targets {
+        if target.addr == TargetAddr::Test {
+            let uri: Uri = origin_path
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("/"));
+            answer = Some((test_origin::respond(uri.path(), uri.query()), target));
+            break;
+        }
+        let sender = match edge.origin.connect(target).await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(route = %route.id, error = %err, "origin target unavailable");
+                last_err = err.to_string();
+                continue;
+            }
+        };
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(origin_path.as_str());
+        if let Some(h) = builder.headers_mut() {
+            *h = origin_headers(&edge, &parts.headers, &route, target);
+        }
+        let client_body = body
+            .take()
+            .map_or_else(|| full(""), |b| b.boxed_unsync_err());
+        let origin_req = builder
+            .body(client_body)
+            .map_err(|e| ProxyError::BadGateway(format!("cannot build origin request: {e}")))?;
+        let result = edge.origin.send(sender, origin_req).await;
+        edge.metrics
+            .origin_duration
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(resp) => {
+                EdgeMetrics::origin_request(Some(resp.status().as_u16()));
+                answer = Some((resp.map(|b| b.boxed_unsync_err()), target));
+                break;
+            }
+            Err(err) => {
+                EdgeMetrics::origin_request(None);
+                debug_assert!(!err.is_connect());
+                return Err(ProxyError::BadGateway(err.to_string()));
+            }
+        }
+    }
+    let Some((resp, target)) = answer else {
+        EdgeMetrics::origin_request(None);
+        return Err(ProxyError::BadGateway(last_err));
+    };
+
+    if route.no_grip || !grip::instruct::is_grip_response(resp.headers()) {
+        return Ok(relay(resp, false));
+    }
+    let (rparts, rbody) = resp.into_parts();
+    let max = edge.config.max_instruct_body;
+    let (instruct, body) = if content_type_is(&rparts.headers, "application/grip-instruct") {
+        if rparts.status != StatusCode::OK {
+            return Err(ProxyError::BadGateway(format!(
+                "grip-instruct answer with status {}",
+                rparts.status
+            )));
+        }
+        let bytes = read_limited(rbody, max).await?;
+        let instruct = grip::instruct::parse_json(&bytes)
+            .map_err(|e| ProxyError::BadGateway(e.to_string()))?;
+        (instruct, None)
+    } else {
+        let instruct = grip::instruct::parse_headers(&rparts.headers)
+            .map_err(|e| ProxyError::BadGateway(e.to_string()))?;
+        (instruct, Some(rbody))
+    };
+    let channels = channels_for(&edge, &route, target, &instruct);
+    match instruct.hold {
+        None => match body {
+            Some(body) => Ok(relay(Response::from_parts(rparts, body), true)),
+            None => {
+                let (status, hdrs, body) = initial_response(&rparts, &instruct, Bytes::new());
+                build_response(status, &instruct.status, hdrs, full(body))
+            }
+        },
+        Some(HoldMode::Response) => {
+            let origin_body = match body {
+                Some(b) => read_limited(b, max).await?,
+                None => Bytes::new(),
+            };
+            response_hold(edge, rparts, instruct, origin_body, channels).await
+        }
+        Some(HoldMode::Stream) => stream_hold(edge, rparts, instruct, body, channels).await,
+    }
+}
+
+/// Relays an origin response unchanged but for hop-by-hop (and, for GRIP, `Grip-*`) headers.
+fn relay(resp: Response<Body>, strip_grip: bool) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    parts.headers = headers::to_client(&parts.headers, strip_grip);
+    Response::from_parts(parts, body)
+}
+
+fn origin_headers(
+    edge: &EdgeInner,
+    client: &HeaderMap,
+    route: &Route,
+    target: &Target,
+) -> HeaderMap {
+    let mut h = headers::to_origin(client);
+    let host_override = target.host.as_deref().or(route.as_host.as_deref());
+    if let Some(host) = host_override.and_then(|v| HeaderValue::from_str(v).ok()) {
+        h.insert(header::HOST, host);
+    }
+    for (name, value) in &route.headers {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        if value.is_empty() {
+            h.remove(&name);
+        } else if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
+    if !route.no_grip {
+        h.insert(
+            HeaderName::from_static("grip-feature"),
+            HeaderValue::from_static(grip::GRIP_FEATURES),
+        );
+        if let Some(sig) = edge.grip_sig(route) {
+            h.insert(HeaderName::from_static("grip-sig"), sig);
+        }
+    }
+    h
+}
+
+fn channels_for(
+    edge: &EdgeInner,
+    route: &Route,
+    target: &Target,
+    instruct: &Instruct,
+) -> Vec<String> {
+    let prefix = route.prefix.as_deref().unwrap_or("");
+    let mut out: Vec<String> = Vec::new();
+    let names = instruct
+        .channels
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(target.sub.iter().map(String::as_str));
+    for name in names {
+        let full = format!("{prefix}{name}");
+        if !out.contains(&full) {
+            out.push(full);
+        }
+    }
+    let max = edge.config.max_channels_per_connection;
+    if out.len() > max {
+        tracing::debug!(route = %route.id, dropped = out.len() - max, "channels over the per-connection limit ignored");
+        out.truncate(max);
+    }
+    out
+}
+
+async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, ProxyError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::BadGateway(format!("origin body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(ProxyError::BadGateway(format!(
+                    "origin body larger than {max} bytes"
+                )));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Status, headers and body the client gets first (stream) or on timeout (response hold).
+fn initial_response(
+    parts: &http::response::Parts,
+    instruct: &Instruct,
+    origin_body: Bytes,
+) -> (u16, HeaderMap, Bytes) {
+    let (status, mut hdrs, body) = match &instruct.response {
+        Some(r) => {
+            let mut h = HeaderMap::new();
+            for (k, v) in &r.headers {
+                if let (Ok(k), Ok(v)) = (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) {
+                    h.append(k, v);
+                }
+            }
+            (r.code, h, r.body.clone())
+        }
+        None => (parts.status.as_u16(), parts.headers.clone(), origin_body),
+    };
+    hdrs = headers::to_client(&hdrs, true);
+    for name in [header::CONTENT_LENGTH, header::CONTENT_ENCODING] {
+        hdrs.remove(name);
+    }
+    if let Some(expose) = &instruct.expose_headers {
+        let keep: Vec<String> = expose.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let names: Vec<HeaderName> = hdrs.keys().cloned().collect();
+        for name in names {
+            if !keep.iter().any(|k| k == name.as_str()) {
+                hdrs.remove(&name);
+            }
+        }
+    }
+    (status, hdrs, body)
+}
+
+fn build_response(
+    code: u16,
+    status_override: &Option<StatusOverride>,
+    hdrs: HeaderMap,
+    body: Body,
+) -> Result<Response<Body>, ProxyError> {
+    let (code, reason) = match status_override {
+        Some(o) => (o.code, o.reason.clone()),
+        None => (code, None),
+    };
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| ProxyError::BadGateway(format!("status code {code} cannot be sent")))?;
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = hdrs;
+    if let Some(reason) = reason {
+        if let Ok(r) = hyper::ext::ReasonPhrase::try_from(Bytes::from(reason)) {
+            resp.extensions_mut().insert(r);
+        }
+    }
+    Ok(resp)
+}
+
+async fn response_hold(
+    edge: Arc<EdgeInner>,
+    parts: http::response::Parts,
+    instruct: Instruct,
+    origin_body: Bytes,
+    channels: Vec<String>,
+) -> Result<Response<Body>, ProxyError> {
+    let (code, hdrs, body) = initial_response(&parts, &instruct, origin_body);
+    let (mut guard, mut rx) = HoldGuard::new(edge.clone(), Transport::HttpResponse);
+    guard
+        .subscribe_all(channels)
+        .await
+        .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+    let timeout = Duration::from_secs(instruct.timeout_secs);
+    let published = tokio::select! {
+        d = rx.recv() => d,
+        _ = tokio::time::sleep(timeout) => None,
+        reason = guard.conn.closed() => {
+            if reason == CloseReason::SlowConsumer {
+                EdgeMetrics::dropped("slow_consumer");
+            }
+            None
+        }
+    };
+    let Some(delivery) = published else {
+        return build_response(code, &instruct.status, hdrs, full(body));
+    };
+    let Some(r) = &delivery.response else {
+        return build_response(code, &instruct.status, hdrs, full(body));
+    };
+    // Origin's (timeout) headers, overlaid by the published ones; Content-Length recomputed.
+    let mut merged = hdrs;
+    let mut replaced: Vec<HeaderName> = Vec::new();
+    for (k, v) in &r.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) else {
+            continue;
+        };
+        if headers::is_grip(&name) || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        if !replaced.contains(&name) {
+            merged.remove(&name);
+            replaced.push(name.clone());
+        }
+        merged.append(name, value);
+    }
+    let m = edge.metrics.transport(Transport::HttpResponse);
+    m.sent.increment(1);
+    edge.metrics.record_latency(delivery.accepted_unix_nanos);
+    let status = Some(StatusOverride {
+        code: r.code,
+        reason: r.reason.clone(),
+    });
+    build_response(r.code, &status, merged, full(r.body.clone()))
+}
+
+async fn stream_hold(
+    edge: Arc<EdgeInner>,
+    parts: http::response::Parts,
+    instruct: Instruct,
+    origin_body: Option<Body>,
+    channels: Vec<String>,
+) -> Result<Response<Body>, ProxyError> {
+    let (code, hdrs, instruct_body) = initial_response(&parts, &instruct, Bytes::new());
+    let initial = match (origin_body, instruct.response.is_some()) {
+        (Some(b), false) => b,
+        _ => full(instruct_body),
+    };
+    let (mut guard, rx) = HoldGuard::new(edge, Transport::HttpStream);
+    guard
+        .subscribe_all(channels)
+        .await
+        .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+    let body = StreamBody::new(initial, rx, instruct.keep_alive.as_ref(), guard);
+    build_response(code, &instruct.status, hdrs, body.boxed_unsync())
+}
+
+/// Signs a `Grip-Sig` for an origin request.
+pub(crate) fn sign(iss: &str, key: &grip::sig::SigKey) -> Option<HeaderValue> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    HeaderValue::from_str(&grip::sig::sign(iss, key, now, 3600)).ok()
+}
+
+trait BoxedErr {
+    fn boxed_unsync_err(self) -> Body;
+}
+
+fn box_hyper_error(e: hyper::Error) -> runtime::server::BoxError {
+    Box::new(e)
+}
+
+impl BoxedErr for Incoming {
+    fn boxed_unsync_err(self) -> Body {
+        self.map_err(box_hyper_error).boxed_unsync()
+    }
+}

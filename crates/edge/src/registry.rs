@@ -1,0 +1,285 @@
+//! Local subscribers per channel, and one bus subscription per channel with local interest.
+//!
+//! The first local subscriber of a channel creates its entry and spawns the channel's task,
+//! which subscribes the bus subject; subscribers wait until that subscription is live, so a
+//! hold is never released to the client before publishes can reach it. The task decodes each
+//! bus message once, sequences it, renders it once ([`Delivery`]) and offers the shared result
+//! to every local subscriber's bounded queue. When the last subscriber leaves, the entry lingers
+//! for a while (so reconnecting long-polls don't churn the bus) and is then removed with its bus
+//! subscription.
+
+use crate::conn::{ConnHandle, Offer, Transport};
+use crate::delivery::Delivery;
+use crate::metrics::EdgeMetrics;
+use crate::sequencer::Sequencer;
+use bus::Bus;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Sequencing and interest settings.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// How long a channel without subscribers keeps its bus subscription.
+    pub linger: Duration,
+    /// Same channel + id within this window is delivered once.
+    pub dedup_window: Duration,
+    /// How long an out-of-order item waits for its predecessor.
+    pub sequence_wait: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            linger: Duration::from_secs(10),
+            dedup_window: Duration::from_secs(60),
+            sequence_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChannelState {
+    Pending,
+    Live,
+    Failed(String),
+}
+
+struct ChannelEntry {
+    generation: u64,
+    subscribers: HashMap<u64, Arc<ConnHandle>>,
+    state: watch::Receiver<ChannelState>,
+    empty_since: Option<Instant>,
+}
+
+/// Channel ⇒ local subscribers. Cheap to clone.
+#[derive(Clone)]
+pub struct SubscriberRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    channels: DashMap<Arc<str>, ChannelEntry>,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<EdgeMetrics>,
+    config: RegistryConfig,
+    next_generation: AtomicU64,
+}
+
+/// Subscribing failed because the bus could not subscribe the channel.
+#[derive(Debug, thiserror::Error)]
+#[error("could not subscribe channel {channel}: {reason}")]
+pub struct SubscribeError {
+    /// Channel.
+    pub channel: String,
+    /// Bus error text.
+    pub reason: String,
+}
+
+impl SubscriberRegistry {
+    /// An empty registry over `bus`.
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        metrics: Arc<EdgeMetrics>,
+        config: RegistryConfig,
+    ) -> SubscriberRegistry {
+        SubscriberRegistry {
+            inner: Arc::new(Inner {
+                channels: DashMap::new(),
+                bus,
+                metrics,
+                config,
+                next_generation: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Adds `conn` to `channel` and waits until publishes on it reach this edge.
+    pub async fn subscribe(
+        &self,
+        conn: &Arc<ConnHandle>,
+        channel: &str,
+    ) -> Result<(), SubscribeError> {
+        let mut state = {
+            let inner = &self.inner;
+            match inner.channels.entry(Arc::from(channel)) {
+                Entry::Occupied(mut e) => {
+                    let entry = e.get_mut();
+                    if entry.subscribers.insert(conn.id, conn.clone()).is_none() {
+                        inner.metrics.subscriptions.increment(1.0);
+                    }
+                    entry.empty_since = None;
+                    entry.state.clone()
+                }
+                Entry::Vacant(v) => {
+                    let (tx, rx) = watch::channel(ChannelState::Pending);
+                    let generation = inner.next_generation.fetch_add(1, Ordering::Relaxed);
+                    let key = v.key().clone();
+                    v.insert(ChannelEntry {
+                        generation,
+                        subscribers: HashMap::from([(conn.id, conn.clone())]),
+                        state: rx.clone(),
+                        empty_since: None,
+                    });
+                    inner.metrics.channels.increment(1.0);
+                    inner.metrics.subscriptions.increment(1.0);
+                    tokio::spawn(channel_task(self.inner.clone(), key, generation, tx));
+                    rx
+                }
+            }
+        };
+        let result = state
+            .wait_for(|s| *s != ChannelState::Pending)
+            .await
+            .map(|s| s.clone());
+        match result {
+            Ok(ChannelState::Live) => Ok(()),
+            Ok(ChannelState::Failed(reason)) => Err(SubscribeError {
+                channel: channel.to_owned(),
+                reason,
+            }),
+            Ok(ChannelState::Pending) | Err(_) => Err(SubscribeError {
+                channel: channel.to_owned(),
+                reason: "channel task ended".to_owned(),
+            }),
+        }
+    }
+
+    /// Removes `conn_id` from `channel` (no-op if absent).
+    pub fn unsubscribe(&self, conn_id: u64, channel: &str) {
+        if let Some(mut entry) = self.inner.channels.get_mut(channel) {
+            if entry.subscribers.remove(&conn_id).is_some() {
+                self.inner.metrics.subscriptions.decrement(1.0);
+                if entry.subscribers.is_empty() {
+                    entry.empty_since = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Number of channels with an entry (live or lingering).
+    pub fn channel_count(&self) -> usize {
+        self.inner.channels.len()
+    }
+}
+
+impl Inner {
+    /// Offers a delivery to every local subscriber of `channel` whose hold takes it.
+    fn fan_out(&self, channel: &str, delivery: Arc<Delivery>) {
+        let Some(entry) = self.channels.get(channel) else {
+            return;
+        };
+        // Only non-blocking work under the shard lock: a refcount bump and a try_send each.
+        for conn in entry.subscribers.values() {
+            let wanted = match conn.transport {
+                Transport::HttpStream => delivery.stream.is_some(),
+                Transport::HttpResponse => delivery.response.is_some(),
+            };
+            if wanted && conn.offer(&delivery) == Offer::Overflow {
+                EdgeMetrics::dropped("slow_consumer");
+            }
+        }
+    }
+
+    /// Removes the entry if it is ours and has been empty for the linger time.
+    fn remove_if_idle(&self, channel: &str, generation: u64) -> bool {
+        let linger = self.config.linger;
+        let removed = self
+            .channels
+            .remove_if(channel, |_, e| {
+                e.generation == generation
+                    && e.subscribers.is_empty()
+                    && e.empty_since.is_some_and(|t| t.elapsed() >= linger)
+            })
+            .is_some();
+        if removed {
+            self.metrics.channels.decrement(1.0);
+        }
+        removed
+    }
+
+    fn remove_failed(&self, channel: &str, generation: u64) {
+        if let Some((_, entry)) = self
+            .channels
+            .remove_if(channel, |_, e| e.generation == generation)
+        {
+            self.metrics.channels.decrement(1.0);
+            #[allow(clippy::cast_precision_loss)]
+            self.metrics
+                .subscriptions
+                .decrement(entry.subscribers.len() as f64);
+        }
+    }
+}
+
+async fn channel_task(
+    inner: Arc<Inner>,
+    channel: Arc<str>,
+    generation: u64,
+    state: watch::Sender<ChannelState>,
+) {
+    let subject = bus::subject::channel_subject(&channel);
+    let mut sub = match inner.bus.subscribe(subject).await {
+        Ok(sub) => sub,
+        Err(err) => {
+            tracing::warn!(%channel, error = %err, "bus subscribe failed");
+            inner.remove_failed(&channel, generation);
+            state.send_replace(ChannelState::Failed(err.to_string()));
+            return;
+        }
+    };
+    state.send_replace(ChannelState::Live);
+    let mut seq = Sequencer::new(inner.config.dedup_window, inner.config.sequence_wait);
+    let mut linger_tick = tokio::time::interval(Duration::from_secs(1));
+    linger_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let expiry = seq.next_expiry();
+        tokio::select! {
+            msg = sub.next() => {
+                let Some(payload) = msg else {
+                    tracing::warn!(%channel, "bus closed the subscription");
+                    inner.remove_failed(&channel, generation);
+                    return;
+                };
+                match bus::payload::decode(payload) {
+                    Ok((item, accepted)) => {
+                        for item in seq.offer(item, Instant::now()) {
+                            deliver(&inner, &channel, item, accepted);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(%channel, error = %err, "dropping undecodable bus message");
+                        EdgeMetrics::dropped("bad_payload");
+                    }
+                }
+            }
+            _ = sleep_until_opt(expiry) => {
+                for item in seq.expire(Instant::now()) {
+                    deliver(&inner, &channel, item, 0);
+                }
+            }
+            _ = linger_tick.tick() => {
+                if inner.remove_if_idle(&channel, generation) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn deliver(inner: &Inner, channel: &str, item: grip::publish::PublishItem, accepted: u64) {
+    if let Some(d) = Delivery::render(item, accepted) {
+        inner.fan_out(channel, Arc::new(d));
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,63 @@
+//! Pushpin's built-in `test` target: a tiny GRIP origin inside the edge, so a route
+//! `* test` gives a working stream and long-poll with no origin running.
+//!
+//! * `/` ⇒ a hello text.
+//! * `/stream?channel=C` ⇒ stream hold on `C` (default `test`).
+//! * `/sse?channel=C` ⇒ SSE stream hold on `C` with a 20 s comment keep-alive.
+//! * `/response?channel=C` ⇒ response hold on `C`.
+
+use http::{HeaderValue, Response, StatusCode};
+use runtime::server::{Body, full};
+
+fn channel(query: Option<&str>) -> String {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("channel="))
+        .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_graphic() && b != b','))
+        .unwrap_or("test")
+        .to_owned()
+}
+
+/// Answers a request (path after route rewriting) the way the built-in origin does.
+pub fn respond(path: &str, query: Option<&str>) -> Response<Body> {
+    let ch = channel(query);
+    let mut resp = Response::new(full(""));
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("text/plain"));
+    let set = |h: &mut http::HeaderMap, k: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    };
+    match path {
+        "/" => {
+            *resp.body_mut() = full("Hello from the gripmesh test origin.\n");
+        }
+        "/stream" => {
+            set(h, "grip-hold", "stream");
+            set(h, "grip-channel", &ch);
+            *resp.body_mut() = full(format!("[stream open on channel {ch}]\n"));
+        }
+        "/sse" => {
+            set(h, "grip-hold", "stream");
+            set(h, "grip-channel", &ch);
+            set(h, "grip-keep-alive", ":\\n\\n; format=cstring; timeout=20");
+            h.insert(
+                "content-type",
+                HeaderValue::from_static("text/event-stream"),
+            );
+            *resp.body_mut() = full(format!(": stream open on channel {ch}\n\n"));
+        }
+        "/response" => {
+            set(h, "grip-hold", "response");
+            set(h, "grip-channel", &ch);
+            *resp.body_mut() = full("[timeout]\n");
+        }
+        _ => {
+            *resp.status_mut() = StatusCode::NOT_FOUND;
+            *resp.body_mut() = full("Not Found\n");
+        }
+    }
+    resp
+}

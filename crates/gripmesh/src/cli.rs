@@ -1,0 +1,130 @@
+//! Command-line interface. Every flag also reads `GRIPMESH_<FLAG>` and the `--config` file.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A horizontally scalable GRIP realtime proxy.
+#[derive(Debug, Parser)]
+#[command(name = "gripmesh", version, about, args_override_self = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Edge + control in one process over an in-memory bus.
+    Standalone(StandaloneArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `gripmesh standalone`.
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// Client listener (HTTP streaming, long-polling, SSE).
+    #[arg(long, env = "GRIPMESH_LISTEN", default_value = "0.0.0.0:7999")]
+    pub listen: SocketAddr,
+
+    /// HTTP publish API listener.
+    #[arg(
+        long,
+        env = "GRIPMESH_PUBLISH_LISTEN",
+        default_value = "127.0.0.1:5561"
+    )]
+    pub publish_listen: SocketAddr,
+
+    /// gRPC listener (reserved: the gRPC API is not served by this build yet).
+    #[arg(long, env = "GRIPMESH_GRPC_LISTEN", default_value = "127.0.0.1:5562")]
+    pub grpc_listen: SocketAddr,
+
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "GRIPMESH_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    pub admin_listen: SocketAddr,
+
+    /// Routes file (Pushpin syntax). Default: ./routes if present, else `* 127.0.0.1:8080`.
+    #[arg(long, env = "GRIPMESH_ROUTES")]
+    pub routes: Option<PathBuf>,
+
+    /// NATS URL(s) (not available in this build yet: standalone uses the in-memory bus).
+    #[arg(long, env = "GRIPMESH_NATS")]
+    pub nats: Option<String>,
+
+    /// Key that signs the Grip-Sig sent to origins (literal or `base64:...`).
+    #[arg(long, env = "GRIPMESH_SIG_KEY", hide_env_values = true)]
+    pub sig_key: Option<String>,
+
+    /// `iss` claim of the Grip-Sig.
+    #[arg(long, env = "GRIPMESH_SIG_ISS", default_value = "pushpin")]
+    pub sig_iss: String,
+
+    /// Publishing requires `Authorization: Bearer <token>`.
+    #[arg(long, env = "GRIPMESH_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+
+    /// Publishing requires a Bearer JWT (HS256) signed with this key (literal or `base64:...`).
+    #[arg(long, env = "GRIPMESH_PUBLISH_KEY", hide_env_values = true)]
+    pub publish_key: Option<String>,
+
+    /// Allow an unauthenticated publish API on a non-loopback address.
+    #[arg(long, env = "GRIPMESH_PUBLISH_INSECURE")]
+    pub publish_insecure: bool,
+
+    /// Largest publish request body in bytes.
+    #[arg(long, env = "GRIPMESH_PUBLISH_MAX_BODY", default_value_t = 1_000_000)]
+    pub publish_max_body: usize,
+
+    /// Largest client request head (request line + headers) in bytes; larger ⇒ 431.
+    #[arg(long, env = "GRIPMESH_MAX_HEADER_SIZE", default_value_t = 16 * 1024)]
+    pub max_header_size: usize,
+
+    /// Largest GRIP instruct body read from an origin for a non-stream hold, in bytes.
+    #[arg(long, env = "GRIPMESH_MAX_INSTRUCT_BODY", default_value_t = 100_000)]
+    pub max_instruct_body: usize,
+
+    /// Channels one connection may subscribe; extra channels are ignored.
+    #[arg(
+        long,
+        env = "GRIPMESH_MAX_CHANNELS_PER_CONNECTION",
+        default_value_t = 20
+    )]
+    pub max_channels_per_connection: usize,
+
+    /// Messages queued per connection before a slow client is disconnected.
+    #[arg(long, env = "GRIPMESH_SEND_QUEUE_MESSAGES", default_value_t = 1024)]
+    pub send_queue_messages: usize,
+
+    /// Seconds allowed to connect (TCP + TLS) to an origin.
+    #[arg(long, env = "GRIPMESH_ORIGIN_CONNECT_TIMEOUT", default_value_t = 5)]
+    pub origin_connect_timeout: u64,
+
+    /// Seconds allowed for an origin to send its response head.
+    #[arg(long, env = "GRIPMESH_ORIGIN_RESPONSE_TIMEOUT", default_value_t = 60)]
+    pub origin_response_timeout: u64,
+
+    /// Seconds between checks of the routes file for changes.
+    #[arg(long, env = "GRIPMESH_ROUTES_POLL_INTERVAL", default_value_t = 1)]
+    pub routes_poll_interval: u64,
+
+    /// Seconds allowed for a graceful drain on SIGTERM/SIGINT.
+    #[arg(long, env = "GRIPMESH_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout: u64,
+
+    /// Log format.
+    #[arg(long, env = "GRIPMESH_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// TOML file with the same keys as the long flags (flags and env win).
+    #[arg(long, env = "GRIPMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+}

@@ -1,0 +1,193 @@
+//! Shared setup: launching gripmesh with a routes file, a standard GRIP origin, and a
+//! "survivor" stream used to prove that bad input did not hurt unrelated connections.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::{
+    Gripmesh, Origin, OriginResponse, RecordedRequest, StreamClient, TempDir, publish,
+    publish_stream,
+};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_gripmesh");
+
+/// Patience for anything that should happen "soon" (delivery, reloads, metrics).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A running gripmesh with its routes file.
+pub struct Env {
+    pub gm: Gripmesh,
+    pub dir: TempDir,
+    pub routes_file: PathBuf,
+}
+
+impl Env {
+    pub fn edge(&self) -> SocketAddr {
+        self.gm.edge_addr()
+    }
+
+    pub fn publish(&self) -> SocketAddr {
+        self.gm.publish_addr()
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.gm.admin_addr()
+    }
+
+    /// Rewrites the routes file in place.
+    pub fn write_routes(&self, text: &str) {
+        std::fs::write(&self.routes_file, text).expect("rewriting routes file");
+    }
+}
+
+/// Starts `gripmesh standalone --routes <file with routes_text>` plus `extra` flags.
+pub async fn start(routes_text: &str, extra: &[&str]) -> Env {
+    start_named("routes", routes_text, extra).await
+}
+
+/// Like [`start`], with a chosen routes file name.
+pub async fn start_named(file_name: &str, routes_text: &str, extra: &[&str]) -> Env {
+    let dir = TempDir::new();
+    let routes_file = dir.write(file_name, routes_text);
+    let routes_arg = routes_file.to_str().expect("utf-8 temp path").to_string();
+    let mut args = vec!["--routes", routes_arg.as_str()];
+    args.extend_from_slice(extra);
+    let gm = Gripmesh::standalone(BIN, &args).await;
+    Env {
+        gm,
+        dir,
+        routes_file,
+    }
+}
+
+/// Starts gripmesh with the single route `* <origin>`.
+pub async fn start_with_origin(origin: &Origin, extra: &[&str]) -> Env {
+    start(&format!("* {}\n", origin.target()), extra).await
+}
+
+/// The standard GRIP origin used by most tests:
+/// - `/plain` ⇒ 200 text/plain `plain\n`
+/// - `/stream?channel=C` ⇒ stream hold on `C` (default `test`; `%20` decoded), text/plain,
+///   body `hello\n`
+/// - `/response?channel=C[&timeout=N]` ⇒ response hold on `C` (default `resp`), `X-Orig: yes`,
+///   body `timeout-body\n`, `Grip-Timeout: N` when given
+/// - anything else ⇒ 404 `not found\n`
+pub fn standard_origin(req: RecordedRequest) -> OriginResponse {
+    match req.path() {
+        "/plain" => OriginResponse::text("plain\n"),
+        "/stream" => {
+            let channel = req.query("channel").unwrap_or_else(|| "test".into());
+            OriginResponse::stream_hold(&channel.replace("%20", " "), "hello\n")
+        }
+        "/response" => {
+            let channel = req.query("channel").unwrap_or_else(|| "resp".into());
+            let mut resp =
+                OriginResponse::response_hold(&channel, "timeout-body\n").header("X-Orig", "yes");
+            if let Some(timeout) = req.query("timeout") {
+                resp = resp.header("Grip-Timeout", &timeout);
+            }
+            resp
+        }
+        _ => OriginResponse::new(404)
+            .header("Content-Type", "text/plain")
+            .body("not found\n"),
+    }
+}
+
+/// Starts the standard origin.
+pub async fn start_standard_origin() -> Origin {
+    Origin::start(standard_origin).await
+}
+
+/// Starts a standard origin and gripmesh routed to it.
+pub async fn start_standard(extra: &[&str]) -> (Env, Origin) {
+    let origin = start_standard_origin().await;
+    let env = start_with_origin(&origin, extra).await;
+    (env, origin)
+}
+
+/// Opens a stream hold on `channel` through the standard origin and reads the initial
+/// `hello\n`.
+pub async fn open_stream(edge: SocketAddr, channel: &str) -> StreamClient {
+    let mut client = StreamClient::open(edge, &format!("/stream?channel={channel}"), &[]).await;
+    assert_eq!(
+        client.status,
+        200,
+        "stream hold on {channel}: {}",
+        client.received_text()
+    );
+    client.read_until("hello\n", WAIT).await;
+    client
+}
+
+/// An `http-stream` item.
+pub fn stream_item(channel: &str, content: &str) -> Value {
+    json!({"channel": channel, "formats": {"http-stream": {"content": content}}})
+}
+
+/// Publishes `items` (a JSON array) and asserts `200 Published\n`.
+pub async fn publish_items(addr: SocketAddr, items: Value) {
+    let resp = publish(addr, &json!({ "items": items })).await;
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "Published\n"),
+        "publishing {items}"
+    );
+}
+
+/// A stream hold on channel `survivor`, opened before some bad input, that must still receive
+/// publishes afterwards.
+pub struct Survivor {
+    client: StreamClient,
+}
+
+impl Survivor {
+    /// Opens the stream (the edge must route `/stream` to a standard origin).
+    pub async fn open(env: &Env) -> Survivor {
+        Survivor {
+            client: open_stream(env.edge(), "survivor").await,
+        }
+    }
+
+    /// Asserts the process is still up and the stream still receives a publish.
+    pub async fn check(&mut self, env: &mut Env, tag: &str) {
+        env.gm.assert_running();
+        let content = format!("still-alive-after-{tag}\n");
+        publish_stream(env.publish(), "survivor", &content).await;
+        self.client.read_until(content.as_bytes(), WAIT).await;
+        let healthz = testkit::http_get(env.admin(), "/healthz", &[]).await;
+        assert_eq!(healthz.status, 200, "healthz after {tag}");
+    }
+}
+
+/// Counts non-overlapping occurrences of `needle` in `haystack`.
+pub fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i + needle.len() <= haystack.len() {
+        if &haystack[i..i + needle.len()] == needle {
+            n += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+/// Asserts the gateway-error answer of the edge.
+pub fn assert_proxy_error(resp: &testkit::HttpResponse, context: &str) {
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (502, "Error while proxying to origin.\n"),
+        "{context}"
+    );
+}
