@@ -14,6 +14,8 @@ pub enum Transport {
     HttpStream,
     /// Long-poll (`http-response` format).
     HttpResponse,
+    /// WebSocket (`ws-message` format).
+    Ws,
 }
 
 impl Transport {
@@ -22,6 +24,7 @@ impl Transport {
         match self {
             Transport::HttpStream => "http-stream",
             Transport::HttpResponse => "http-response",
+            Transport::Ws => "ws",
         }
     }
 }

@@ -1,7 +1,12 @@
 //! A published item rendered once for every transport, shared by all local subscribers.
 
 use bytes::Bytes;
-use grip::publish::{HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction};
+use grip::publish::{
+    HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction, WsMessageFormat,
+    WsMessageType,
+};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
 /// What a stream hold does with an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +17,15 @@ pub enum StreamOut {
     Close,
 }
 
+/// What a WebSocket connection does with an item.
+#[derive(Debug, Clone)]
+pub enum WsOut {
+    /// Send this message (its payload is shared `Bytes`; cloning it is a refcount bump).
+    Message(Message),
+    /// Close the client connection with this code and reason.
+    Close(Option<(u16, String)>),
+}
+
 /// An item ready to hand to connections. Built once per item per edge; every subscriber gets
 /// an `Arc` of it, so fan-out costs one refcount bump per subscriber.
 #[derive(Debug)]
@@ -20,6 +34,8 @@ pub struct Delivery {
     pub stream: Option<StreamOut>,
     /// For response holds (`send` only; hint/close are not deliveries).
     pub response: Option<HttpResponseFormat>,
+    /// For WebSockets.
+    pub ws: Option<WsOut>,
     /// When control accepted the publish (ns since the epoch), for the latency histogram.
     pub accepted_unix_nanos: u64,
 }
@@ -37,13 +53,40 @@ impl Delivery {
             .formats
             .http_response
             .filter(|r| r.action == ResponseAction::Send);
-        if stream.is_none() && response.is_none() {
+        let ws = match item.formats.ws_message {
+            Some(WsMessageFormat::Send { kind, content }) => {
+                ws_message(kind, content).map(WsOut::Message)
+            }
+            Some(WsMessageFormat::Close { code, reason }) => {
+                Some(WsOut::Close(code.map(|c| (c, reason))))
+            }
+            // Refresh only matters for WebSocket-over-HTTP sessions that poll; not supported.
+            Some(WsMessageFormat::Refresh) | None => None,
+        };
+        if stream.is_none() && response.is_none() && ws.is_none() {
             return None;
         }
         Some(Delivery {
             stream,
             response,
+            ws,
             accepted_unix_nanos,
         })
     }
+}
+
+/// Builds a WebSocket message once. Text that is not UTF-8 cannot be a text frame: `None`.
+fn ws_message(kind: WsMessageType, content: Bytes) -> Option<Message> {
+    Some(match kind {
+        WsMessageType::Text => match Utf8Bytes::try_from(content) {
+            Ok(text) => Message::Text(text),
+            Err(_) => {
+                tracing::warn!("dropping ws-message: text content is not UTF-8");
+                return None;
+            }
+        },
+        WsMessageType::Binary => Message::Binary(content),
+        WsMessageType::Ping => Message::Ping(content),
+        WsMessageType::Pong => Message::Pong(content),
+    })
 }

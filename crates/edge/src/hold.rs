@@ -47,6 +47,33 @@ impl HoldGuard {
         )
     }
 
+    /// Subscribes one channel (no-op if already subscribed); returns once it is live.
+    pub async fn subscribe(&mut self, channel: String) -> Result<(), SubscribeError> {
+        if self.channels.contains(&channel) {
+            return Ok(());
+        }
+        self.channels.push(channel.clone());
+        self.edge.registry.subscribe(&self.conn, &channel).await
+    }
+
+    /// Unsubscribes one channel.
+    pub fn unsubscribe(&mut self, channel: &str) {
+        if let Some(pos) = self.channels.iter().position(|c| c == channel) {
+            self.channels.swap_remove(pos);
+            self.edge.registry.unsubscribe(self.conn.id, channel);
+        }
+    }
+
+    /// Number of subscribed channels.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// The edge this connection belongs to.
+    pub(crate) fn edge(&self) -> &Arc<EdgeInner> {
+        &self.edge
+    }
+
     /// Subscribes every channel; returns once all are live on the bus.
     pub async fn subscribe_all(&mut self, channels: Vec<String>) -> Result<(), SubscribeError> {
         for ch in channels {

@@ -15,6 +15,7 @@ pub mod registry;
 pub mod routes_file;
 pub mod sequencer;
 mod test_origin;
+mod ws;
 
 use crate::conn::{CloseReason, ConnHandle};
 use crate::metrics::EdgeMetrics;
@@ -44,6 +45,8 @@ pub struct EdgeConfig {
     pub max_instruct_body: usize,
     /// Channels one connection may subscribe; extra channels are ignored.
     pub max_channels_per_connection: usize,
+    /// Largest WebSocket message (and frame) accepted from a client or origin; larger ⇒ 1009.
+    pub max_ws_message_size: usize,
     /// Messages queued per connection before it counts as a slow consumer and is closed.
     pub send_queue_messages: usize,
     /// Time allowed to connect (TCP + TLS) to an origin target.
@@ -65,6 +68,7 @@ impl Default for EdgeConfig {
             sig_iss: "pushpin".to_owned(),
             max_instruct_body: 100_000,
             max_channels_per_connection: 20,
+            max_ws_message_size: 1 << 20,
             send_queue_messages: 1024,
             origin_connect_timeout: Duration::from_secs(5),
             origin_response_timeout: Duration::from_secs(60),

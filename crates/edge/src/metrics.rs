@@ -15,6 +15,7 @@ pub struct EdgeMetrics {
     pub origin_duration: Histogram,
     stream: TransportMetrics,
     response: TransportMetrics,
+    ws: TransportMetrics,
 }
 
 /// Per-transport handles.
@@ -85,6 +86,7 @@ impl EdgeMetrics {
             origin_duration: metrics::histogram!("gripmesh_edge_origin_duration_seconds"),
             stream: TransportMetrics::new(Transport::HttpStream),
             response: TransportMetrics::new(Transport::HttpResponse),
+            ws: TransportMetrics::new(Transport::Ws),
         }
     }
 
@@ -93,6 +95,7 @@ impl EdgeMetrics {
         match t {
             Transport::HttpStream => &self.stream,
             Transport::HttpResponse => &self.response,
+            Transport::Ws => &self.ws,
         }
     }
 

@@ -28,8 +28,6 @@ enum ProxyError {
     BadGateway(String),
     #[error("client sent websocket-events")]
     EventsForbidden,
-    #[error("websocket not supported")]
-    WebSocket,
     #[error("bus: {0}")]
     Unavailable(String),
 }
@@ -47,10 +45,6 @@ impl ProxyError {
             ProxyError::EventsForbidden => text(
                 StatusCode::FORBIDDEN,
                 "Client not allowed to send WebSocket events directly.\n",
-            ),
-            ProxyError::WebSocket => text(
-                StatusCode::NOT_IMPLEMENTED,
-                "WebSocket connections are not supported by this edge yet.\n",
             ),
             ProxyError::Unavailable(_) => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable.\n")
@@ -81,7 +75,7 @@ async fn handle_inner(
         Ok(resp) => resp,
         Err(err) => {
             match &err {
-                ProxyError::NoRoute(_) | ProxyError::EventsForbidden | ProxyError::WebSocket => {
+                ProxyError::NoRoute(_) | ProxyError::EventsForbidden => {
                     tracing::debug!(%peer, %method, %path, error = %err, "request refused");
                 }
                 _ => tracing::warn!(%peer, %method, %path, error = %err, "request failed"),
@@ -132,7 +126,7 @@ async fn proxy(edge: Arc<EdgeInner>, req: Request<Incoming>) -> Result<Response<
         .clone();
     drop(table);
     if ws {
-        return Err(ProxyError::WebSocket);
+        return Ok(crate::ws::handle(edge, req, route).await);
     }
     if route.targets.iter().any(|t| t.over_http)
         && content_type_is(req.headers(), grip::wsevents::CONTENT_TYPE)
@@ -245,7 +239,7 @@ fn relay(resp: Response<Body>, strip_grip: bool) -> Response<Body> {
     Response::from_parts(parts, body)
 }
 
-fn origin_headers(
+pub(crate) fn origin_headers(
     edge: &EdgeInner,
     client: &HeaderMap,
     route: &Route,
@@ -305,15 +299,20 @@ fn channels_for(
     out
 }
 
-async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, ProxyError> {
+async fn read_limited(body: Body, max: usize) -> Result<Bytes, ProxyError> {
+    collect_limited(body, max)
+        .await
+        .map_err(|e| ProxyError::BadGateway(format!("origin body: {e}")))
+}
+
+/// Reads a whole body of at most `max` bytes.
+pub(crate) async fn collect_limited(mut body: Body, max: usize) -> Result<Bytes, String> {
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ProxyError::BadGateway(format!("origin body: {e}")))?;
+        let frame = frame.map_err(|e| e.to_string())?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > max {
-                return Err(ProxyError::BadGateway(format!(
-                    "origin body larger than {max} bytes"
-                )));
+                return Err(format!("body larger than {max} bytes"));
             }
             buf.extend_from_slice(&data);
         }
@@ -467,11 +466,13 @@ pub(crate) fn sign(iss: &str, key: &grip::sig::SigKey) -> Option<HeaderValue> {
     HeaderValue::from_str(&grip::sig::sign(iss, key, now, 3600)).ok()
 }
 
-trait BoxedErr {
+pub(crate) trait BoxedErr {
     fn boxed_unsync_err(self) -> Body;
 }
 
-fn box_hyper_error(e: hyper::Error) -> runtime::server::BoxError {
+/// Boxes a hyper error (a named function: closures here trip a rustc lifetime inference
+/// limitation around `Send` futures).
+pub(crate) fn box_hyper_error(e: hyper::Error) -> runtime::server::BoxError {
     Box::new(e)
 }
 

@@ -178,6 +178,7 @@ impl Inner {
             let wanted = match conn.transport {
                 Transport::HttpStream => delivery.stream.is_some(),
                 Transport::HttpResponse => delivery.response.is_some(),
+                Transport::Ws => delivery.ws.is_some(),
             };
             if wanted && conn.offer(&delivery) == Offer::Overflow {
                 EdgeMetrics::dropped("slow_consumer");

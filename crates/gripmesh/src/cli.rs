@@ -100,6 +100,10 @@ pub struct StandaloneArgs {
     )]
     pub max_channels_per_connection: usize,
 
+    /// Largest WebSocket message accepted from a client or origin, in bytes; larger ⇒ close 1009.
+    #[arg(long, env = "GRIPMESH_MAX_WS_MESSAGE_SIZE", default_value_t = 1 << 20)]
+    pub max_ws_message_size: usize,
+
     /// Messages queued per connection before a slow client is disconnected.
     #[arg(long, env = "GRIPMESH_SEND_QUEUE_MESSAGES", default_value_t = 1024)]
     pub send_queue_messages: usize,

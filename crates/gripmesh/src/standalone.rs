@@ -68,6 +68,7 @@ pub async fn run(args: StandaloneArgs) -> Result<(), Fatal> {
         sig_iss: args.sig_iss.clone(),
         max_instruct_body: args.max_instruct_body,
         max_channels_per_connection: args.max_channels_per_connection,
+        max_ws_message_size: args.max_ws_message_size,
         send_queue_messages: args.send_queue_messages,
         origin_connect_timeout: Duration::from_secs(args.origin_connect_timeout),
         origin_response_timeout: Duration::from_secs(args.origin_response_timeout),

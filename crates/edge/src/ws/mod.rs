@@ -1,0 +1,444 @@
+//! WebSocket clients: the handshake toward the origin (WebSocket-over-HTTP, passthrough to a
+//! WebSocket origin, or the built-in test origin), then one session task per connection.
+//!
+//! Subscriptions requested in the origin's first answer are live before the client receives
+//! its `101`, so no publish is lost between the origin's answer and the subscription.
+
+mod over_http;
+mod session;
+
+use crate::EdgeInner;
+use crate::conn::Transport;
+use crate::headers;
+use crate::hold::HoldGuard;
+use crate::origin::OriginSender;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use routes::{Route, Target, TargetAddr};
+use runtime::server::{Body, full, text};
+use std::sync::Arc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+pub(crate) use over_http::OverHttp;
+
+/// Largest body read from an origin's answer that rejects a handshake.
+const MAX_REJECT_BODY: usize = 100_000;
+
+/// A WebSocket over an upgraded hyper connection.
+pub(crate) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// How the edge talks to the origin for one connection.
+pub(crate) enum Upstream {
+    /// WebSocket-over-HTTP (target `over_http`, or the built-in test origin).
+    OverHttp(OverHttp),
+    /// A WebSocket to the origin (plain target).
+    Passthrough(Box<Ws>),
+}
+
+/// GRIP message framing on the origin side, when the origin accepted the `grip` extension.
+#[derive(Debug, Clone)]
+pub(crate) struct GripMode {
+    /// Prefix of data messages (default `m:`); stripped before relaying to the client.
+    pub prefix: Bytes,
+}
+
+/// Parses `Sec-WebSocket-Extensions` for `grip[; message-prefix=...]`.
+fn grip_mode(headers: &HeaderMap) -> Option<GripMode> {
+    for value in headers.get_all("sec-websocket-extensions") {
+        let Ok(value) = value.to_str() else { continue };
+        for ext in value.split(',') {
+            let mut params = ext.split(';').map(str::trim);
+            if params
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case("grip"))
+            {
+                let mut prefix = Bytes::from_static(grip::wscontrol::DEFAULT_MESSAGE_PREFIX);
+                for p in params {
+                    if let Some((k, v)) = p.split_once('=') {
+                        if k.trim().eq_ignore_ascii_case("message-prefix") {
+                            prefix = Bytes::from(v.trim().trim_matches('"').to_owned());
+                        }
+                    }
+                }
+                return Some(GripMode { prefix });
+            }
+        }
+    }
+    None
+}
+
+/// The client's handshake, checked.
+struct ClientHandshake {
+    accept: HeaderValue,
+}
+
+fn check_client_handshake(req: &Request<Incoming>) -> Result<ClientHandshake, &'static str> {
+    if req.method() != http::Method::GET {
+        return Err("WebSocket handshake must use GET");
+    }
+    let version_ok = req
+        .headers()
+        .get("sec-websocket-version")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    if !version_ok {
+        return Err("unsupported Sec-WebSocket-Version");
+    }
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .ok_or("missing Sec-WebSocket-Key")?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = HeaderValue::from_str(&accept).map_err(|_| "bad Sec-WebSocket-Key")?;
+    Ok(ClientHandshake { accept })
+}
+
+/// Client handshake headers as replayed to the origin on every request.
+fn replay_headers(client: &HeaderMap) -> HeaderMap {
+    let mut h = headers::to_origin(client);
+    let drop: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            n.starts_with("meta-")
+                || n == "sec-websocket-extensions"
+                || n == "content-length"
+                || n == "content-type"
+                || n == "accept"
+                || n == "connection-id"
+        })
+        .cloned()
+        .collect();
+    for n in drop {
+        h.remove(n);
+    }
+    h
+}
+
+/// The WebSocket settings for client connections.
+pub(crate) fn client_ws_config(edge: &EdgeInner) -> WebSocketConfig {
+    let max = edge.config.max_ws_message_size;
+    WebSocketConfig::default()
+        // Small buffers: most connections are idle most of the time.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(
+            edge.config
+                .max_ws_message_size
+                .saturating_mul(4)
+                .max(1 << 20),
+        )
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// What the handshake produced: the answer for the client, and (on success) the session.
+pub(crate) enum Handshake {
+    /// Answer the client with this and do not upgrade.
+    Reject(Response<Body>),
+    /// Upgrade, then run the session.
+    Accept {
+        response: Response<Body>,
+        session: session::Session,
+    },
+}
+
+/// Errors that end the handshake with a plain error response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WsError {
+    #[error("bad handshake: {0}")]
+    BadRequest(&'static str),
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("bus: {0}")]
+    Unavailable(String),
+}
+
+impl WsError {
+    pub(crate) fn into_response(self) -> Response<Body> {
+        match self {
+            WsError::BadRequest(_) => text(StatusCode::BAD_REQUEST, "Bad WebSocket handshake.\n"),
+            WsError::BadGateway(_) => {
+                text(StatusCode::BAD_GATEWAY, "Error while proxying to origin.\n")
+            }
+            WsError::Unavailable(_) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable.\n")
+            }
+        }
+    }
+}
+
+/// Handles a WebSocket upgrade request routed to `route`.
+pub(crate) async fn handle(
+    edge: Arc<EdgeInner>,
+    mut req: Request<Incoming>,
+    route: Route,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match handshake(edge, &mut req, route).await {
+        Ok(Handshake::Reject(resp)) => resp,
+        Ok(Handshake::Accept { response, session }) => {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => session.run(upgraded).await,
+                    Err(err) => tracing::debug!(error = %err, "client upgrade failed"),
+                }
+            });
+            response
+        }
+        Err(err) => {
+            tracing::warn!(%path, error = %err, "websocket handshake failed");
+            err.into_response()
+        }
+    }
+}
+
+async fn handshake(
+    edge: Arc<EdgeInner>,
+    req: &mut Request<Incoming>,
+    route: Route,
+) -> Result<Handshake, WsError> {
+    let client = check_client_handshake(req).map_err(WsError::BadRequest)?;
+    let replay = replay_headers(req.headers());
+    let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
+    let route = Arc::new(route);
+    let mut last_err = String::from("route has no usable target");
+    for (index, target) in route.targets.iter().enumerate() {
+        if target.addr == TargetAddr::Test || target.over_http {
+            let mut upstream = OverHttp::new(
+                edge.clone(),
+                route.clone(),
+                index,
+                path.clone(),
+                replay.clone(),
+            );
+            let reply = match upstream.open().await {
+                Ok(reply) => reply,
+                Err(err) if err.is_connect() => {
+                    last_err = err.to_string();
+                    continue;
+                }
+                Err(err) => return Err(WsError::BadGateway(err.to_string())),
+            };
+            let reply = match reply {
+                over_http::OpenReply::Rejected(resp) => return Ok(Handshake::Reject(resp)),
+                over_http::OpenReply::Accepted(reply) => reply,
+            };
+            let mut response_headers = headers::to_client(&reply.headers, true);
+            for name in [
+                "content-length",
+                "content-type",
+                "keep-alive-interval",
+                "sec-websocket-extensions",
+            ] {
+                response_headers.remove(name);
+            }
+            let set_meta: Vec<HeaderName> = response_headers
+                .keys()
+                .filter(|n| n.as_str().starts_with("set-meta-"))
+                .cloned()
+                .collect();
+            for n in set_meta {
+                response_headers.remove(n);
+            }
+            let grip = grip_mode(&reply.headers);
+            let (guard, rx) = HoldGuard::new(edge.clone(), Transport::Ws);
+            let mut session = session::Session::new(
+                guard,
+                rx,
+                grip,
+                Some(Upstream::OverHttp(upstream)),
+                &route,
+                target,
+            );
+            // Act on the rest of the OPEN answer (subscriptions first) before the client
+            // gets its 101.
+            session
+                .prepare(reply.events)
+                .await
+                .map_err(|e| WsError::Unavailable(e.to_string()))?;
+            return Ok(Handshake::Accept {
+                response: switching_protocols(response_headers, &client),
+                session,
+            });
+        }
+        match passthrough(edge.clone(), req, &route, target, &path, &replay).await {
+            Ok(PassthroughReply::Rejected(resp)) => return Ok(Handshake::Reject(resp)),
+            Ok(PassthroughReply::Accepted { headers: h, ws }) => {
+                let grip = grip_mode(&h);
+                let mut response_headers = headers::to_client(&h, true);
+                for name in [
+                    "sec-websocket-extensions",
+                    "sec-websocket-accept",
+                    "content-length",
+                ] {
+                    response_headers.remove(name);
+                }
+                let (guard, rx) = HoldGuard::new(edge.clone(), Transport::Ws);
+                let mut session = session::Session::new(
+                    guard,
+                    rx,
+                    grip,
+                    Some(Upstream::Passthrough(ws)),
+                    &route,
+                    target,
+                );
+                session
+                    .prepare(Vec::new())
+                    .await
+                    .map_err(|e| WsError::Unavailable(e.to_string()))?;
+                return Ok(Handshake::Accept {
+                    response: switching_protocols(response_headers, &client),
+                    session,
+                });
+            }
+            Err(err) if err.is_connect() => {
+                last_err = err.to_string();
+                continue;
+            }
+            Err(err) => return Err(WsError::BadGateway(err.to_string())),
+        }
+    }
+    Err(WsError::BadGateway(last_err))
+}
+
+fn switching_protocols(mut headers: HeaderMap, client: &ClientHandshake) -> Response<Body> {
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert("sec-websocket-accept", client.accept.clone());
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// A non-success origin answer, relayed to the client as the handshake's answer.
+async fn reject_with(parts: http::response::Parts, body: Body) -> Response<Body> {
+    let bytes = crate::proxy::collect_limited(body, MAX_REJECT_BODY)
+        .await
+        .unwrap_or_default();
+    let mut headers = headers::to_client(&parts.headers, true);
+    headers.remove(header::CONTENT_LENGTH);
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = parts.status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+enum PassthroughReply {
+    Rejected(Response<Body>),
+    Accepted { headers: HeaderMap, ws: Box<Ws> },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PassthroughError {
+    #[error(transparent)]
+    Origin(#[from] crate::origin::OriginError),
+    #[error("origin upgrade failed: {0}")]
+    Upgrade(hyper::Error),
+    #[error("cannot build the origin request: {0}")]
+    Build(#[from] http::Error),
+}
+
+impl PassthroughError {
+    fn is_connect(&self) -> bool {
+        matches!(self, PassthroughError::Origin(e) if e.is_connect())
+    }
+}
+
+/// Opens a WebSocket to a plain target, offering the `grip` extension.
+async fn passthrough(
+    edge: Arc<EdgeInner>,
+    req: &Request<Incoming>,
+    route: &Route,
+    target: &Target,
+    path: &str,
+    replay: &HeaderMap,
+) -> Result<PassthroughReply, PassthroughError> {
+    let sender: OriginSender = edge.origin.connect(target).await?;
+    let mut h = crate::proxy::origin_headers(&edge, replay, route, target);
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert("sec-websocket-extensions", HeaderValue::from_static("grip"));
+    for name in [
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+    ] {
+        if let Some(v) = req.headers().get(name) {
+            h.insert(name, v.clone());
+        }
+    }
+    let mut builder = Request::builder().method(http::Method::GET).uri(path);
+    if let Some(hm) = builder.headers_mut() {
+        *hm = h;
+    }
+    let origin_req = builder.body(full(""))?;
+    let resp = edge.origin.send(sender, origin_req).await?;
+    crate::metrics::EdgeMetrics::origin_request(Some(resp.status().as_u16()));
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = resp.into_parts();
+        let body = crate::proxy::BoxedErr::boxed_unsync_err(body);
+        return Ok(PassthroughReply::Rejected(reject_with(parts, body).await));
+    }
+    let headers = resp.headers().clone();
+    let upgraded = hyper::upgrade::on(resp)
+        .await
+        .map_err(PassthroughError::Upgrade)?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(edge.config.max_ws_message_size))
+        .max_frame_size(Some(edge.config.max_ws_message_size));
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, Some(config)).await;
+    Ok(PassthroughReply::Accepted {
+        headers,
+        ws: Box::new(ws),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grip_extension_and_prefix() {
+        let mut h = HeaderMap::new();
+        assert!(grip_mode(&h).is_none());
+        h.insert("sec-websocket-extensions", HeaderValue::from_static("grip"));
+        assert_eq!(
+            grip_mode(&h).map(|g| g.prefix),
+            Some(Bytes::from_static(b"m:"))
+        );
+        h.insert(
+            "sec-websocket-extensions",
+            HeaderValue::from_static("permessage-deflate, grip; message-prefix=\"\""),
+        );
+        assert_eq!(grip_mode(&h).map(|g| g.prefix), Some(Bytes::new()));
+    }
+
+    #[test]
+    fn replayed_headers_drop_meta_and_transport_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("sec-websocket-key", "abc"),
+            ("user-agent", "ua"),
+            ("meta-user", "evil"),
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-extensions", "permessage-deflate"),
+            ("grip-sig", "forged"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = replay_headers(&h);
+        let mut names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["sec-websocket-key", "user-agent"]);
+    }
+}

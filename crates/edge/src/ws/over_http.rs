@@ -1,0 +1,276 @@
+//! WebSocket-over-HTTP toward the origin: every batch of WebSocket events becomes one
+//! `POST` with an `application/websocket-events` body (pushpin.md §1.6).
+
+use crate::EdgeInner;
+use crate::metrics::EdgeMetrics;
+use crate::origin::OriginError;
+use crate::test_origin;
+use bytes::Bytes;
+use grip::wsevents::{self, WsEvent, WsEventsError};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use routes::{Route, TargetAddr};
+use runtime::server::{Body, full};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest events body accepted from an origin.
+const MAX_REPLY_BODY: usize = 1_000_000;
+/// Retries of a later request whose connection could not be made.
+const MAX_RETRIES: u32 = 5;
+/// Smallest `Keep-Alive-Interval` honoured.
+const MIN_KEEP_ALIVE_INTERVAL: u64 = 20;
+
+/// An origin's answer to one request.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    /// Response headers (for `Set-Meta-*`, `Keep-Alive-Interval`, and the 101 on OPEN).
+    pub headers: HeaderMap,
+    /// Decoded events.
+    pub events: Vec<WsEvent>,
+}
+
+/// The origin's answer to the OPEN request.
+pub(crate) enum OpenReply {
+    /// Not accepted: the client's handshake gets this response.
+    Rejected(Response<Body>),
+    /// Accepted; `events` are those after the leading `OPEN`.
+    Accepted(Reply),
+}
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OverHttpError {
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    #[error("origin answered {0}")]
+    Status(StatusCode),
+    #[error("origin answer is not application/websocket-events")]
+    ContentType,
+    #[error("origin body: {0}")]
+    Body(String),
+    #[error("malformed websocket-events from origin: {0}")]
+    Events(#[from] WsEventsError),
+    #[error("origin's first answer does not start with OPEN")]
+    NoOpen,
+    #[error("cannot build the origin request: {0}")]
+    Build(#[from] http::Error),
+}
+
+impl OverHttpError {
+    /// True when nothing was sent (another target may be tried / the request retried).
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, OverHttpError::Origin(e) if e.is_connect())
+    }
+}
+
+/// One connection's WebSocket-over-HTTP state.
+pub(crate) struct OverHttp {
+    edge: Arc<EdgeInner>,
+    route: Arc<Route>,
+    target: usize,
+    path: String,
+    replay: HeaderMap,
+    /// Stable id of this connection, sent as `Connection-Id`.
+    pub connection_id: String,
+    /// Meta set by the origin (`Set-Meta-*`, `c:set-meta`), sent back as `Meta-*`.
+    pub meta: BTreeMap<String, String>,
+    /// `Keep-Alive-Interval` asked for by the origin.
+    pub keep_alive_interval: Option<Duration>,
+}
+
+impl OverHttp {
+    /// State for a connection routed to `route.targets[target]`.
+    pub(crate) fn new(
+        edge: Arc<EdgeInner>,
+        route: Arc<Route>,
+        target: usize,
+        path: String,
+        replay: HeaderMap,
+    ) -> OverHttp {
+        OverHttp {
+            edge,
+            route,
+            target,
+            path,
+            replay,
+            connection_id: format!("{:032x}", fastrand::u128(..)),
+            meta: BTreeMap::new(),
+            keep_alive_interval: None,
+        }
+    }
+
+    /// At most one event per request (target option `one_event`).
+    pub(crate) fn one_event(&self) -> bool {
+        self.route
+            .targets
+            .get(self.target)
+            .is_some_and(|t| t.one_event)
+    }
+
+    /// Sends `OPEN` and interprets the answer.
+    pub(crate) async fn open(&mut self) -> Result<OpenReply, OverHttpError> {
+        let body = wsevents::encode_to_bytes(&[WsEvent::Open]);
+        let resp = self.send(body).await?;
+        let (parts, body) = resp.into_parts();
+        let events_ok = parts.status == StatusCode::OK && is_events(&parts.headers);
+        if !events_ok {
+            return Ok(OpenReply::Rejected(super::reject_with(parts, body).await));
+        }
+        let body = read_limited(body).await?;
+        let mut events = wsevents::decode(body)?;
+        if events.first() != Some(&WsEvent::Open) {
+            return Err(OverHttpError::NoOpen);
+        }
+        events.remove(0);
+        self.apply_headers(&parts.headers);
+        Ok(OpenReply::Accepted(Reply {
+            headers: parts.headers,
+            events,
+        }))
+    }
+
+    /// Applies `Set-Meta-*` and `Keep-Alive-Interval` from an answer.
+    pub(crate) fn apply_headers(&mut self, headers: &HeaderMap) {
+        for (name, value) in headers {
+            let Some(meta) = name.as_str().strip_prefix("set-meta-") else {
+                continue;
+            };
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            if value.is_empty() {
+                self.meta.remove(meta);
+            } else {
+                self.meta.insert(meta.to_owned(), value);
+            }
+        }
+        if let Some(secs) = headers
+            .get("keep-alive-interval")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            self.keep_alive_interval = Some(Duration::from_secs(secs.max(MIN_KEEP_ALIVE_INTERVAL)));
+        }
+    }
+
+    /// A request carrying `events` (empty: a keep-alive), as an owned future so the session
+    /// can keep reading the client while it is in flight. Connect failures are retried with
+    /// backoff (1 s·2ⁿ + up to 1 s), up to five times.
+    pub(crate) fn request(
+        &self,
+        events: Vec<WsEvent>,
+    ) -> impl Future<Output = Result<Reply, OverHttpError>> + Send + 'static {
+        let this = self.snapshot();
+        let body = if events.is_empty() {
+            Bytes::new()
+        } else {
+            wsevents::encode_to_bytes(&events)
+        };
+        async move {
+            let mut attempt = 0;
+            let resp = loop {
+                match this.send(body.clone()).await {
+                    Ok(resp) => break resp,
+                    Err(err) if err.is_connect() && attempt < MAX_RETRIES => {
+                        let backoff = Duration::from_secs(1 << attempt)
+                            + Duration::from_millis(fastrand::u64(0..1000));
+                        tracing::debug!(error = %err, attempt, "websocket-over-http request failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        attempt += 1;
+                    }
+                    Err(err) => return Err(err),
+                }
+            };
+            let (parts, body) = resp.into_parts();
+            if parts.status != StatusCode::OK {
+                return Err(OverHttpError::Status(parts.status));
+            }
+            if !is_events(&parts.headers) {
+                return Err(OverHttpError::ContentType);
+            }
+            let body = read_limited(body).await?;
+            let events = wsevents::decode(body)?;
+            Ok(Reply {
+                headers: parts.headers,
+                events,
+            })
+        }
+    }
+
+    /// A copy of what a request needs, detached from the session.
+    fn snapshot(&self) -> OverHttp {
+        OverHttp {
+            edge: self.edge.clone(),
+            route: self.route.clone(),
+            target: self.target,
+            path: self.path.clone(),
+            replay: self.replay.clone(),
+            connection_id: self.connection_id.clone(),
+            meta: self.meta.clone(),
+            keep_alive_interval: self.keep_alive_interval,
+        }
+    }
+
+    /// One POST to the target (or the built-in test origin).
+    async fn send(&self, body: Bytes) -> Result<Response<Body>, OverHttpError> {
+        let Some(target) = self.route.targets.get(self.target) else {
+            return Err(OverHttpError::Body("route changed".into()));
+        };
+        if target.addr == TargetAddr::Test {
+            let events = if body.is_empty() {
+                Vec::new()
+            } else {
+                wsevents::decode(body)?
+            };
+            return Ok(test_origin::ws_reply(&self.path, &events));
+        }
+        let sender = self.edge.origin.connect(target).await?;
+        let mut h = crate::proxy::origin_headers(&self.edge, &self.replay, &self.route, target);
+        let events_type = HeaderValue::from_static(wsevents::CONTENT_TYPE);
+        h.insert("sec-websocket-extensions", HeaderValue::from_static("grip"));
+        h.insert(header::CONTENT_TYPE, events_type.clone());
+        h.insert(header::ACCEPT, events_type);
+        if let Ok(id) = HeaderValue::from_str(&self.connection_id) {
+            h.insert("connection-id", id);
+        }
+        for (name, value) in &self.meta {
+            let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(format!("meta-{name}").as_bytes()),
+                HeaderValue::from_str(value),
+            ) else {
+                continue;
+            };
+            h.insert(n, v);
+        }
+        let mut builder = Request::builder()
+            .method(http::Method::POST)
+            .uri(self.path.as_str());
+        if let Some(hm) = builder.headers_mut() {
+            *hm = h;
+        }
+        let req = builder.body(full(body))?;
+        let started = std::time::Instant::now();
+        let result = self.edge.origin.send(sender, req).await;
+        self.edge
+            .metrics
+            .origin_duration
+            .record(started.elapsed().as_secs_f64());
+        EdgeMetrics::origin_request(result.as_ref().ok().map(|r| r.status().as_u16()));
+        let resp = result?;
+        Ok(resp.map(crate::proxy::BoxedErr::boxed_unsync_err))
+    }
+}
+
+fn is_events(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(wsevents::CONTENT_TYPE))
+}
+
+async fn read_limited(body: Body) -> Result<Bytes, OverHttpError> {
+    crate::proxy::collect_limited(body, MAX_REPLY_BODY)
+        .await
+        .map_err(OverHttpError::Body)
+}

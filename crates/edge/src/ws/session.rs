@@ -1,0 +1,698 @@
+//! One WebSocket connection after the handshake: relays client messages to the origin
+//! (events over HTTP, or frames on the origin WebSocket), origin messages to the client (with
+//! GRIP `c:`/`m:` handling), and published messages from the fan-out queue.
+
+use super::over_http::{OverHttpError, Reply};
+use super::{GripMode, Upstream, Ws, client_ws_config};
+use crate::conn::{CloseReason, Transport};
+use crate::delivery::{Delivery, WsOut};
+use crate::hold::HoldGuard;
+use crate::registry::SubscribeError;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use grip::instruct::KeepAliveMode;
+use grip::publish::WsMessageType;
+use grip::wscontrol::ControlMessage;
+use grip::wsevents::WsEvent;
+use hyper_util::rt::TokioIo;
+use routes::{Route, Target};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Largest events body sent to the origin in one request.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// Published messages written per flush.
+const MAX_WRITE_BATCH: usize = 64;
+/// Time allowed to finish a close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Something to do to the client.
+enum Action {
+    Send(Message),
+    Close(Option<(u16, String)>),
+    /// Drop the client without a close frame (origin sent `DISCONNECT`).
+    Drop,
+}
+
+struct KeepAlive {
+    message: Message,
+    period: Duration,
+    mode: KeepAliveMode,
+    deadline: Instant,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = Result<Reply, OverHttpError>> + Send>>;
+
+/// A WebSocket session, built during the handshake and run once the client is upgraded.
+pub(crate) struct Session {
+    guard: HoldGuard,
+    rx: mpsc::Receiver<Arc<Delivery>>,
+    grip: Option<GripMode>,
+    upstream: Option<Upstream>,
+    prefix: String,
+    implicit: Vec<String>,
+    early: Vec<Action>,
+    keep_alive: Option<KeepAlive>,
+    detached: bool,
+}
+
+impl Session {
+    pub(crate) fn new(
+        guard: HoldGuard,
+        rx: mpsc::Receiver<Arc<Delivery>>,
+        grip: Option<GripMode>,
+        upstream: Option<Upstream>,
+        route: &Route,
+        target: &Target,
+    ) -> Session {
+        let prefix = route.prefix.clone().unwrap_or_default();
+        let implicit = target.sub.iter().map(|s| format!("{prefix}{s}")).collect();
+        Session {
+            guard,
+            rx,
+            grip,
+            upstream,
+            prefix,
+            implicit,
+            early: Vec::new(),
+            keep_alive: None,
+            detached: false,
+        }
+    }
+
+    /// Subscribes implicit channels and acts on the rest of the origin's first answer, so
+    /// subscriptions are live before the client gets its 101.
+    pub(crate) async fn prepare(&mut self, events: Vec<WsEvent>) -> Result<(), SubscribeError> {
+        for ch in self.implicit.clone() {
+            self.guard.subscribe(ch).await?;
+        }
+        let actions = self.on_origin_events(events).await?;
+        self.early = actions;
+        Ok(())
+    }
+
+    /// Interprets origin events: GRIP control messages are executed here; the rest become
+    /// actions on the client.
+    async fn on_origin_events(
+        &mut self,
+        events: Vec<WsEvent>,
+    ) -> Result<Vec<Action>, SubscribeError> {
+        let mut out = Vec::new();
+        for ev in events {
+            match ev {
+                WsEvent::Text(data) => {
+                    if let Some(payload) = self.unwrap_grip(&data, &mut out).await? {
+                        match Utf8Bytes::try_from(payload) {
+                            Ok(t) => out.push(Action::Send(Message::Text(t))),
+                            Err(_) => tracing::debug!("dropping non-UTF-8 text from origin"),
+                        }
+                    }
+                }
+                WsEvent::Binary(data) => {
+                    if let Some(payload) = self.unwrap_grip(&data, &mut out).await? {
+                        out.push(Action::Send(Message::Binary(payload)));
+                    }
+                }
+                WsEvent::Ping(d) => out.push(Action::Send(Message::Ping(d))),
+                WsEvent::Pong(d) => out.push(Action::Send(Message::Pong(d))),
+                WsEvent::Close(payload) => {
+                    out.push(Action::Close(grip::wsevents::close_code_reason(&payload)));
+                }
+                WsEvent::Disconnect | WsEvent::Open => out.push(Action::Drop),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies GRIP framing to an origin message: executes `c:` control messages, strips the
+    /// message prefix, drops unprefixed messages. Without GRIP mode the message passes as is.
+    async fn unwrap_grip(
+        &mut self,
+        data: &Bytes,
+        out: &mut Vec<Action>,
+    ) -> Result<Option<Bytes>, SubscribeError> {
+        let Some(grip) = &self.grip else {
+            return Ok(Some(data.clone()));
+        };
+        if let Some(json) = grip::wscontrol::strip_control_prefix(data) {
+            match grip::wscontrol::parse(json) {
+                Ok(msg) => self.on_control(msg, out).await?,
+                Err(err) => tracing::debug!(error = %err, "ignoring invalid control message"),
+            }
+            return Ok(None);
+        }
+        if data.starts_with(&grip.prefix) {
+            return Ok(Some(data.slice(grip.prefix.len()..)));
+        }
+        tracing::debug!("dropping origin message without the GRIP message prefix");
+        Ok(None)
+    }
+
+    async fn on_control(
+        &mut self,
+        msg: ControlMessage,
+        out: &mut Vec<Action>,
+    ) -> Result<(), SubscribeError> {
+        let _ = out;
+        match msg {
+            ControlMessage::Subscribe { channel, .. } => {
+                let max = self.guard.edge().config.max_channels_per_connection;
+                let full = format!("{}{channel}", self.prefix);
+                if self.guard.channel_count() >= max {
+                    tracing::debug!(channel = %full, "subscription limit reached; subscribe ignored");
+                } else {
+                    self.guard.subscribe(full).await?;
+                }
+            }
+            ControlMessage::Unsubscribe { channel } => {
+                let full = format!("{}{channel}", self.prefix);
+                if !self.implicit.contains(&full) {
+                    self.guard.unsubscribe(&full);
+                }
+            }
+            ControlMessage::Detach => self.detached = true,
+            ControlMessage::KeepAlive {
+                content,
+                timeout_secs,
+                mode,
+            } => {
+                self.keep_alive = content.and_then(|(kind, data)| {
+                    let period = Duration::from_secs(timeout_secs.max(1));
+                    Some(KeepAlive {
+                        message: ws_message(kind, data)?,
+                        period,
+                        mode,
+                        deadline: Instant::now() + period,
+                    })
+                });
+            }
+            ControlMessage::SetMeta { name, value } => {
+                if let Some(Upstream::OverHttp(oh)) = &mut self.upstream {
+                    match value {
+                        Some(v) => {
+                            oh.meta.insert(name.to_ascii_lowercase(), v);
+                        }
+                        None => {
+                            oh.meta.remove(&name.to_ascii_lowercase());
+                        }
+                    }
+                }
+            }
+            ControlMessage::Session { .. }
+            | ControlMessage::SendDelayed { .. }
+            | ControlMessage::FlushDelayed => {
+                tracing::debug!("ignoring unsupported control message");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the connection until either side ends it.
+    pub(crate) async fn run(mut self, upgraded: hyper::upgrade::Upgraded) {
+        let config = client_ws_config(self.guard.edge());
+        let mut client =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        let mut state = LoopState::default();
+        let early = std::mem::take(&mut self.early);
+        if !self.apply(&mut client, early, &mut state).await {
+            self.finish(&mut client, &mut state).await;
+            return;
+        }
+        let mut in_flight: Option<InFlight> = None;
+        let mut last_request = Instant::now();
+        loop {
+            if state
+                .closing
+                .is_some_and(|deadline| Instant::now() >= deadline)
+            {
+                break;
+            }
+            if let Some(Upstream::OverHttp(oh)) = &self.upstream {
+                if in_flight.is_none() && !state.outbox.is_empty() && !self.detached {
+                    let batch = take_batch(&mut state.outbox, oh.one_event());
+                    in_flight = Some(Box::pin(oh.request(batch)));
+                    last_request = Instant::now();
+                } else if in_flight.is_none()
+                    && state.outbox.is_empty()
+                    && state.closing.is_some()
+                    && state.client_done
+                {
+                    break;
+                }
+            }
+            let ka_deadline = self.keep_alive.as_ref().map(|k| k.deadline);
+            let kai_deadline = match &self.upstream {
+                Some(Upstream::OverHttp(oh))
+                    if in_flight.is_none() && !self.detached && state.closing.is_none() =>
+                {
+                    oh.keep_alive_interval.map(|d| last_request + d)
+                }
+                _ => None,
+            };
+            let close_deadline = state.closing;
+            tokio::select! {
+                biased;
+                reason = self.guard.conn.closed(), if state.closing.is_none() => {
+                    let (code, text) = match reason {
+                        CloseReason::Drain => (1012, "service restart"),
+                        CloseReason::SlowConsumer => {
+                            crate::metrics::EdgeMetrics::dropped("slow_consumer");
+                            (1013, "send queue overflow")
+                        }
+                    };
+                    state.disconnect_origin = true;
+                    if reason == CloseReason::SlowConsumer {
+                        break;
+                    }
+                    self.close_client(&mut client, Some((code, text.to_owned())), &mut state).await;
+                }
+                delivery = self.rx.recv(), if state.closing.is_none() => {
+                    let Some(first) = delivery else { break };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_WRITE_BATCH {
+                        match self.rx.try_recv() {
+                            Ok(d) => batch.push(d),
+                            Err(_) => break,
+                        }
+                    }
+                    if !self.deliver(&mut client, batch, &mut state).await {
+                        break;
+                    }
+                }
+                msg = client.next(), if !state.client_done => {
+                    match msg {
+                        Some(Ok(m)) => self.on_client_message(m, &mut state).await,
+                        Some(Err(err)) => {
+                            self.on_client_error(&mut client, err, &mut state).await;
+                        }
+                        None => {
+                            state.client_done = true;
+                            if state.closing.is_none() {
+                                state.disconnect_origin = true;
+                                break;
+                            }
+                        }
+                    }
+                    if state.client_done && state.closing.is_none() {
+                        break;
+                    }
+                }
+                reply = poll_opt(&mut in_flight) => {
+                    in_flight = None;
+                    match reply {
+                        Ok(reply) => {
+                            if let Some(Upstream::OverHttp(oh)) = &mut self.upstream {
+                                oh.apply_headers(&reply.headers);
+                            }
+                            match self.on_origin_events(reply.events).await {
+                                Ok(actions) => {
+                                    if !self.apply(&mut client, actions, &mut state).await && state.closing.is_none() {
+                                        break;
+                                    }
+                                }
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "subscribe failed");
+                                    self.close_client(&mut client, Some((1011, "internal error".into())), &mut state).await;
+                                }
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "websocket-over-http request failed; closing the client");
+                            if state.closing.is_some() {
+                                break;
+                            }
+                            self.close_client(&mut client, Some((1011, "origin error".into())), &mut state).await;
+                        }
+                    }
+                }
+                msg = next_origin_message(&mut self.upstream) => {
+                    if !self.on_passthrough_message(&mut client, msg, &mut state).await {
+                        break;
+                    }
+                }
+                _ = sleep_until_opt(ka_deadline) => {
+                    if let Some(ka) = &mut self.keep_alive {
+                        ka.deadline = Instant::now() + ka.period;
+                        let msg = ka.message.clone();
+                        if !self.write(&mut client, [msg], &mut state).await {
+                            break;
+                        }
+                    }
+                }
+                _ = sleep_until_opt(kai_deadline) => {
+                    if let Some(Upstream::OverHttp(oh)) = &self.upstream {
+                        in_flight = Some(Box::pin(oh.request(Vec::new())));
+                        last_request = Instant::now();
+                    }
+                }
+                _ = sleep_until_opt(close_deadline) => break,
+            }
+        }
+        self.finish(&mut client, &mut state).await;
+    }
+
+    /// Cleanup after the loop: tell the origin when the client vanished.
+    async fn finish(&mut self, client: &mut Ws, state: &mut LoopState) {
+        let _ = client.flush().await;
+        match self.upstream.take() {
+            Some(Upstream::OverHttp(oh)) if state.disconnect_origin && !self.detached => {
+                // Best effort; the session is over whatever the origin answers.
+                let fut = oh.request(vec![WsEvent::Disconnect]);
+                tokio::spawn(async move {
+                    let _ = fut.await;
+                });
+            }
+            Some(Upstream::Passthrough(mut ws)) => {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), SinkExt::close(&mut *ws)).await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_client_message(&mut self, msg: Message, state: &mut LoopState) {
+        if self.detached {
+            return;
+        }
+        match &mut self.upstream {
+            Some(Upstream::OverHttp(_)) => {
+                let ev = match msg {
+                    Message::Text(t) => WsEvent::Text(Bytes::from(t)),
+                    Message::Binary(b) => WsEvent::Binary(b),
+                    Message::Ping(p) => WsEvent::Ping(p),
+                    Message::Pong(p) => WsEvent::Pong(p),
+                    Message::Close(frame) => {
+                        state.client_done = true;
+                        state.start_closing();
+                        match frame {
+                            Some(f) => WsEvent::close(u16::from(f.code), f.reason.as_str()),
+                            None => WsEvent::Close(Bytes::new()),
+                        }
+                    }
+                    Message::Frame(_) => return,
+                };
+                state.outbox.push(ev);
+            }
+            Some(Upstream::Passthrough(ws)) => {
+                let closing = matches!(msg, Message::Close(_));
+                if ws.send(msg).await.is_err() {
+                    state.disconnect_origin = false;
+                }
+                if closing {
+                    state.client_done = true;
+                    state.start_closing();
+                }
+            }
+            None => {}
+        }
+    }
+
+    async fn on_client_error(
+        &mut self,
+        client: &mut Ws,
+        err: tungstenite::Error,
+        state: &mut LoopState,
+    ) {
+        state.client_done = true;
+        state.disconnect_origin = true;
+        let close = match &err {
+            tungstenite::Error::Capacity(_) => Some((1009, "message too big")),
+            tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
+                Some((1002, "protocol error"))
+            }
+            _ => None,
+        };
+        tracing::debug!(error = %err, "client websocket error");
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: Utf8Bytes::from(reason),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                client.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+    }
+
+    /// Origin WebSocket message (passthrough). Returns false to end the session.
+    async fn on_passthrough_message(
+        &mut self,
+        client: &mut Ws,
+        msg: Option<Result<Message, tungstenite::Error>>,
+        state: &mut LoopState,
+    ) -> bool {
+        let ev = match msg {
+            Some(Ok(Message::Text(t))) => WsEvent::Text(Bytes::from(t)),
+            Some(Ok(Message::Binary(b))) => WsEvent::Binary(b),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return true,
+            Some(Ok(Message::Close(frame))) => {
+                let close = frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
+                self.upstream = None;
+                self.close_client(client, close, state).await;
+                return true;
+            }
+            Some(Err(_)) | None => {
+                self.upstream = None;
+                if state.closing.is_some() {
+                    return false;
+                }
+                self.close_client(client, Some((1011, "origin disconnected".into())), state)
+                    .await;
+                return true;
+            }
+        };
+        match self.on_origin_events(vec![ev]).await {
+            Ok(actions) => self.apply(client, actions, state).await || state.closing.is_some(),
+            Err(err) => {
+                tracing::warn!(error = %err, "subscribe failed");
+                false
+            }
+        }
+    }
+
+    /// Applies actions to the client. Returns false when the client is gone or dropped.
+    async fn apply(
+        &mut self,
+        client: &mut Ws,
+        actions: Vec<Action>,
+        state: &mut LoopState,
+    ) -> bool {
+        let mut pending: Vec<Message> = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send(m) => pending.push(m),
+                Action::Close(close) => {
+                    if !self.write(client, pending.drain(..), state).await {
+                        return false;
+                    }
+                    self.close_client(client, close, state).await;
+                    return true;
+                }
+                Action::Drop => {
+                    let _ = self.write(client, pending.drain(..), state).await;
+                    state.disconnect_origin = false;
+                    return false;
+                }
+            }
+        }
+        self.write(client, pending, state).await
+    }
+
+    /// Delivers published messages. Returns false when the client is gone.
+    async fn deliver(
+        &mut self,
+        client: &mut Ws,
+        batch: Vec<Arc<Delivery>>,
+        state: &mut LoopState,
+    ) -> bool {
+        let mut msgs = Vec::with_capacity(batch.len());
+        let metrics = self.guard.edge().metrics.clone();
+        for d in &batch {
+            match &d.ws {
+                Some(WsOut::Message(m)) => {
+                    msgs.push(m.clone());
+                    metrics.record_latency(d.accepted_unix_nanos);
+                }
+                Some(WsOut::Close(close)) => {
+                    if !self.write(client, msgs.drain(..), state).await {
+                        return false;
+                    }
+                    // The origin hears a bare CLOSE, as from Pushpin.
+                    if let Some(Upstream::OverHttp(_)) = &self.upstream {
+                        state.outbox.push(WsEvent::Close(Bytes::new()));
+                    }
+                    self.close_client(client, close.clone(), state).await;
+                    return true;
+                }
+                None => {}
+            }
+        }
+        self.write(client, msgs, state).await
+    }
+
+    /// Writes messages and flushes once. Returns false when the client is gone.
+    async fn write(
+        &mut self,
+        client: &mut Ws,
+        msgs: impl IntoIterator<Item = Message>,
+        state: &mut LoopState,
+    ) -> bool {
+        let mut n = 0u64;
+        for m in msgs {
+            if client.feed(m).await.is_err() {
+                state.client_done = true;
+                state.disconnect_origin = true;
+                return false;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return true;
+        }
+        // A client that stops reading must not pin this task: the slow-consumer signal (or
+        // drain) interrupts a stuck flush.
+        let flushed = tokio::select! {
+            r = client.flush() => r.is_ok(),
+            _ = self.guard.conn.closed() => false,
+        };
+        if !flushed {
+            state.client_done = true;
+            state.disconnect_origin = true;
+            return false;
+        }
+        self.guard
+            .edge()
+            .metrics
+            .transport(Transport::Ws)
+            .sent
+            .increment(n);
+        if let Some(ka) = &mut self.keep_alive {
+            if ka.mode == KeepAliveMode::Idle {
+                ka.deadline = Instant::now() + ka.period;
+            }
+        }
+        true
+    }
+
+    async fn close_client(
+        &mut self,
+        client: &mut Ws,
+        close: Option<(u16, String)>,
+        state: &mut LoopState,
+    ) {
+        let frame = close.map(|(code, reason)| CloseFrame {
+            code: CloseCode::from(code),
+            reason: Utf8Bytes::from(reason),
+        });
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), client.send(Message::Close(frame))).await;
+        state.start_closing();
+    }
+}
+
+/// Per-run loop state.
+#[derive(Default)]
+struct LoopState {
+    /// Events waiting for the next WebSocket-over-HTTP request.
+    outbox: Vec<WsEvent>,
+    /// Set once a close handshake started: the session ends by this deadline.
+    closing: Option<Instant>,
+    /// The client's side is finished (closed or errored).
+    client_done: bool,
+    /// Tell the origin with `DISCONNECT` at the end.
+    disconnect_origin: bool,
+}
+
+impl LoopState {
+    fn start_closing(&mut self) {
+        if self.closing.is_none() {
+            self.closing = Some(Instant::now() + CLOSE_GRACE);
+        }
+    }
+}
+
+fn take_batch(outbox: &mut Vec<WsEvent>, one_event: bool) -> Vec<WsEvent> {
+    if one_event {
+        return vec![outbox.remove(0)];
+    }
+    let mut size = 0;
+    let mut n = 0;
+    for ev in outbox.iter() {
+        size += ev.encoded_len();
+        if n > 0 && size > MAX_BATCH_BYTES {
+            break;
+        }
+        n += 1;
+    }
+    outbox.drain(..n).collect()
+}
+
+fn ws_message(kind: WsMessageType, data: Bytes) -> Option<Message> {
+    Some(match kind {
+        WsMessageType::Text => Message::Text(Utf8Bytes::try_from(data).ok()?),
+        WsMessageType::Binary => Message::Binary(data),
+        WsMessageType::Ping => Message::Ping(data),
+        WsMessageType::Pong => Message::Pong(data),
+    })
+}
+
+async fn poll_opt(fut: &mut Option<InFlight>) -> Result<Reply, OverHttpError> {
+    match fut {
+        Some(f) => f.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_origin_message(
+    upstream: &mut Option<Upstream>,
+) -> Option<Result<Message, tungstenite::Error>> {
+    match upstream {
+        Some(Upstream::Passthrough(ws)) => ws.next().await,
+        _ => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_one_event_and_size() {
+        let mut outbox = vec![
+            WsEvent::Text(Bytes::from_static(b"a")),
+            WsEvent::Text(Bytes::from_static(b"b")),
+        ];
+        assert_eq!(take_batch(&mut outbox, true).len(), 1);
+        assert_eq!(outbox.len(), 1);
+        let big = Bytes::from(vec![b'x'; MAX_BATCH_BYTES]);
+        let mut outbox = vec![
+            WsEvent::Binary(big.clone()),
+            WsEvent::Binary(big),
+            WsEvent::Open,
+        ];
+        assert_eq!(
+            take_batch(&mut outbox, false).len(),
+            1,
+            "a batch stops at the size limit"
+        );
+        assert_eq!(outbox.len(), 2);
+    }
+}
