@@ -6,14 +6,19 @@
 //! [`MemoryBus`] here, NATS later — carries exactly the same thing.
 
 mod memory;
+pub mod metrics;
+mod nats;
 pub mod payload;
 pub mod subject;
 
 pub use memory::MemoryBus;
+pub use nats::{NatsBus, NatsOptions};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::mpsc;
+use futures_util::stream::BoxStream;
+use tokio::sync::watch;
 
 /// Bus failures.
 #[derive(Debug, thiserror::Error)]
@@ -34,23 +39,39 @@ pub trait Bus: Send + Sync + 'static {
     /// Subscribes to `subject`. Messages published after this returns are delivered to the
     /// returned [`Subscription`]; dropping it unsubscribes.
     fn subscribe(&self, subject: String) -> BoxFuture<'_, Result<Subscription, BusError>>;
+
+    /// Connection state, for readiness and metrics. Backends that cannot disconnect stay
+    /// [`BusState::Connected`].
+    fn state(&self) -> watch::Receiver<BusState>;
+}
+
+/// Whether the bus can carry messages right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusState {
+    /// Connected; every live subscription is registered with the server.
+    Connected,
+    /// Not connected (reconnecting); publishes fail or queue, subscriptions are paused.
+    Disconnected,
 }
 
 /// A live subscription. Dropping it unsubscribes.
 pub struct Subscription {
-    rx: mpsc::Receiver<Bytes>,
+    stream: BoxStream<'static, Bytes>,
     _guard: Box<dyn Send + Sync>,
 }
 
 impl Subscription {
-    /// Wraps a receiver and a guard whose drop ends the subscription.
-    pub fn new(rx: mpsc::Receiver<Bytes>, guard: Box<dyn Send + Sync>) -> Subscription {
-        Subscription { rx, _guard: guard }
+    /// Wraps a message stream and a guard whose drop ends the subscription.
+    pub fn new(stream: BoxStream<'static, Bytes>, guard: Box<dyn Send + Sync>) -> Subscription {
+        Subscription {
+            stream,
+            _guard: guard,
+        }
     }
 
     /// The next message, or `None` when the bus closed the subscription.
     pub async fn next(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
+        self.stream.next().await
     }
 }
 

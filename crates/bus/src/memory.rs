@@ -1,10 +1,10 @@
 //! The embedded in-process bus used by `gripmesh standalone`.
 
-use crate::{Bus, BusError, Subscription};
+use crate::{Bus, BusError, BusState, Subscription};
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
@@ -21,16 +21,30 @@ pub struct MemoryBus {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     subjects: DashMap<String, Subscribers>,
     next_id: AtomicU64,
+    state: tokio::sync::watch::Sender<BusState>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            subjects: DashMap::new(),
+            next_id: AtomicU64::new(0),
+            state: tokio::sync::watch::Sender::new(BusState::Connected),
+        }
+    }
 }
 
 impl MemoryBus {
     /// An empty bus.
     pub fn new() -> MemoryBus {
-        MemoryBus::default()
+        let bus = MemoryBus::default();
+        let m = crate::metrics::BusMetrics::new();
+        m.connected.set(1.0);
+        m.reconnects.absolute(0);
+        bus
     }
 
     /// Number of live subscriptions on `subject` (for tests and metrics).
@@ -86,7 +100,17 @@ impl Bus for MemoryBus {
             subject,
             id,
         };
-        async move { Ok(Subscription::new(rx, Box::new(guard))) }.boxed()
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            )
+            .boxed();
+        async move { Ok(Subscription::new(stream, Box::new(guard))) }.boxed()
+    }
+
+    fn state(&self) -> tokio::sync::watch::Receiver<BusState> {
+        self.inner.state.subscribe()
     }
 }
 

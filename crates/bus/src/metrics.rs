@@ -1,0 +1,33 @@
+//! Bus metrics shared by every tier (SPEC §8).
+
+use metrics::{Counter, Gauge};
+
+/// `gripmesh_bus_connected` and `gripmesh_bus_reconnects_total`.
+#[derive(Clone)]
+pub struct BusMetrics {
+    /// 1 while connected.
+    pub connected: Gauge,
+    /// Reconnections after the first connection.
+    pub reconnects: Counter,
+}
+
+impl BusMetrics {
+    /// Describes and registers the bus metrics.
+    pub fn new() -> BusMetrics {
+        metrics::describe_gauge!("gripmesh_bus_connected", "1 while the bus is connected.");
+        metrics::describe_counter!(
+            "gripmesh_bus_reconnects_total",
+            "Bus reconnections after the first connection."
+        );
+        BusMetrics {
+            connected: metrics::gauge!("gripmesh_bus_connected"),
+            reconnects: metrics::counter!("gripmesh_bus_reconnects_total"),
+        }
+    }
+}
+
+impl Default for BusMetrics {
+    fn default() -> Self {
+        BusMetrics::new()
+    }
+}

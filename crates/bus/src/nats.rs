@@ -1,0 +1,142 @@
+//! The NATS implementation of [`Bus`] (async-nats).
+//!
+//! async-nats owns the connection in its own task, reconnects on its own (trying every server
+//! of a cluster) and re-registers every live subscription after a reconnect; this wrapper
+//! turns its connection events into [`BusState`] and the bus metrics.
+
+use crate::{Bus, BusError, BusState, Subscription};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How to reach NATS.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Server URLs, comma-separated (`nats://a:4222,nats://b:4222`).
+    pub urls: String,
+    /// Client name shown by the server's monitoring (e.g. `gripmesh-edge`).
+    pub name: String,
+    /// Messages buffered per subscription before NATS counts the client as slow.
+    pub subscription_capacity: usize,
+}
+
+/// A [`Bus`] on NATS core pub/sub. Cheap to clone.
+#[derive(Clone)]
+pub struct NatsBus {
+    client: async_nats::Client,
+    state: watch::Receiver<BusState>,
+}
+
+impl NatsBus {
+    /// Starts connecting and returns at once; [`Bus::state`] tells when the bus is usable.
+    /// Fails only on unusable options (bad URLs).
+    pub async fn connect(options: NatsOptions) -> Result<NatsBus, BusError> {
+        let servers: Vec<async_nats::ServerAddr> = options
+            .urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse()
+                    .map_err(|e| BusError::Unavailable(format!("invalid NATS URL {u}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        if servers.is_empty() {
+            return Err(BusError::Unavailable("no NATS URL given".into()));
+        }
+        let (tx, rx) = watch::channel(BusState::Disconnected);
+        let tx = Arc::new(tx);
+        let connected_once = Arc::new(AtomicBool::new(false));
+        let metrics = crate::metrics::BusMetrics::new();
+        metrics.connected.set(0.0);
+        let cb_tx = tx.clone();
+        let cb_once = connected_once.clone();
+        let cb_metrics = metrics.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(options.name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .subscription_capacity(options.subscription_capacity)
+            .event_callback(move |event| {
+                let tx = cb_tx.clone();
+                let once = cb_once.clone();
+                let metrics = cb_metrics.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            if once.swap(true, Ordering::SeqCst) {
+                                metrics.reconnects.increment(1);
+                                tracing::info!("bus reconnected");
+                            } else {
+                                tracing::info!("bus connected");
+                            }
+                            metrics.connected.set(1.0);
+                            tx.send_replace(BusState::Connected);
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("bus disconnected");
+                            metrics.connected.set(0.0);
+                            tx.send_replace(BusState::Disconnected);
+                        }
+                        other => tracing::debug!(event = %other, "bus event"),
+                    }
+                }
+            })
+            .connect(servers)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        if client.connection_state() == async_nats::connection::State::Connected
+            && !connected_once.swap(true, Ordering::SeqCst)
+        {
+            metrics.connected.set(1.0);
+            tx.send_replace(BusState::Connected);
+        }
+        Ok(NatsBus { client, state: rx })
+    }
+
+    /// Waits until the client has sent everything it buffered.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+}
+
+impl Bus for NatsBus {
+    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
+        async move {
+            // Fail fast while disconnected rather than queue behind a dead connection.
+            if *self.state.borrow() != BusState::Connected {
+                return Err(BusError::Unavailable("not connected to NATS".into()));
+            }
+            self.client
+                .publish(subject, payload)
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))
+        }
+        .boxed()
+    }
+
+    fn subscribe(&self, subject: String) -> BoxFuture<'_, Result<Subscription, BusError>> {
+        async move {
+            let sub = self
+                .client
+                .subscribe(subject)
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            // Dropping the async-nats subscriber unsubscribes, so the stream is its own guard.
+            let stream = sub.map(|m| m.payload).boxed();
+            Ok(Subscription::new(stream, Box::new(())))
+        }
+        .boxed()
+    }
+
+    fn state(&self) -> watch::Receiver<BusState> {
+        self.state.clone()
+    }
+}

@@ -1,0 +1,195 @@
+//! A real `nats-server` for tests: on free loopback ports, optionally clustered, killable and
+//! restartable on the same ports.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `nats-server` child process. Killed on drop.
+pub struct NatsServer {
+    child: Option<Child>,
+    /// Client port.
+    pub port: u16,
+    /// HTTP monitoring port.
+    pub monitor_port: u16,
+    /// Cluster port (0 when not clustered).
+    pub cluster_port: u16,
+    routes: Vec<u16>,
+    name: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn binary() -> PathBuf {
+    std::env::var_os("GRIPMESH_TEST_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            [
+                "/usr/sbin/nats-server",
+                "/usr/bin/nats-server",
+                "/usr/local/bin/nats-server",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("nats-server"))
+        })
+}
+
+impl NatsServer {
+    /// Starts a standalone server and waits until it accepts connections.
+    pub fn start() -> NatsServer {
+        let mut s = NatsServer {
+            child: None,
+            port: free_port(),
+            monitor_port: free_port(),
+            cluster_port: 0,
+            routes: Vec::new(),
+            name: format!("test-{}", free_port()),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts an `n`-node cluster (full mesh of routes) and waits until every node accepts
+    /// connections and sees its peers.
+    pub fn start_cluster(n: usize) -> Vec<NatsServer> {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut nodes: Vec<NatsServer> = (0..n)
+            .map(|i| NatsServer {
+                child: None,
+                port: free_port(),
+                monitor_port: free_port(),
+                cluster_port: cluster_ports[i],
+                routes: cluster_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| *p)
+                    .collect(),
+                name: format!("node-{i}-{}", cluster_ports[i]),
+            })
+            .collect();
+        for node in &mut nodes {
+            node.spawn();
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for node in &nodes {
+            while node.route_count() < n - 1 {
+                assert!(Instant::now() < deadline, "NATS cluster did not form");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        nodes
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(binary());
+        cmd.args(["-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args(["-m"])
+            .arg(self.monitor_port.to_string())
+            .args(["-n", &self.name]);
+        if self.cluster_port != 0 {
+            cmd.arg("--cluster_name")
+                .arg("gripmesh-test")
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{}", self.cluster_port));
+            let routes: Vec<String> = self
+                .routes
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            cmd.arg("--routes").arg(routes.join(","));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (the test script installs it)");
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Fetches a monitoring endpoint (`/varz`, `/subsz`, `/routez`) as JSON.
+    pub fn monitor(&self, path: &str) -> serde_json::Value {
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.monitor_port)).expect("monitor port");
+        use std::io::{Read, Write};
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("monitor request");
+        let mut buf = String::new();
+        let _ = stream.read_to_string(&mut buf);
+        let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Client subscriptions the server holds (summed over `/connz`; the server's own internal
+    /// subscriptions are not counted).
+    pub fn subscription_count(&self) -> u64 {
+        self.client_subjects(None).len() as u64
+    }
+
+    /// Subjects of client subscriptions, optionally only those starting with `prefix`.
+    pub fn client_subjects(&self, prefix: Option<&str>) -> Vec<String> {
+        let connz = self.monitor("/connz?subs=1&limit=10000");
+        let mut out = Vec::new();
+        for conn in connz["connections"].as_array().into_iter().flatten() {
+            for sub in conn["subscriptions_list"].as_array().into_iter().flatten() {
+                if let Some(subject) = sub.as_str() {
+                    if prefix.is_none_or(|p| subject.starts_with(p)) {
+                        out.push(subject.to_owned());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of cluster routes (`/routez` `num_routes`).
+    pub fn route_count(&self) -> usize {
+        self.monitor("/routez")["num_routes"]
+            .as_u64()
+            .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
