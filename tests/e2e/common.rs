@@ -25,7 +25,8 @@ pub fn workspace_root() -> PathBuf {
 /// A running gripmesh with its routes file.
 pub struct Env {
     pub gm: Gripmesh,
-    pub dir: TempDir,
+    /// Keeps the routes file alive.
+    pub _dir: TempDir,
     pub routes_file: PathBuf,
 }
 
@@ -63,7 +64,7 @@ pub async fn start_named(file_name: &str, routes_text: &str, extra: &[&str]) -> 
     let gm = Gripmesh::standalone(BIN, &args).await;
     Env {
         gm,
-        dir,
+        _dir: dir,
         routes_file,
     }
 }

@@ -51,6 +51,9 @@ pub fn verify_hs256(token: &str, key: &[u8]) -> Result<Value, String> {
 #[test]
 fn jwt_helper_round_trips() {
     let token = sign_hs256(&json!({"iss": "a", "exp": 1}), b"k");
-    assert_eq!(verify_hs256(&token, b"k"), Ok(json!({"iss": "a", "exp": 1})));
+    assert_eq!(
+        verify_hs256(&token, b"k"),
+        Ok(json!({"iss": "a", "exp": 1}))
+    );
     assert!(verify_hs256(&token, b"other").is_err());
 }

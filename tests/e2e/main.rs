@@ -5,7 +5,9 @@
 //! its own process). Case numbers refer to the conformance cases in `pushpin.md` §5.
 
 mod bad_input;
+mod cluster;
 mod common;
+mod grpc;
 mod jwt;
 mod keepalive;
 mod passthrough;
@@ -15,3 +17,10 @@ mod pygrip;
 mod response_hold;
 mod routing;
 mod stream;
+mod ws;
+mod ws_article;
+mod ws_bad_input;
+mod ws_common;
+mod ws_lifecycle;
+mod ws_passthrough;
+mod ws_py;

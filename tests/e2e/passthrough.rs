@@ -24,7 +24,10 @@ async fn passthrough_plain_response() {
     assert_eq!(resp.text(), "plain\n");
     assert_eq!(resp.header("content-length").as_deref(), Some("6"));
     let reqs = origin.wait_for_requests(1, WAIT).await;
-    assert_eq!((reqs[0].method.as_str(), reqs[0].uri.as_str()), ("GET", "/plain"));
+    assert_eq!(
+        (reqs[0].method.as_str(), reqs[0].uri.as_str()),
+        ("GET", "/plain")
+    );
 }
 
 /// Case 2: client Grip-* and hop headers never reach the origin; Host is preserved; the origin
@@ -53,10 +56,26 @@ async fn request_decoration_strips_client_grip_and_hop_headers_and_signs() {
     assert_eq!(req.uri, "/decorate?x=1");
     assert_eq!(req.header("host").as_deref(), Some("h.example"));
     assert_eq!(req.header("x-client").as_deref(), Some("kept"));
-    assert_eq!(req.header("grip-last"), None, "client Grip-Last reached the origin");
-    assert_eq!(req.header("grip-custom"), None, "client Grip-Custom reached the origin");
-    assert_eq!(req.header("connection"), None, "hop header Connection reached the origin");
-    assert_eq!(req.header("keep-alive"), None, "hop header Keep-Alive reached the origin");
+    assert_eq!(
+        req.header("grip-last"),
+        None,
+        "client Grip-Last reached the origin"
+    );
+    assert_eq!(
+        req.header("grip-custom"),
+        None,
+        "client Grip-Custom reached the origin"
+    );
+    assert_eq!(
+        req.header("connection"),
+        None,
+        "hop header Connection reached the origin"
+    );
+    assert_eq!(
+        req.header("keep-alive"),
+        None,
+        "hop header Keep-Alive reached the origin"
+    );
 
     let sigs = req.header_all("grip-sig");
     assert_eq!(sigs.len(), 1, "exactly one Grip-Sig expected, got {sigs:?}");
@@ -78,11 +97,7 @@ async fn request_decoration_strips_client_grip_and_hop_headers_and_signs() {
 #[tokio::test]
 async fn grip_sig_uses_configured_issuer_and_key() {
     let origin = Origin::start(|_| OriginResponse::text("ok\n")).await;
-    let env = start_with_origin(
-        &origin,
-        &["--sig-key", SIG_KEY, "--sig-iss", "e2e-issuer"],
-    )
-    .await;
+    let env = start_with_origin(&origin, &["--sig-key", SIG_KEY, "--sig-iss", "e2e-issuer"]).await;
     // A second request on another path: every proxied request is signed.
     for path in ["/one", "/two"] {
         let resp = http_get(env.edge(), path, &[]).await;
@@ -177,9 +192,11 @@ async fn passthrough_streams_request_and_response_bodies() {
         .send(BodyChunk::Data(Bytes::from(first)))
         .await
         .expect("request body open");
-    wait_until(WAIT, "origin to receive the first 16 KiB of the upload", || async {
-        origin.body_bytes_received() >= 16 * 1024
-    })
+    wait_until(
+        WAIT,
+        "origin to receive the first 16 KiB of the upload",
+        || async { origin.body_bytes_received() >= 16 * 1024 },
+    )
     .await;
     body_tx
         .send(BodyChunk::Data(Bytes::from_static(b"tail")))

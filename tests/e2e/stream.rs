@@ -21,7 +21,10 @@ async fn stream_hold_basic() {
     assert_eq!(client.header("content-type").as_deref(), Some("text/plain"));
     assert_eq!(client.header("content-length"), None);
     assert!(client.is_chunked(), "headers: {:?}", client.headers);
-    assert_eq!(client.header_names_with_prefix("grip-"), Vec::<String>::new());
+    assert_eq!(
+        client.header_names_with_prefix("grip-"),
+        Vec::<String>::new()
+    );
     client.read_until("hello\n", WAIT).await;
 
     publish_stream(env.publish(), "test", "x\n").await;
@@ -46,7 +49,9 @@ async fn stream_ordering() {
     assert_eq!(client.received_text(), "hello\nA\nB\nC\n");
 }
 
-/// Case 5: one connection on two channels; one publish with an item for each, in item order.
+/// Case 5: one connection on two channels; one publish with an item for each reaches it
+/// with both. Order is guaranteed per channel only (SPEC §5): channels fan out in parallel,
+/// so items of one batch on different channels may arrive in either order.
 #[tokio::test]
 async fn multi_channel() {
     let (env, _origin) = start_standard(&[]).await;
@@ -57,7 +62,14 @@ async fn multi_channel() {
     )
     .await;
     client.read_until("two\n", WAIT).await;
-    assert_eq!(client.received_text(), "hello\none\ntwo\n");
+    if count(client.received(), b"one\n") == 0 {
+        client.read_until("one\n", WAIT).await;
+    }
+    let text = client.received_text();
+    assert!(
+        text == "hello\none\ntwo\n" || text == "hello\ntwo\none\n",
+        "each item exactly once after the initial body: {text:?}"
+    );
 }
 
 /// Case 6: the `close` action ends the chunked response cleanly.
@@ -118,8 +130,14 @@ async fn grip_status_overrides_status_line() {
     .await;
     let env = start_with_origin(&origin, &[]).await;
     let mut client = StreamClient::open(env.edge(), "/status", &[]).await;
-    assert_eq!((client.status, client.reason.as_str()), (202, "Accepted Stream"));
-    assert_eq!(client.header_names_with_prefix("grip-"), Vec::<String>::new());
+    assert_eq!(
+        (client.status, client.reason.as_str()),
+        (202, "Accepted Stream")
+    );
+    assert_eq!(
+        client.header_names_with_prefix("grip-"),
+        Vec::<String>::new()
+    );
     publish_stream(env.publish(), "test", "after-status\n").await;
     client.read_until("after-status\n", WAIT).await;
 }
@@ -139,7 +157,10 @@ async fn grip_expose_headers_filters_origin_headers() {
     assert_eq!(client.status, 200);
     assert_eq!(client.header("x-shown").as_deref(), Some("1"));
     assert_eq!(client.header("x-hidden"), None);
-    assert_eq!(client.header_names_with_prefix("grip-"), Vec::<String>::new());
+    assert_eq!(
+        client.header_names_with_prefix("grip-"),
+        Vec::<String>::new()
+    );
     client.read_until("hello\n", WAIT).await;
 }
 
@@ -307,7 +328,9 @@ async fn next_link_is_fetched_and_appended() {
     let env = start_with_origin(&origin, &[]).await;
     let mut client = StreamClient::open(env.edge(), "/first", &[]).await;
     client.read_until("first-chunk\n", WAIT).await;
-    client.read_until("next-chunk\n", Duration::from_secs(12)).await;
+    client
+        .read_until("next-chunk\n", Duration::from_secs(12))
+        .await;
     let requests = origin.requests();
     assert!(requests.iter().any(|r| r.path() == "/next"));
     // Still a live stream on the channel.

@@ -4,10 +4,13 @@
 //! and publishes it on its channel's bus subject; edges do the rest.
 
 mod auth;
+mod grpc;
 mod metrics;
 mod publish;
+pub mod routes;
 
 pub use auth::PublishAuth;
+pub use routes::{RouteStore, RoutesVersion};
 
 use bus::Bus;
 use std::sync::Arc;
@@ -38,22 +41,43 @@ pub struct Control {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: ControlConfig,
-    bus: Arc<dyn Bus>,
-    metrics: metrics::ControlMetrics,
+pub(crate) struct Inner {
+    pub(crate) config: ControlConfig,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) metrics: metrics::ControlMetrics,
+    pub(crate) routes: RouteStore,
 }
 
 impl Control {
-    /// A control plane publishing on `bus`.
-    pub fn new(config: ControlConfig, bus: Arc<dyn Bus>) -> Control {
+    /// A control plane publishing on `bus` and owning the route table in `routes`.
+    pub fn new(config: ControlConfig, bus: Arc<dyn Bus>, routes: RouteStore) -> Control {
         Control {
             inner: Arc::new(Inner {
                 config,
                 bus,
                 metrics: metrics::ControlMetrics::new(),
+                routes,
             }),
         }
+    }
+
+    /// The route store.
+    pub fn routes(&self) -> &RouteStore {
+        &self.inner.routes
+    }
+
+    /// Broadcasts the route table to edges until `shutdown`: on every change, when an edge
+    /// asks (`gripmesh.routes.get`), and every `every` so edges converge after any loss. Also
+    /// adopts newer tables broadcast by other control replicas.
+    pub async fn distribute_routes(&self, every: std::time::Duration, shutdown: CancellationToken) {
+        routes::distribute(self.inner.clone(), every, shutdown).await;
+    }
+
+    /// Serves the gRPC API (`gripmesh.v1.Publisher`, `gripmesh.v1.RouteService`) on `listener`
+    /// until `shutdown` is cancelled; open `PublishStream` and `Watch` calls are ended then so
+    /// the server can drain.
+    pub async fn serve_grpc(&self, listener: TcpListener, shutdown: CancellationToken) {
+        grpc::serve(self.inner.clone(), listener, shutdown).await;
     }
 
     /// Serves the HTTP publish API on `listener` until `shutdown` is cancelled.

@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// What the publish endpoint answers with.
 enum Reply {
     Text(StatusCode, String),
+    Json(StatusCode, String),
     Published { json: bool },
 }
 
@@ -24,6 +25,14 @@ impl Reply {
     fn into_response(self) -> Response<Body> {
         match self {
             Reply::Text(status, body) => text(status, body),
+            Reply::Json(status, body) => {
+                let mut r = text(status, body);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
             Reply::Published { json: false } => text(StatusCode::OK, "Published\n"),
             Reply::Published { json: true } => {
                 let mut r = text(StatusCode::OK, "{\"message\":\"Published\"}\n");
@@ -48,6 +57,8 @@ pub fn handle(
             Reply::Text(StatusCode::OK, "Pushpin API\n".into())
         } else if path == "/publish" || path == "/publish/" {
             publish(&inner, req, None).await
+        } else if path == "/routes" || path == "/routes/" {
+            routes(&inner, req).await
         } else if let Some(channel) = channel_path(&path) {
             match channel {
                 Some(ch) => publish(&inner, req, Some(ch)).await,
@@ -58,8 +69,13 @@ pub fn handle(
         };
         let mut resp = reply.into_response();
         if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+            let allow = if path.starts_with("/routes") {
+                "GET, PUT"
+            } else {
+                "POST"
+            };
             resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         resp
     })
@@ -205,8 +221,73 @@ async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>)
     }
 }
 
+/// `GET /routes` (JSON) and `PUT /routes` (routes-file syntax), with the publish auth.
+async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !inner.config.auth.allows(authorization) {
+        return Reply::Text(StatusCode::UNAUTHORIZED, "Unauthorized.\n".into());
+    }
+    match *req.method() {
+        Method::GET | Method::HEAD => {
+            let cur = inner.routes.current();
+            let ids: Vec<serde_json::Value> = routes::RouteTable::parse(&cur.text)
+                .map(|t| {
+                    t.routes()
+                        .iter()
+                        .map(|r| serde_json::json!({"id": r.id, "line": r.line}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let body = serde_json::json!({"version": cur.version, "text": cur.text, "routes": ids});
+            Reply::Json(StatusCode::OK, format!("{body}\n"))
+        }
+        Method::PUT | Method::POST => {
+            let body = match http_body_util::Limited::new(req.into_body(), inner.config.max_body)
+                .collect()
+                .await
+            {
+                Ok(c) => c.to_bytes(),
+                Err(_) => {
+                    return Reply::Text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Request body too large.\n".into(),
+                    );
+                }
+            };
+            let Ok(text) = String::from_utf8(body.to_vec()) else {
+                return Reply::Text(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid routes: not UTF-8.\n".into(),
+                );
+            };
+            match inner.routes.put(text) {
+                Ok(v) => {
+                    tracing::info!(version = v.version, "route table replaced through the API");
+                    Reply::Json(
+                        StatusCode::OK,
+                        format!("{}\n", serde_json::json!({"version": v.version})),
+                    )
+                }
+                Err(err) => {
+                    Reply::Text(StatusCode::BAD_REQUEST, format!("Invalid routes: {err}\n"))
+                }
+            }
+        }
+        _ => Reply::Text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("Method not allowed: {}.\n", req.method()),
+        ),
+    }
+}
+
 /// Publishes a validated batch in order.
-async fn publish_items(inner: &Inner, items: &[PublishItem]) -> Result<(), bus::BusError> {
+pub(crate) async fn publish_items(
+    inner: &Inner,
+    items: &[PublishItem],
+) -> Result<(), bus::BusError> {
     let accepted = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));

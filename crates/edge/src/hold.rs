@@ -162,10 +162,10 @@ impl StreamBody {
     }
 
     fn wrote(&mut self) {
-        if let Some(ka) = &mut self.keep_alive {
-            if ka.mode == KeepAliveMode::Idle {
-                ka.restart();
-            }
+        if let Some(ka) = &mut self.keep_alive
+            && ka.mode == KeepAliveMode::Idle
+        {
+            ka.restart();
         }
     }
 }
@@ -239,14 +239,14 @@ impl HttpBody for StreamBody {
             }
             Poll::Pending => {}
         }
-        if let Some(ka) = this.keep_alive.as_mut() {
-            if ka.sleep.as_mut().poll(cx).is_ready() {
-                ka.restart();
-                let data = ka.content.clone();
-                // Register the new deadline with this task before returning.
-                let _ = ka.sleep.as_mut().poll(cx);
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
+        if let Some(ka) = this.keep_alive.as_mut()
+            && ka.sleep.as_mut().poll(cx).is_ready()
+        {
+            ka.restart();
+            let data = ka.content.clone();
+            // Register the new deadline with this task before returning.
+            let _ = ka.sleep.as_mut().poll(cx);
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         Poll::Pending
     }

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod origin;
 mod proxy;
 pub mod registry;
+pub mod routes_bus;
 pub mod routes_file;
 pub mod sequencer;
 mod test_origin;

@@ -372,10 +372,10 @@ fn build_response(
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = hdrs;
-    if let Some(reason) = reason {
-        if let Ok(r) = hyper::ext::ReasonPhrase::try_from(Bytes::from(reason)) {
-            resp.extensions_mut().insert(r);
-        }
+    if let Some(reason) = reason
+        && let Ok(r) = hyper::ext::ReasonPhrase::try_from(Bytes::from(reason))
+    {
+        resp.extensions_mut().insert(r);
     }
     Ok(resp)
 }

@@ -151,12 +151,12 @@ impl SubscriberRegistry {
 
     /// Removes `conn_id` from `channel` (no-op if absent).
     pub fn unsubscribe(&self, conn_id: u64, channel: &str) {
-        if let Some(mut entry) = self.inner.channels.get_mut(channel) {
-            if entry.subscribers.remove(&conn_id).is_some() {
-                self.inner.metrics.subscriptions.decrement(1.0);
-                if entry.subscribers.is_empty() {
-                    entry.empty_since = Some(Instant::now());
-                }
+        if let Some(mut entry) = self.inner.channels.get_mut(channel)
+            && entry.subscribers.remove(&conn_id).is_some()
+        {
+            self.inner.metrics.subscriptions.decrement(1.0);
+            if entry.subscribers.is_empty() {
+                entry.empty_since = Some(Instant::now());
             }
         }
     }

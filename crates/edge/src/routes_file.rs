@@ -42,48 +42,22 @@ pub fn load(path: &Path) -> Result<RouteTable, RoutesFileError> {
 
 /// Re-reads `path` every `interval` and swaps in the new table when the content changed and
 /// parses. A bad file is logged (file, line, reason) and counted; the old table stays.
-/// Polling (rather than inotify) also follows Kubernetes ConfigMap symlink swaps.
 pub async fn watch(
     path: PathBuf,
     table: Arc<ArcSwap<RouteTable>>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut last = std::fs::read(&path).ok();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let content = match tokio::fs::read(&path).await {
-            Ok(c) => c,
-            Err(err) => {
-                if last.is_some() {
-                    tracing::warn!(path = %path.display(), error = %err, "routes file unreadable; keeping the current routes");
-                    last = None;
-                }
-                continue;
-            }
-        };
-        if last.as_deref() == Some(content.as_slice()) {
-            continue;
-        }
-        let parsed = std::str::from_utf8(&content)
-            .map_err(|_| routes::RoutesError {
-                line: 0,
-                reason: "file is not UTF-8".into(),
-            })
-            .and_then(RouteTable::parse);
-        match parsed {
+    let shown = path.clone();
+    runtime::file_watch::watch(path, interval, shutdown, move |content| {
+        match parse_bytes(&content) {
             Ok(new) => {
-                tracing::info!(path = %path.display(), routes = new.routes().len(), "routes reloaded");
+                tracing::info!(path = %shown.display(), routes = new.routes().len(), "routes reloaded");
                 table.store(Arc::new(new));
             }
             Err(err) => {
                 tracing::error!(
-                    path = %path.display(),
+                    path = %shown.display(),
                     line = err.line,
                     reason = %err.reason,
                     "routes file rejected; keeping the current routes"
@@ -91,6 +65,16 @@ pub async fn watch(
                 metrics::counter!("gripmesh_edge_routes_reload_errors_total").increment(1);
             }
         }
-        last = Some(content);
-    }
+    })
+    .await;
+}
+
+/// Parses routes-file bytes (which must be UTF-8).
+pub fn parse_bytes(content: &[u8]) -> Result<RouteTable, routes::RoutesError> {
+    std::str::from_utf8(content)
+        .map_err(|_| routes::RoutesError {
+            line: 0,
+            reason: "file is not UTF-8".into(),
+        })
+        .and_then(RouteTable::parse)
 }

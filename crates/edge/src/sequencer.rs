@@ -117,10 +117,10 @@ impl<T: Sequenced> Sequencer<T> {
             if now.duration_since(*at) < self.dedup_window {
                 break;
             }
-            if let Some((at, id)) = self.seen_order.pop_front() {
-                if self.seen.get(&id) == Some(&at) {
-                    self.seen.remove(&id);
-                }
+            if let Some((at, id)) = self.seen_order.pop_front()
+                && self.seen.get(&id) == Some(&at)
+            {
+                self.seen.remove(&id);
             }
         }
     }

@@ -16,8 +16,12 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Edge + control in one process over an in-memory bus.
+    /// Edge + control in one process, over an in-memory bus (or NATS with --nats).
     Standalone(StandaloneArgs),
+    /// The edge tier: client listener, origin proxying, holds, bus subscriptions.
+    Edge(EdgeArgs),
+    /// The control tier: publish API (HTTP + gRPC), route store and distribution.
+    Control(ControlArgs),
 }
 
 /// Log output format.
@@ -29,37 +33,29 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of `gripmesh standalone`.
+/// Flags every subcommand has.
 #[derive(Debug, Args)]
-pub struct StandaloneArgs {
-    /// Client listener (HTTP streaming, long-polling, SSE).
-    #[arg(long, env = "GRIPMESH_LISTEN", default_value = "0.0.0.0:7999")]
-    pub listen: SocketAddr,
+pub struct CommonFlags {
+    /// Seconds allowed for a graceful drain on SIGTERM/SIGINT.
+    #[arg(long, env = "GRIPMESH_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout: u64,
 
-    /// HTTP publish API listener.
-    #[arg(
-        long,
-        env = "GRIPMESH_PUBLISH_LISTEN",
-        default_value = "127.0.0.1:5561"
-    )]
-    pub publish_listen: SocketAddr,
+    /// Seconds between checks of the routes file for changes.
+    #[arg(long, env = "GRIPMESH_ROUTES_POLL_INTERVAL", default_value_t = 1)]
+    pub routes_poll_interval: u64,
 
-    /// gRPC listener (reserved: the gRPC API is not served by this build yet).
-    #[arg(long, env = "GRIPMESH_GRPC_LISTEN", default_value = "127.0.0.1:5562")]
-    pub grpc_listen: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "GRIPMESH_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 
-    /// Admin listener: /metrics, /healthz, /readyz.
-    #[arg(long, env = "GRIPMESH_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
-    pub admin_listen: SocketAddr,
+    /// TOML file with the same keys as the long flags (flags and env win).
+    #[arg(long, env = "GRIPMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+}
 
-    /// Routes file (Pushpin syntax). Default: ./routes if present, else `* 127.0.0.1:8080`.
-    #[arg(long, env = "GRIPMESH_ROUTES")]
-    pub routes: Option<PathBuf>,
-
-    /// NATS URL(s) (not available in this build yet: standalone uses the in-memory bus).
-    #[arg(long, env = "GRIPMESH_NATS")]
-    pub nats: Option<String>,
-
+/// Edge behaviour and limits.
+#[derive(Debug, Args)]
+pub struct EdgeFlags {
     /// Key that signs the Grip-Sig sent to origins (literal or `base64:...`).
     #[arg(long, env = "GRIPMESH_SIG_KEY", hide_env_values = true)]
     pub sig_key: Option<String>,
@@ -67,22 +63,6 @@ pub struct StandaloneArgs {
     /// `iss` claim of the Grip-Sig.
     #[arg(long, env = "GRIPMESH_SIG_ISS", default_value = "pushpin")]
     pub sig_iss: String,
-
-    /// Publishing requires `Authorization: Bearer <token>`.
-    #[arg(long, env = "GRIPMESH_PUBLISH_TOKEN", hide_env_values = true)]
-    pub publish_token: Option<String>,
-
-    /// Publishing requires a Bearer JWT (HS256) signed with this key (literal or `base64:...`).
-    #[arg(long, env = "GRIPMESH_PUBLISH_KEY", hide_env_values = true)]
-    pub publish_key: Option<String>,
-
-    /// Allow an unauthenticated publish API on a non-loopback address.
-    #[arg(long, env = "GRIPMESH_PUBLISH_INSECURE")]
-    pub publish_insecure: bool,
-
-    /// Largest publish request body in bytes.
-    #[arg(long, env = "GRIPMESH_PUBLISH_MAX_BODY", default_value_t = 1_000_000)]
-    pub publish_max_body: usize,
 
     /// Largest client request head (request line + headers) in bytes; larger ⇒ 431.
     #[arg(long, env = "GRIPMESH_MAX_HEADER_SIZE", default_value_t = 16 * 1024)]
@@ -115,20 +95,133 @@ pub struct StandaloneArgs {
     /// Seconds allowed for an origin to send its response head.
     #[arg(long, env = "GRIPMESH_ORIGIN_RESPONSE_TIMEOUT", default_value_t = 60)]
     pub origin_response_timeout: u64,
+}
 
-    /// Seconds between checks of the routes file for changes.
-    #[arg(long, env = "GRIPMESH_ROUTES_POLL_INTERVAL", default_value_t = 1)]
-    pub routes_poll_interval: u64,
+/// Publish API behaviour.
+#[derive(Debug, Args)]
+pub struct PublishFlags {
+    /// Publishing requires `Authorization: Bearer <token>`.
+    #[arg(long, env = "GRIPMESH_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
 
-    /// Seconds allowed for a graceful drain on SIGTERM/SIGINT.
-    #[arg(long, env = "GRIPMESH_DRAIN_TIMEOUT", default_value_t = 30)]
-    pub drain_timeout: u64,
+    /// Publishing requires a Bearer JWT (HS256) signed with this key (literal or `base64:...`).
+    #[arg(long, env = "GRIPMESH_PUBLISH_KEY", hide_env_values = true)]
+    pub publish_key: Option<String>,
 
-    /// Log format.
-    #[arg(long, env = "GRIPMESH_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    /// Allow an unauthenticated publish API on a non-loopback address.
+    #[arg(long, env = "GRIPMESH_PUBLISH_INSECURE")]
+    pub publish_insecure: bool,
 
-    /// TOML file with the same keys as the long flags (flags and env win).
-    #[arg(long, env = "GRIPMESH_CONFIG")]
-    pub config: Option<PathBuf>,
+    /// Largest publish request body in bytes.
+    #[arg(long, env = "GRIPMESH_PUBLISH_MAX_BODY", default_value_t = 1_000_000)]
+    pub publish_max_body: usize,
+}
+
+/// Flags of `gripmesh standalone`.
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// Client listener (HTTP streaming, long-polling, SSE, WebSocket).
+    #[arg(long, env = "GRIPMESH_LISTEN", default_value = "0.0.0.0:7999")]
+    pub listen: SocketAddr,
+
+    /// HTTP publish API listener.
+    #[arg(
+        long,
+        env = "GRIPMESH_PUBLISH_LISTEN",
+        default_value = "127.0.0.1:5561"
+    )]
+    pub publish_listen: SocketAddr,
+
+    /// gRPC publish and route API listener.
+    #[arg(long, env = "GRIPMESH_GRPC_LISTEN", default_value = "127.0.0.1:5562")]
+    pub grpc_listen: SocketAddr,
+
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "GRIPMESH_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    pub admin_listen: SocketAddr,
+
+    /// Routes file (Pushpin syntax). Default: ./routes if present, else `* 127.0.0.1:8080`.
+    #[arg(long, env = "GRIPMESH_ROUTES")]
+    pub routes: Option<PathBuf>,
+
+    /// NATS URL(s), comma-separated: use NATS instead of the in-memory bus.
+    #[arg(long, env = "GRIPMESH_NATS")]
+    pub nats: Option<String>,
+
+    /// Edge settings.
+    #[command(flatten)]
+    pub edge: EdgeFlags,
+
+    /// Publish API settings.
+    #[command(flatten)]
+    pub publish: PublishFlags,
+
+    /// Common settings.
+    #[command(flatten)]
+    pub common: CommonFlags,
+}
+
+/// Flags of `gripmesh edge`.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Client listener (HTTP streaming, long-polling, SSE, WebSocket).
+    #[arg(long, env = "GRIPMESH_LISTEN", default_value = "0.0.0.0:7999")]
+    pub listen: SocketAddr,
+
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "GRIPMESH_ADMIN_LISTEN", default_value = "0.0.0.0:9101")]
+    pub admin_listen: SocketAddr,
+
+    /// Routes file; without it the edge follows the route table broadcast by control.
+    #[arg(long, env = "GRIPMESH_ROUTES")]
+    pub routes: Option<PathBuf>,
+
+    /// NATS URL(s), comma-separated.
+    #[arg(long, env = "GRIPMESH_NATS")]
+    pub nats: String,
+
+    /// Edge settings.
+    #[command(flatten)]
+    pub edge: EdgeFlags,
+
+    /// Common settings.
+    #[command(flatten)]
+    pub common: CommonFlags,
+}
+
+/// Flags of `gripmesh control`.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// HTTP publish API listener (also serves /routes).
+    #[arg(long, env = "GRIPMESH_PUBLISH_LISTEN", default_value = "0.0.0.0:5561")]
+    pub publish_listen: SocketAddr,
+
+    /// gRPC publish and route API listener.
+    #[arg(long, env = "GRIPMESH_GRPC_LISTEN", default_value = "0.0.0.0:5562")]
+    pub grpc_listen: SocketAddr,
+
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "GRIPMESH_ADMIN_LISTEN", default_value = "0.0.0.0:9102")]
+    pub admin_listen: SocketAddr,
+
+    /// Routes file holding the cluster's route table (watched; `PUT /routes` writes it).
+    /// Default: ./routes if present, else `* 127.0.0.1:8080`.
+    #[arg(long, env = "GRIPMESH_ROUTES")]
+    pub routes: Option<PathBuf>,
+
+    /// NATS URL(s), comma-separated.
+    #[arg(long, env = "GRIPMESH_NATS")]
+    pub nats: String,
+
+    /// Seconds between periodic route table broadcasts.
+    #[arg(long, env = "GRIPMESH_ROUTES_BROADCAST_INTERVAL", default_value_t = 10)]
+    pub routes_broadcast_interval: u64,
+
+    /// Publish API settings.
+    #[command(flatten)]
+    pub publish: PublishFlags,
+
+    /// Common settings.
+    #[command(flatten)]
+    pub common: CommonFlags,
 }

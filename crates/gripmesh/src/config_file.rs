@@ -90,7 +90,7 @@ fn find_flag(args: &[String], name: &str) -> Option<String> {
 /// True when a boolean `--name` is present.
 fn has_flag(args: &[String], name: &str) -> bool {
     let long = format!("--{name}");
-    args.iter().any(|a| *a == long)
+    args.contains(&long)
 }
 
 fn one_line(s: &str) -> String {

@@ -2,8 +2,9 @@
 //! runs the chosen subcommand until SIGTERM/SIGINT.
 
 mod cli;
+mod common;
 mod config_file;
-mod standalone;
+mod tiers;
 
 use std::process::ExitCode;
 
@@ -29,8 +30,15 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_CONFIG)
                 }
                 _ => {
+                    // One line: clap's first paragraph (e.g. "required arguments were not
+                    // provided: --nats <NATS>"), without the usage text.
                     let text = err.to_string();
-                    fail(text.lines().next().unwrap_or("invalid arguments"))
+                    let first: Vec<&str> = text
+                        .lines()
+                        .take_while(|l| !l.trim().is_empty())
+                        .map(str::trim)
+                        .collect();
+                    fail(&first.join(" "))
                 }
             };
         }
@@ -46,12 +54,14 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        cli::Command::Standalone(args) => runtime.block_on(standalone::run(args)),
+        cli::Command::Standalone(args) => runtime.block_on(tiers::standalone(args)),
+        cli::Command::Edge(args) => runtime.block_on(tiers::edge(args)),
+        cli::Command::Control(args) => runtime.block_on(tiers::control(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(standalone::Fatal::Config(msg)) => fail(&msg),
-        Err(standalone::Fatal::Runtime(msg)) => {
+        Err(common::Fatal::Config(msg)) => fail(&msg),
+        Err(common::Fatal::Runtime(msg)) => {
             eprintln!("gripmesh: {msg}");
             ExitCode::FAILURE
         }

@@ -12,12 +12,15 @@
 
 mod body;
 mod client;
+pub mod cluster;
 mod metrics;
+mod nats;
 mod origin;
 mod process;
 mod publish;
 mod tempdir;
 mod wait;
+pub mod ws;
 
 pub use body::{BodyChunk, KitBody};
 pub use client::{
@@ -28,6 +31,7 @@ pub use metrics::{
     metric_value, parse_metric, scrape_metrics, wait_metric, wait_metric_at_least,
     wait_metric_at_most,
 };
+pub use nats::NatsServer;
 pub use origin::{Origin, OriginResponse, RawOrigin, RecordedRequest, query_param};
 pub use process::{Gripmesh, Signal, run, run_with_env};
 pub use publish::{publish, publish_raw, publish_stream, publish_with_auth};

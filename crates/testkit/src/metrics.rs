@@ -74,7 +74,9 @@ pub fn parse_metric(exposition: &str, query: &str) -> Option<f64> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (series, rest) = split_series(line)?;
+        let Some((series, rest)) = split_series(line) else {
+            continue;
+        };
         let Some((name, labels)) = parse_series(series) else {
             continue;
         };

@@ -170,10 +170,10 @@ impl NatsServer {
         let mut out = Vec::new();
         for conn in connz["connections"].as_array().into_iter().flatten() {
             for sub in conn["subscriptions_list"].as_array().into_iter().flatten() {
-                if let Some(subject) = sub.as_str() {
-                    if prefix.is_none_or(|p| subject.starts_with(p)) {
-                        out.push(subject.to_owned());
-                    }
+                if let Some(subject) = sub.as_str()
+                    && prefix.is_none_or(|p| subject.starts_with(p))
+                {
+                    out.push(subject.to_owned());
                 }
             }
         }

@@ -58,10 +58,10 @@ fn grip_mode(headers: &HeaderMap) -> Option<GripMode> {
             {
                 let mut prefix = Bytes::from_static(grip::wscontrol::DEFAULT_MESSAGE_PREFIX);
                 for p in params {
-                    if let Some((k, v)) = p.split_once('=') {
-                        if k.trim().eq_ignore_ascii_case("message-prefix") {
-                            prefix = Bytes::from(v.trim().trim_matches('"').to_owned());
-                        }
+                    if let Some((k, v)) = p.split_once('=')
+                        && k.trim().eq_ignore_ascii_case("message-prefix")
+                    {
+                        prefix = Bytes::from(v.trim().trim_matches('"').to_owned());
                     }
                 }
                 return Some(GripMode { prefix });
@@ -142,7 +142,7 @@ pub(crate) enum Handshake {
     /// Upgrade, then run the session.
     Accept {
         response: Response<Body>,
-        session: session::Session,
+        session: Box<session::Session>,
     },
 }
 
@@ -263,7 +263,7 @@ async fn handshake(
                 .map_err(|e| WsError::Unavailable(e.to_string()))?;
             return Ok(Handshake::Accept {
                 response: switching_protocols(response_headers, &client),
-                session,
+                session: Box::new(session),
             });
         }
         match passthrough(edge.clone(), req, &route, target, &path, &replay).await {
@@ -293,7 +293,7 @@ async fn handshake(
                     .map_err(|e| WsError::Unavailable(e.to_string()))?;
                 return Ok(Handshake::Accept {
                     response: switching_protocols(response_headers, &client),
-                    session,
+                    session: Box::new(session),
                 });
             }
             Err(err) if err.is_connect() => {

@@ -236,18 +236,19 @@ impl Session {
             {
                 break;
             }
-            if let Some(Upstream::OverHttp(oh)) = &self.upstream {
-                if in_flight.is_none() && !state.outbox.is_empty() && !self.detached {
-                    let batch = take_batch(&mut state.outbox, oh.one_event());
-                    in_flight = Some(Box::pin(oh.request(batch)));
-                    last_request = Instant::now();
-                } else if in_flight.is_none()
-                    && state.outbox.is_empty()
-                    && state.closing.is_some()
-                    && state.client_done
-                {
-                    break;
-                }
+            if let Some(Upstream::OverHttp(oh)) = &self.upstream
+                && in_flight.is_none()
+                && !state.outbox.is_empty()
+                && !self.detached
+            {
+                let batch = take_batch(&mut state.outbox, oh.one_event());
+                in_flight = Some(Box::pin(oh.request(batch)));
+                last_request = Instant::now();
+            }
+            // A finished close handshake ends the session once nothing is owed to the origin.
+            let origin_idle = in_flight.is_none() && (state.outbox.is_empty() || self.detached);
+            if state.closing.is_some() && state.client_done && origin_idle {
+                break;
             }
             let ka_deadline = self.keep_alive.as_ref().map(|k| k.deadline);
             let kai_deadline = match &self.upstream {
@@ -577,10 +578,10 @@ impl Session {
             .transport(Transport::Ws)
             .sent
             .increment(n);
-        if let Some(ka) = &mut self.keep_alive {
-            if ka.mode == KeepAliveMode::Idle {
-                ka.deadline = Instant::now() + ka.period;
-            }
+        if let Some(ka) = &mut self.keep_alive
+            && ka.mode == KeepAliveMode::Idle
+        {
+            ka.deadline = Instant::now() + ka.period;
         }
         true
     }

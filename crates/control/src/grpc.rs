@@ -1,0 +1,1042 @@
+//! The gRPC API (`proto/gripmesh/v1/publish.proto`, `routes.proto`): `gripmesh.v1.Publisher`
+//! and `gripmesh.v1.RouteService`, with the HTTP API's validation rules and publish auth.
+//!
+//! Publishing: a batch is converted and validated whole before anything is published (one bad
+//! item ⇒ `INVALID_ARGUMENT` naming the item's index, nothing published), then published in
+//! order through the same path as `POST /publish/`. `PublishStream` answers each request with
+//! one reply and reports a bad request in that reply, keeping the stream open.
+
+use crate::Inner;
+use crate::metrics::ControlMetrics;
+use crate::routes::RoutesVersion;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{BoxStream, Stream};
+use grip::publish::{
+    Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction, WsMessageFormat,
+    WsMessageType,
+};
+use proto::v1 as pb;
+use proto::v1::publisher_server::{self, Publisher, PublisherServer};
+use proto::v1::route_service_server::{self, RouteService, RouteServiceServer};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::codegen::Service;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Why one item of a batch was refused. `Display` is the problem as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ItemError {
+    /// `channel` is empty.
+    #[error("channel is empty")]
+    EmptyChannel,
+    /// None of the three formats is set.
+    #[error("no formats specified")]
+    NoFormats,
+    /// `http_response.code` is neither 0 (⇒ 200) nor in 100..=999.
+    #[error("http_response code {0} is out of range (0 for 200, or 100..=999)")]
+    ResponseCode(u32),
+    /// `http_stream` with empty content and no close.
+    #[error("http_stream has neither content nor close")]
+    StreamEmpty,
+    /// `http_stream` with content and close.
+    #[error("http_stream sets both content and close")]
+    StreamContentAndClose,
+    /// `ws_message` with no payload and no close.
+    #[error("ws_message has neither a payload nor close")]
+    WsEmpty,
+    /// `ws_message` with a payload and close.
+    #[error("ws_message sets both a payload and close")]
+    WsPayloadAndClose,
+    /// `ws_message.close_code` does not fit a close frame's 16 bits.
+    #[error("ws_message close_code {0} is out of range (at most 65535)")]
+    WsCloseCode(u32),
+    /// `close_code` or `close_reason` on a `ws_message` that does not close.
+    #[error("ws_message sets close_code or close_reason without close")]
+    WsCloseFieldsWithoutClose,
+}
+
+/// A refused batch: the 0-based index of the first bad item and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("item {index}: {error}")]
+pub(crate) struct BatchError {
+    /// Position of the item in `PublishRequest.items`.
+    pub(crate) index: usize,
+    /// The problem.
+    pub(crate) error: ItemError,
+}
+
+/// Converts and validates a whole batch; the first bad item rejects it.
+pub(crate) fn convert_batch(items: Vec<pb::Item>) -> Result<Vec<PublishItem>, BatchError> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| convert_item(item).map_err(|error| BatchError { index, error }))
+        .collect()
+}
+
+/// Converts one item with the JSON API's rules. Empty `id`/`prev_id` mean absent (proto3
+/// strings cannot tell "empty" from "unset").
+pub(crate) fn convert_item(item: pb::Item) -> Result<PublishItem, ItemError> {
+    if item.channel.is_empty() {
+        return Err(ItemError::EmptyChannel);
+    }
+    if item.http_response.is_none() && item.http_stream.is_none() && item.ws_message.is_none() {
+        return Err(ItemError::NoFormats);
+    }
+    let formats = Formats {
+        http_response: item.http_response.map(convert_response).transpose()?,
+        http_stream: item.http_stream.map(convert_stream).transpose()?,
+        ws_message: item.ws_message.map(convert_ws).transpose()?,
+    };
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    Ok(PublishItem {
+        channel: item.channel,
+        id: non_empty(item.id),
+        prev_id: non_empty(item.prev_id),
+        meta: item.meta,
+        no_seq: item.no_seq,
+        formats,
+    })
+}
+
+fn convert_response(r: pb::HttpResponseFormat) -> Result<HttpResponseFormat, ItemError> {
+    let code = match r.code {
+        0 => 200,
+        c @ 100..=999 => u16::try_from(c).map_err(|_| ItemError::ResponseCode(c))?,
+        c => return Err(ItemError::ResponseCode(c)),
+    };
+    Ok(HttpResponseFormat {
+        action: ResponseAction::Send,
+        code,
+        reason: (!r.reason.is_empty()).then_some(r.reason),
+        headers: r.headers.into_iter().collect(),
+        body: r.body,
+    })
+}
+
+fn convert_stream(s: pb::HttpStreamFormat) -> Result<HttpStreamFormat, ItemError> {
+    match (s.close, s.content.is_empty()) {
+        (true, true) => Ok(HttpStreamFormat::Close),
+        (true, false) => Err(ItemError::StreamContentAndClose),
+        (false, false) => Ok(HttpStreamFormat::Send(s.content)),
+        (false, true) => Err(ItemError::StreamEmpty),
+    }
+}
+
+fn convert_ws(w: pb::WsMessageFormat) -> Result<WsMessageFormat, ItemError> {
+    use pb::ws_message_format::Payload;
+    if w.close {
+        if w.payload.is_some() {
+            return Err(ItemError::WsPayloadAndClose);
+        }
+        let code = match w.close_code {
+            0 => None,
+            c => Some(u16::try_from(c).map_err(|_| ItemError::WsCloseCode(c))?),
+        };
+        return Ok(WsMessageFormat::Close {
+            code,
+            reason: w.close_reason,
+        });
+    }
+    if w.close_code != 0 || !w.close_reason.is_empty() {
+        return Err(ItemError::WsCloseFieldsWithoutClose);
+    }
+    match w.payload {
+        Some(Payload::Text(text)) => Ok(WsMessageFormat::Send {
+            kind: WsMessageType::Text,
+            content: text.into(),
+        }),
+        Some(Payload::Binary(bin)) => Ok(WsMessageFormat::Send {
+            kind: WsMessageType::Binary,
+            content: bin,
+        }),
+        None => Err(ItemError::WsEmpty),
+    }
+}
+
+/// Checks the publish auth against the call's `authorization` metadata.
+fn authorize<T>(inner: &Inner, req: &Request<T>) -> Result<(), Status> {
+    let authorization = req.metadata().get("authorization").map(|v| v.as_bytes());
+    if inner.config.auth.allows(authorization) {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated(
+            "missing or invalid publish credentials",
+        ))
+    }
+}
+
+/// `gripmesh.v1.Publisher`.
+#[derive(Clone)]
+struct PublishApi {
+    inner: Arc<Inner>,
+    /// `gripmesh_control_publish_items_total{api="grpc"}`.
+    items: metrics::Counter,
+    /// Ends open `PublishStream` calls so the server can drain.
+    shutdown: CancellationToken,
+}
+
+impl PublishApi {
+    fn new(inner: Arc<Inner>, shutdown: CancellationToken) -> PublishApi {
+        PublishApi {
+            inner,
+            items: metrics::counter!("gripmesh_control_publish_items_total", "api" => "grpc"),
+            shutdown,
+        }
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        authorize(&self.inner, req).inspect_err(|_| ControlMetrics::rejected("unauthorized"))
+    }
+
+    /// Validates and publishes one request; the status is the one `Publish` fails with.
+    async fn publish_request(&self, req: pb::PublishRequest) -> Result<u32, Status> {
+        let items = convert_batch(req.items).map_err(|err| {
+            ControlMetrics::rejected("invalid_item");
+            Status::invalid_argument(err.to_string())
+        })?;
+        crate::publish::publish_items(&self.inner, &items)
+            .await
+            .map_err(|err| {
+                ControlMetrics::rejected("bus_unavailable");
+                tracing::warn!(error = %err, "gRPC publish failed: bus unavailable");
+                Status::unavailable("bus unavailable")
+            })?;
+        self.items.increment(items.len() as u64);
+        Ok(u32::try_from(items.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The replies of a `PublishStream` call: one per request, in order, each request handled
+    /// before the next is read. Ends after the last request, on shutdown, or with the status of
+    /// a request that could not be received.
+    fn reply_stream<S>(&self, requests: S) -> BoxStream<'static, Result<pb::PublishReply, Status>>
+    where
+        S: Stream<Item = Result<pb::PublishRequest, Status>> + Send + 'static,
+    {
+        struct State {
+            api: PublishApi,
+            requests: BoxStream<'static, Result<pb::PublishRequest, Status>>,
+            index: u64,
+            done: bool,
+        }
+        let state = State {
+            api: self.clone(),
+            requests: requests.boxed(),
+            index: 0,
+            done: false,
+        };
+        futures_util::stream::unfold(state, |mut st| async move {
+            if st.done {
+                return None;
+            }
+            let next = tokio::select! {
+                biased;
+                () = st.api.shutdown.cancelled() => return None,
+                next = st.requests.next() => next?,
+            };
+            let req = match next {
+                Ok(req) => req,
+                Err(status) => {
+                    st.done = true;
+                    return Some((Err(status), st));
+                }
+            };
+            let request_index = st.index;
+            st.index += 1;
+            let reply = match st.api.publish_request(req).await {
+                Ok(accepted) => pb::PublishReply {
+                    accepted,
+                    request_index,
+                    ..Default::default()
+                },
+                Err(status) => pb::PublishReply {
+                    accepted: 0,
+                    error: status.message().to_owned(),
+                    error_code: u32::try_from(i32::from(status.code())).unwrap_or(2),
+                    request_index,
+                },
+            };
+            Some((Ok(reply), st))
+        })
+        .boxed()
+    }
+}
+
+#[tonic::async_trait]
+impl Publisher for PublishApi {
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishReply>, Status> {
+        self.authorize(&request)?;
+        let accepted = self.publish_request(request.into_inner()).await?;
+        Ok(Response::new(pb::PublishReply {
+            accepted,
+            ..Default::default()
+        }))
+    }
+
+    type PublishStreamStream = BoxStream<'static, Result<pb::PublishReply, Status>>;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(self.reply_stream(request.into_inner())))
+    }
+}
+
+/// `gripmesh.v1.RouteService`.
+struct RouteApi {
+    inner: Arc<Inner>,
+    /// Ends open `Watch` calls so the server can drain.
+    shutdown: CancellationToken,
+}
+
+fn route_table(v: &RoutesVersion) -> pb::RouteTable {
+    let routes = routes::RouteTable::parse(&v.text)
+        .map(|t| {
+            t.routes()
+                .iter()
+                .map(|r| pb::RouteEntry {
+                    id: r.id.clone(),
+                    line: u32::try_from(r.line).unwrap_or(u32::MAX),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::RouteTable {
+        version: v.version,
+        text: v.text.clone(),
+        routes,
+    }
+}
+
+impl RouteApi {
+    /// The current table, then the table after every change, until shutdown or until the
+    /// store goes away.
+    fn watch_stream(&self) -> BoxStream<'static, Result<pb::RouteTable, Status>> {
+        let rx = self.inner.routes.watch();
+        let shutdown = self.shutdown.clone();
+        futures_util::stream::unfold(
+            (rx, shutdown, true),
+            |(mut rx, shutdown, first)| async move {
+                if !first {
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => return None,
+                        changed = rx.changed() => changed.ok()?,
+                    }
+                }
+                let table = route_table(&rx.borrow_and_update());
+                Some((Ok(table), (rx, shutdown, false)))
+            },
+        )
+        .boxed()
+    }
+}
+
+#[tonic::async_trait]
+impl RouteService for RouteApi {
+    async fn list(
+        &self,
+        request: Request<pb::ListRoutesRequest>,
+    ) -> Result<Response<pb::RouteTable>, Status> {
+        authorize(&self.inner, &request)?;
+        Ok(Response::new(route_table(&self.inner.routes.current())))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRoutesRequest>,
+    ) -> Result<Response<pb::RouteTable>, Status> {
+        authorize(&self.inner, &request)?;
+        match self.inner.routes.put(request.into_inner().text) {
+            Ok(v) => {
+                tracing::info!(version = v.version, "route table replaced through gRPC");
+                Ok(Response::new(route_table(&v)))
+            }
+            Err(err) => Err(Status::invalid_argument(format!("invalid routes: {err}"))),
+        }
+    }
+
+    type WatchStream = BoxStream<'static, Result<pb::RouteTable, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRoutesRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        authorize(&self.inner, &request)?;
+        Ok(Response::new(self.watch_stream()))
+    }
+}
+
+/// Routes calls to the two services by the service part of the path (`/<service>/<method>`);
+/// anything else gets `UNIMPLEMENTED`. Hand-rolled so tonic's axum-based router is not needed.
+#[derive(Clone)]
+struct GrpcRouter {
+    publisher: PublisherServer<PublishApi>,
+    routes: RouteServiceServer<RouteApi>,
+}
+
+impl Service<http::Request<tonic::body::Body>> for GrpcRouter {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Both generated services are always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let service = req
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .map_or("", |(service, _)| service);
+        match service {
+            publisher_server::SERVICE_NAME => self.publisher.call(req),
+            route_service_server::SERVICE_NAME => self.routes.call(req),
+            _ => Box::pin(std::future::ready(Ok(Status::unimplemented(
+                "unknown service",
+            )
+            .into_http()))),
+        }
+    }
+}
+
+fn router(inner: Arc<Inner>, shutdown: CancellationToken) -> GrpcRouter {
+    // The publish body limit bounds every decoded message, as it bounds HTTP bodies.
+    let limit = inner.config.max_body;
+    GrpcRouter {
+        publisher: PublisherServer::new(PublishApi::new(inner.clone(), shutdown.clone()))
+            .max_decoding_message_size(limit),
+        routes: RouteServiceServer::new(RouteApi { inner, shutdown })
+            .max_decoding_message_size(limit),
+    }
+}
+
+/// See [`crate::Control::serve_grpc`].
+pub(crate) async fn serve(inner: Arc<Inner>, listener: TcpListener, shutdown: CancellationToken) {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let svc = router(inner, shutdown.clone());
+    let result = tonic::transport::Server::builder()
+        .serve_with_incoming_shutdown(svc, incoming, shutdown.cancelled_owned())
+        .await;
+    if let Err(err) = result {
+        tracing::error!(error = %err, "gRPC server failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Control, ControlConfig, PublishAuth, RouteStore};
+    use bus::{Bus, BusError, BusState, MemoryBus};
+    use bytes::Bytes;
+    use pb::ws_message_format::Payload;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    use tonic::Code;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn stream_item(channel: &str, content: &str) -> pb::Item {
+        pb::Item {
+            channel: channel.into(),
+            http_stream: Some(pb::HttpStreamFormat {
+                content: Bytes::copy_from_slice(content.as_bytes()),
+                close: false,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ws(payload: Option<Payload>, close: bool, code: u32, reason: &str) -> pb::Item {
+        pb::Item {
+            channel: "c".into(),
+            ws_message: Some(pb::WsMessageFormat {
+                payload,
+                close,
+                close_code: code,
+                close_reason: reason.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn response(code: u32) -> pb::Item {
+        pb::Item {
+            channel: "c".into(),
+            http_response: Some(pb::HttpResponseFormat {
+                code,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn err(item: pb::Item) -> ItemError {
+        convert_item(item).expect_err("item should be refused")
+    }
+
+    // ---- conversion: every error
+
+    #[test]
+    fn empty_channel_is_refused() {
+        let mut item = stream_item("", "x");
+        assert_eq!(err(item.clone()), ItemError::EmptyChannel);
+        item.channel = "c".into();
+        assert!(convert_item(item).is_ok());
+    }
+
+    #[test]
+    fn an_item_needs_a_format() {
+        let item = pb::Item {
+            channel: "c".into(),
+            id: "1".into(),
+            ..Default::default()
+        };
+        assert_eq!(err(item), ItemError::NoFormats);
+    }
+
+    #[test]
+    fn response_codes() {
+        for bad in [1, 99, 1000, 65_536, u32::MAX] {
+            assert_eq!(
+                err(response(bad)),
+                ItemError::ResponseCode(bad),
+                "code {bad}"
+            );
+        }
+        for (given, sent) in [(0, 200), (100, 100), (404, 404), (999, 999)] {
+            let item = convert_item(response(given)).expect("valid code");
+            let r = item.formats.http_response.expect("response format");
+            assert_eq!(r.code, sent, "code {given}");
+        }
+    }
+
+    #[test]
+    fn http_stream_needs_exactly_content_or_close() {
+        let mut item = stream_item("c", "");
+        assert_eq!(err(item.clone()), ItemError::StreamEmpty);
+        item.http_stream = Some(pb::HttpStreamFormat {
+            content: Bytes::from_static(b"x"),
+            close: true,
+        });
+        assert_eq!(err(item.clone()), ItemError::StreamContentAndClose);
+        item.http_stream = Some(pb::HttpStreamFormat {
+            content: Bytes::new(),
+            close: true,
+        });
+        let stream = convert_item(item)
+            .expect("close is valid")
+            .formats
+            .http_stream;
+        assert_eq!(stream, Some(HttpStreamFormat::Close));
+    }
+
+    #[test]
+    fn ws_message_errors() {
+        assert_eq!(err(ws(None, false, 0, "")), ItemError::WsEmpty);
+        assert_eq!(
+            err(ws(Some(Payload::Text("x".into())), true, 0, "")),
+            ItemError::WsPayloadAndClose
+        );
+        assert_eq!(
+            err(ws(Some(Payload::Binary(Bytes::new())), true, 1000, "")),
+            ItemError::WsPayloadAndClose
+        );
+        assert_eq!(
+            err(ws(None, true, 65_536, "")),
+            ItemError::WsCloseCode(65_536)
+        );
+        assert_eq!(
+            err(ws(Some(Payload::Text("x".into())), false, 1000, "")),
+            ItemError::WsCloseFieldsWithoutClose
+        );
+        assert_eq!(
+            err(ws(Some(Payload::Text("x".into())), false, 0, "bye")),
+            ItemError::WsCloseFieldsWithoutClose
+        );
+    }
+
+    #[test]
+    fn ws_message_forms() {
+        let conv = |item| convert_item(item).expect("valid").formats.ws_message;
+        assert_eq!(
+            conv(ws(Some(Payload::Text(String::new())), false, 0, "")),
+            Some(WsMessageFormat::Send {
+                kind: WsMessageType::Text,
+                content: Bytes::new()
+            })
+        );
+        assert_eq!(
+            conv(ws(
+                Some(Payload::Binary(Bytes::from_static(b"\0\xff"))),
+                false,
+                0,
+                ""
+            )),
+            Some(WsMessageFormat::Send {
+                kind: WsMessageType::Binary,
+                content: Bytes::from_static(b"\0\xff")
+            })
+        );
+        assert_eq!(
+            conv(ws(None, true, 0, "")),
+            Some(WsMessageFormat::Close {
+                code: None,
+                reason: String::new()
+            })
+        );
+        assert_eq!(
+            conv(ws(None, true, 4001, "gone")),
+            Some(WsMessageFormat::Close {
+                code: Some(4001),
+                reason: "gone".into()
+            })
+        );
+    }
+
+    #[test]
+    fn full_item_converts_field_by_field() {
+        let item = pb::Item {
+            channel: "news".into(),
+            id: "7".into(),
+            prev_id: "6".into(),
+            meta: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+            no_seq: true,
+            http_response: Some(pb::HttpResponseFormat {
+                code: 201,
+                reason: "Made".into(),
+                headers: BTreeMap::from([
+                    ("X-B".to_owned(), "2".to_owned()),
+                    ("X-A".to_owned(), "1".to_owned()),
+                ]),
+                body: Bytes::from_static(b"body"),
+            }),
+            http_stream: Some(pb::HttpStreamFormat {
+                content: Bytes::from_static(b"chunk"),
+                close: false,
+            }),
+            ws_message: Some(pb::WsMessageFormat {
+                payload: Some(Payload::Text("hi".into())),
+                ..Default::default()
+            }),
+        };
+        let expected = PublishItem {
+            channel: "news".into(),
+            id: Some("7".into()),
+            prev_id: Some("6".into()),
+            meta: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+            no_seq: true,
+            formats: Formats {
+                http_response: Some(HttpResponseFormat {
+                    action: ResponseAction::Send,
+                    code: 201,
+                    reason: Some("Made".into()),
+                    headers: vec![("X-A".into(), "1".into()), ("X-B".into(), "2".into())],
+                    body: Bytes::from_static(b"body"),
+                }),
+                http_stream: Some(HttpStreamFormat::Send(Bytes::from_static(b"chunk"))),
+                ws_message: Some(WsMessageFormat::Send {
+                    kind: WsMessageType::Text,
+                    content: Bytes::from_static(b"hi"),
+                }),
+            },
+        };
+        assert_eq!(convert_item(item), Ok(expected));
+    }
+
+    #[test]
+    fn empty_strings_mean_absent() {
+        // `response(0)` leaves id, prev_id, reason and body at their proto3 defaults.
+        let converted = convert_item(response(0)).expect("valid");
+        assert_eq!((converted.id, converted.prev_id), (None, None));
+        let r = converted.formats.http_response.expect("response");
+        assert_eq!((r.reason, r.body), (None, Bytes::new()));
+    }
+
+    #[test]
+    fn batch_error_names_the_first_bad_item() {
+        let batch = vec![
+            stream_item("a", "1"),
+            stream_item("b", ""),
+            stream_item("", "3"),
+        ];
+        let e = convert_batch(batch).expect_err("batch refused");
+        assert_eq!(
+            e,
+            BatchError {
+                index: 1,
+                error: ItemError::StreamEmpty
+            }
+        );
+        assert!(e.to_string().starts_with("item 1: "), "{e}");
+        assert_eq!(convert_batch(vec![]), Ok(vec![]));
+    }
+
+    // ---- services over a MemoryBus
+
+    struct Fixture {
+        control: Control,
+        bus: MemoryBus,
+        shutdown: CancellationToken,
+    }
+
+    impl Fixture {
+        fn new(auth: PublishAuth) -> Fixture {
+            let bus = MemoryBus::new();
+            let routes = RouteStore::new(
+                RoutesVersion {
+                    version: 10,
+                    text: "* 127.0.0.1:1\n".into(),
+                },
+                None,
+            );
+            let config = ControlConfig {
+                auth,
+                ..ControlConfig::default()
+            };
+            Fixture {
+                control: Control::new(config, Arc::new(bus.clone()), routes),
+                bus,
+                shutdown: CancellationToken::new(),
+            }
+        }
+
+        fn publisher(&self) -> PublishApi {
+            PublishApi::new(self.control.inner.clone(), self.shutdown.clone())
+        }
+
+        fn routes(&self) -> RouteApi {
+            RouteApi {
+                inner: self.control.inner.clone(),
+                shutdown: self.shutdown.clone(),
+            }
+        }
+
+        async fn subscribe(&self, channel: &str) -> bus::Subscription {
+            self.bus
+                .subscribe(bus::subject::channel_subject(channel))
+                .await
+                .expect("memory bus subscribe")
+        }
+    }
+
+    /// The next item on a subscription (decoded).
+    async fn next_item(sub: &mut bus::Subscription) -> PublishItem {
+        let payload = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("an item within the wait")
+            .expect("subscription open");
+        bus::payload::decode(payload).expect("valid payload").0
+    }
+
+    fn content(item: &PublishItem) -> Bytes {
+        match &item.formats.http_stream {
+            Some(HttpStreamFormat::Send(b)) => b.clone(),
+            other => panic!("not stream content: {other:?}"),
+        }
+    }
+
+    fn with_auth<T>(msg: T, value: &str) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.metadata_mut()
+            .insert("authorization", value.parse().expect("ascii metadata"));
+        req
+    }
+
+    #[tokio::test]
+    async fn publish_delivers_the_batch_in_order() {
+        let fx = Fixture::new(PublishAuth::Open);
+        let mut sub = fx.subscribe("c").await;
+        let req = pb::PublishRequest {
+            items: vec![stream_item("c", "one"), stream_item("c", "two")],
+        };
+        let reply = fx
+            .publisher()
+            .publish(Request::new(req))
+            .await
+            .expect("published")
+            .into_inner();
+        assert_eq!(
+            (reply.accepted, reply.error.as_str(), reply.error_code),
+            (2, "", 0)
+        );
+        assert_eq!(content(&next_item(&mut sub).await), "one");
+        assert_eq!(content(&next_item(&mut sub).await), "two");
+    }
+
+    #[tokio::test]
+    async fn invalid_batch_is_refused_whole() {
+        let fx = Fixture::new(PublishAuth::Open);
+        let mut sub = fx.subscribe("c").await;
+        let api = fx.publisher();
+        let bad = pb::PublishRequest {
+            items: vec![stream_item("c", "not-sent"), response(5)],
+        };
+        let status = api
+            .publish(Request::new(bad))
+            .await
+            .expect_err("invalid batch");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("item 1: "),
+            "{}",
+            status.message()
+        );
+        // The next thing on the channel is the marker: the valid first item was not published.
+        let marker = pb::PublishRequest {
+            items: vec![stream_item("c", "marker")],
+        };
+        api.publish(Request::new(marker)).await.expect("marker");
+        assert_eq!(content(&next_item(&mut sub).await), "marker");
+    }
+
+    #[tokio::test]
+    async fn publish_auth() {
+        let fx = Fixture::new(PublishAuth::Token("secret".into()));
+        let api = fx.publisher();
+        let req = || pb::PublishRequest {
+            items: vec![stream_item("c", "x")],
+        };
+        let missing = api
+            .publish(Request::new(req()))
+            .await
+            .expect_err("no token");
+        assert_eq!(missing.code(), Code::Unauthenticated);
+        let wrong = api
+            .publish(with_auth(req(), "Bearer nope"))
+            .await
+            .expect_err("wrong token");
+        assert_eq!(wrong.code(), Code::Unauthenticated);
+        let ok = api
+            .publish(with_auth(req(), "Bearer secret"))
+            .await
+            .expect("right token");
+        assert_eq!(ok.into_inner().accepted, 1);
+
+        let routes = fx.routes();
+        let denied = routes
+            .list(Request::new(pb::ListRoutesRequest {}))
+            .await
+            .expect_err("routes need the token too");
+        assert_eq!(denied.code(), Code::Unauthenticated);
+        let denied = routes
+            .put(Request::new(pb::PutRoutesRequest {
+                text: "* 127.0.0.1:2\n".into(),
+            }))
+            .await
+            .expect_err("routes need the token too");
+        assert_eq!(denied.code(), Code::Unauthenticated);
+        assert_eq!(fx.control.routes().current().version, 10);
+        routes
+            .list(with_auth(pb::ListRoutesRequest {}, "Bearer secret"))
+            .await
+            .expect("token accepted");
+    }
+
+    #[tokio::test]
+    async fn stream_replies_once_per_request_and_survives_bad_requests() {
+        let fx = Fixture::new(PublishAuth::Open);
+        let mut sub = fx.subscribe("c").await;
+        let requests = futures_util::stream::iter(vec![
+            Ok(pb::PublishRequest {
+                items: vec![stream_item("c", "a"), stream_item("c", "b")],
+            }),
+            Ok(pb::PublishRequest {
+                items: vec![stream_item("c", "skipped"), ws(None, false, 0, "")],
+            }),
+            Ok(pb::PublishRequest { items: vec![] }),
+            Ok(pb::PublishRequest {
+                items: vec![stream_item("c", "c")],
+            }),
+        ]);
+        let replies: Vec<_> = fx.publisher().reply_stream(requests).collect().await;
+        let replies: Vec<pb::PublishReply> = replies
+            .into_iter()
+            .map(|r| r.expect("replies, not statuses"))
+            .collect();
+        assert_eq!(replies.len(), 4);
+        let summary: Vec<(u64, u32, u32)> = replies
+            .iter()
+            .map(|r| (r.request_index, r.accepted, r.error_code))
+            .collect();
+        assert_eq!(summary, vec![(0, 2, 0), (1, 0, 3), (2, 0, 0), (3, 1, 0)]);
+        assert!(
+            replies[1].error.starts_with("item 1: "),
+            "{}",
+            replies[1].error
+        );
+        assert!(
+            replies
+                .iter()
+                .enumerate()
+                .all(|(i, r)| i == 1 || r.error.is_empty())
+        );
+        for expected in ["a", "b", "c"] {
+            assert_eq!(content(&next_item(&mut sub).await), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_ends_with_the_status_of_a_broken_request() {
+        let fx = Fixture::new(PublishAuth::Open);
+        let requests = futures_util::stream::iter(vec![
+            Ok(pb::PublishRequest {
+                items: vec![stream_item("c", "a")],
+            }),
+            Err(Status::out_of_range("too large")),
+            Ok(pb::PublishRequest {
+                items: vec![stream_item("c", "never")],
+            }),
+        ]);
+        let replies: Vec<_> = fx.publisher().reply_stream(requests).collect().await;
+        assert_eq!(replies.len(), 2);
+        assert_eq!(replies[0].as_ref().map(|r| r.accepted).ok(), Some(1));
+        assert_eq!(
+            replies[1].as_ref().map_err(Status::code).err(),
+            Some(Code::OutOfRange)
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_ends_on_shutdown() {
+        let fx = Fixture::new(PublishAuth::Open);
+        let mut replies = fx.publisher().reply_stream(futures_util::stream::pending());
+        fx.shutdown.cancel();
+        let end = tokio::time::timeout(WAIT, replies.next()).await;
+        assert!(matches!(end, Ok(None)), "stream should end: {end:?}");
+    }
+
+    /// A bus that refuses everything.
+    struct DownBus(tokio::sync::watch::Sender<BusState>);
+
+    impl Bus for DownBus {
+        fn publish(&self, _: String, _: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
+            Box::pin(async { Err(BusError::Unavailable("down".into())) })
+        }
+        fn subscribe(&self, _: String) -> BoxFuture<'_, Result<bus::Subscription, BusError>> {
+            Box::pin(async { Err(BusError::Unavailable("down".into())) })
+        }
+        fn state(&self) -> tokio::sync::watch::Receiver<BusState> {
+            self.0.subscribe()
+        }
+    }
+
+    #[tokio::test]
+    async fn bus_failure_is_unavailable() {
+        let down = DownBus(tokio::sync::watch::Sender::new(BusState::Disconnected));
+        let routes = RouteStore::new(
+            RoutesVersion {
+                version: 1,
+                text: String::new(),
+            },
+            None,
+        );
+        let control = Control::new(ControlConfig::default(), Arc::new(down), routes);
+        let api = PublishApi::new(control.inner.clone(), CancellationToken::new());
+        let req = || pb::PublishRequest {
+            items: vec![stream_item("c", "x")],
+        };
+        let status = api
+            .publish(Request::new(req()))
+            .await
+            .expect_err("bus down");
+        assert_eq!(status.code(), Code::Unavailable);
+        let replies: Vec<_> = api
+            .reply_stream(futures_util::stream::iter(vec![Ok(req())]))
+            .collect()
+            .await;
+        let reply = replies[0].as_ref().expect("a reply, not a status");
+        assert_eq!(
+            (reply.accepted, reply.error_code),
+            (0, Code::Unavailable as u32)
+        );
+        assert!(!reply.error.is_empty());
+    }
+
+    // ---- RouteService
+
+    #[tokio::test]
+    async fn routes_list_put_and_watch() {
+        let fx = Fixture::new(PublishAuth::Open);
+        let api = fx.routes();
+        let mut watch = api.watch_stream();
+        let first = watch.next().await.expect("initial").expect("table");
+        assert_eq!(
+            (first.version, first.text.as_str()),
+            (10, "* 127.0.0.1:1\n")
+        );
+        assert_eq!(first.routes.len(), 1);
+        assert_eq!(first.routes[0].line, 1);
+
+        let bad = api
+            .put(Request::new(pb::PutRoutesRequest {
+                text: "* 127.0.0.1:2\n* nonsense-without-port\n".into(),
+            }))
+            .await
+            .expect_err("bad table");
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().contains("line 2: "), "{}", bad.message());
+        let listed = api
+            .list(Request::new(pb::ListRoutesRequest {}))
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(listed, first);
+
+        let put = api
+            .put(Request::new(pb::PutRoutesRequest {
+                text: "# two\n* 127.0.0.1:2\n".into(),
+            }))
+            .await
+            .expect("good table")
+            .into_inner();
+        assert!(put.version > 10);
+        assert_eq!(
+            put.routes.iter().map(|r| r.line).collect::<Vec<_>>(),
+            vec![2]
+        );
+        let listed = api
+            .list(Request::new(pb::ListRoutesRequest {}))
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(listed, put);
+        let next = tokio::time::timeout(WAIT, watch.next())
+            .await
+            .expect("change within the wait")
+            .expect("stream open")
+            .expect("table");
+        assert_eq!(next, put);
+
+        fx.shutdown.cancel();
+        let end = tokio::time::timeout(WAIT, watch.next()).await;
+        assert!(matches!(end, Ok(None)), "watch should end on shutdown");
+    }
+
+    #[tokio::test]
+    async fn unknown_services_are_unimplemented() {
+        let fx = Fixture::new(PublishAuth::Open);
+        let mut router = router(fx.control.inner.clone(), fx.shutdown.clone());
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/gripmesh.v1.Nope/Call")
+            .header("content-type", "application/grpc")
+            .body(tonic::body::Body::empty())
+            .expect("request");
+        let resp = router.call(req).await.expect("infallible");
+        let status = Status::from_header_map(resp.headers()).expect("grpc-status header");
+        assert_eq!(status.code(), Code::Unimplemented);
+    }
+}

@@ -1,0 +1,172 @@
+//! Plumbing shared by the subcommands: validation (exit 64), listeners, bus, health, drain.
+
+use crate::cli::{CommonFlags, EdgeFlags, LogFormat, PublishFlags};
+use bus::{Bus, BusState, MemoryBus, NatsBus, NatsOptions};
+use control::PublishAuth;
+use edge::EdgeConfig;
+use grip::sig::SigKey;
+use routes::RouteTable;
+use runtime::Health;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Routes used when no routes file is given and `./routes` does not exist.
+pub const DEFAULT_ROUTES: &str = "* 127.0.0.1:8080\n";
+
+/// Why the process stops with an error.
+pub enum Fatal {
+    /// Bad flags or configuration (exit 64).
+    Config(String),
+    /// Anything else (exit 1).
+    Runtime(String),
+}
+
+/// A configuration error.
+pub fn config_err(msg: impl Into<String>) -> Fatal {
+    Fatal::Config(msg.into())
+}
+
+/// Installs logging (stderr) for the chosen format.
+pub fn init_logging(common: &CommonFlags) {
+    runtime::telemetry::init_tracing(match common.log_format {
+        LogFormat::Text => runtime::telemetry::LogFormat::Text,
+        LogFormat::Json => runtime::telemetry::LogFormat::Json,
+    });
+}
+
+/// A routes file to load: the flag, else `./routes` if it exists.
+pub fn routes_path(flag: Option<&Path>) -> Option<PathBuf> {
+    match flag {
+        Some(p) => Some(p.to_owned()),
+        None => Some(PathBuf::from("routes")).filter(|p| p.is_file()),
+    }
+}
+
+/// Loads the routes file (or the default table) as text and parsed table.
+pub fn load_routes(path: Option<&Path>) -> Result<(String, RouteTable), Fatal> {
+    match path {
+        Some(p) => {
+            let table =
+                edge::routes_file::load(p).map_err(|e| config_err(format!("--routes {e}")))?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| config_err(format!("--routes {}: {e}", p.display())))?;
+            Ok((text, table))
+        }
+        None => RouteTable::parse(DEFAULT_ROUTES)
+            .map(|t| (DEFAULT_ROUTES.to_owned(), t))
+            .map_err(|e| Fatal::Runtime(format!("default routes: {e}"))),
+    }
+}
+
+/// The edge configuration from flags.
+pub fn edge_config(flags: &EdgeFlags) -> Result<EdgeConfig, Fatal> {
+    let sig_key = flags
+        .sig_key
+        .as_deref()
+        .map(|k| SigKey::parse(k).map_err(|e| config_err(format!("--sig-key: {e}"))))
+        .transpose()?;
+    Ok(EdgeConfig {
+        sig_key,
+        sig_iss: flags.sig_iss.clone(),
+        max_instruct_body: flags.max_instruct_body,
+        max_channels_per_connection: flags.max_channels_per_connection,
+        max_ws_message_size: flags.max_ws_message_size,
+        send_queue_messages: flags.send_queue_messages,
+        origin_connect_timeout: Duration::from_secs(flags.origin_connect_timeout),
+        origin_response_timeout: Duration::from_secs(flags.origin_response_timeout),
+        server: runtime::server::ServerOptions {
+            max_header_bytes: flags.max_header_size,
+            ..Default::default()
+        },
+        ..EdgeConfig::default()
+    })
+}
+
+/// Publish authentication from flags; refuses an open API on a non-loopback address unless
+/// `--publish-insecure`.
+pub fn publish_auth(flags: &PublishFlags, listen: SocketAddr) -> Result<PublishAuth, Fatal> {
+    let auth = match (&flags.publish_token, &flags.publish_key) {
+        (Some(_), Some(_)) => {
+            return Err(config_err(
+                "--publish-token and --publish-key: give only one",
+            ));
+        }
+        (Some(t), None) if t.is_empty() => return Err(config_err("--publish-token: empty")),
+        (Some(t), None) => PublishAuth::Token(t.clone()),
+        (None, Some(k)) => SigKey::parse(k)
+            .map(PublishAuth::Key)
+            .map_err(|e| config_err(format!("--publish-key: {e}")))?,
+        (None, None) => PublishAuth::Open,
+    };
+    if !auth.is_authenticated() && !listen.ip().is_loopback() && !flags.publish_insecure {
+        return Err(config_err(format!(
+            "--publish-listen {listen}: a non-loopback publish API needs --publish-token or --publish-key (or --publish-insecure)"
+        )));
+    }
+    Ok(auth)
+}
+
+/// The bus: NATS when URLs are given, else in-memory.
+pub async fn connect_bus(nats: Option<&str>, name: &str) -> Result<Arc<dyn Bus>, Fatal> {
+    match nats {
+        None => Ok(Arc::new(MemoryBus::new())),
+        Some(urls) => NatsBus::connect(NatsOptions {
+            urls: urls.to_owned(),
+            name: name.to_owned(),
+            subscription_capacity: 65_536,
+        })
+        .await
+        .map(|b| Arc::new(b) as Arc<dyn Bus>)
+        .map_err(|e| config_err(format!("--nats: {e}"))),
+    }
+}
+
+/// Keeps the `bus` readiness condition in step with the bus connection.
+pub fn track_bus(bus: &Arc<dyn Bus>, health: &Health) {
+    let mut state = bus.state();
+    let health = health.clone();
+    tokio::spawn(async move {
+        loop {
+            let current = *state.borrow_and_update();
+            match current {
+                BusState::Connected => health.set_ready("bus"),
+                BusState::Disconnected => health.set_not_ready("bus", "not connected to NATS"),
+            }
+            if state.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Binds a listener; failures name the flag.
+pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, Fatal> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| config_err(format!("{flag} {addr}: {e}")))
+}
+
+/// Prints `listening <name> <addr>` on stdout (tests and scripts read the bound ports).
+pub fn announce(name: &str, listener: &TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        println!("listening {name} {addr}");
+        tracing::info!(listener = name, %addr, "listening");
+    }
+}
+
+/// Prints `ready` on stdout once every listener is announced.
+pub fn announce_ready() {
+    println!("ready");
+    let _ = std::io::stdout().flush();
+}
+
+/// Bounds a drain step by the remaining drain time; logs when it runs out.
+pub async fn within(deadline: tokio::time::Instant, what: &str, fut: impl Future<Output = ()>) {
+    if tokio::time::timeout_at(deadline, fut).await.is_err() {
+        tracing::warn!(step = what, "drain timeout reached; continuing shutdown");
+    }
+}

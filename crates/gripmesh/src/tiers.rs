@@ -1,0 +1,340 @@
+//! `standalone`, `edge` and `control`: the same building blocks, wired per tier.
+
+use crate::cli::{ControlArgs, EdgeArgs, StandaloneArgs};
+use crate::common::{self, Fatal};
+use arc_swap::ArcSwap;
+use bus::Bus;
+use control::{Control, ControlConfig, RouteStore, RoutesVersion};
+use edge::Edge;
+use runtime::Health;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What a running process has started, for the drain.
+struct Running {
+    health: Health,
+    edge: Option<(Edge, JoinHandle<()>)>,
+    servers: Vec<JoinHandle<()>>,
+    stop_accepting: CancellationToken,
+    stop_background: CancellationToken,
+    admin: JoinHandle<()>,
+    drain_timeout: Duration,
+}
+
+impl Running {
+    async fn wait_and_drain(self) {
+        let signal = runtime::signal::shutdown_signal().await;
+        let held = self.edge.as_ref().map_or(0, |(e, _)| e.held_count());
+        tracing::info!(signal, held, "draining");
+        // Readiness goes false first, so load balancers stop sending new clients.
+        self.health.set_draining();
+        self.stop_accepting.cancel();
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        if let Some((edge, task)) = self.edge {
+            common::within(deadline, "close held connections", edge.close_held()).await;
+            common::within(deadline, "edge connections", async {
+                let _ = task.await;
+            })
+            .await;
+        }
+        common::within(deadline, "api listeners", async {
+            for s in self.servers {
+                let _ = s.await;
+            }
+        })
+        .await;
+        self.stop_background.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.admin).await;
+        tracing::info!("stopped");
+    }
+}
+
+fn route_store(path: Option<&Path>) -> Result<(RouteStore, Option<PathBuf>), Fatal> {
+    let path = common::routes_path(path);
+    let (text, _) = common::load_routes(path.as_deref())?;
+    // A file's mtime is the version, so every control replica reading it agrees.
+    let version = path
+        .as_deref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(1));
+    Ok((
+        RouteStore::new(RoutesVersion { version, text }, path.clone()),
+        path,
+    ))
+}
+
+/// Follows a routes file into the control's store.
+fn watch_store_file(store: RouteStore, path: PathBuf, interval: u64, shutdown: CancellationToken) {
+    let shown = path.clone();
+    tokio::spawn(runtime::file_watch::watch(
+        path,
+        Duration::from_secs(interval.max(1)),
+        shutdown,
+        move |content| match edge::routes_file::parse_bytes(&content) {
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&content).into_owned();
+                if text != store.current().text {
+                    match store.put(text) {
+                        Ok(v) => {
+                            tracing::info!(path = %shown.display(), version = v.version, "routes file reloaded")
+                        }
+                        Err(err) => tracing::error!(%err, "routes file rejected"),
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(path = %shown.display(), line = err.line, reason = %err.reason, "routes file rejected; keeping the current routes");
+                metrics::counter!("gripmesh_edge_routes_reload_errors_total").increment(1);
+            }
+        },
+    ));
+}
+
+/// Applies every change of the route store to an in-process edge's table.
+async fn follow_store(
+    store: RouteStore,
+    table: Arc<ArcSwap<routes::RouteTable>>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = store.watch();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let text = changes.borrow_and_update().text.clone();
+                // The store only holds validated tables.
+                if let Ok(new) = routes::RouteTable::parse(&text) {
+                    table.store(Arc::new(new));
+                }
+            }
+        }
+    }
+}
+
+/// `gripmesh standalone`.
+pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
+    common::init_logging(&args.common);
+    let (store, routes_path) = route_store(args.routes.as_deref())?;
+    let (_, table) = common::load_routes(routes_path.as_deref())?;
+    let edge_config = common::edge_config(&args.edge)?;
+    let auth = common::publish_auth(&args.publish, args.publish_listen)?;
+
+    let metrics = runtime::telemetry::install_metrics();
+    let health = Health::new();
+    let bus = common::connect_bus(args.nats.as_deref(), "gripmesh-standalone").await?;
+    common::track_bus(&bus, &health);
+    let table = Arc::new(ArcSwap::from_pointee(table));
+    let edge = Edge::new(edge_config, bus.clone(), table.clone())
+        .map_err(|e| Fatal::Runtime(e.to_string()))?;
+    let control = Control::new(
+        ControlConfig {
+            auth,
+            max_body: args.publish.publish_max_body,
+        },
+        bus,
+        store.clone(),
+    );
+
+    let edge_listener = common::bind("--listen", args.listen).await?;
+    let publish_listener = common::bind("--publish-listen", args.publish_listen).await?;
+    let grpc_listener = common::bind("--grpc-listen", args.grpc_listen).await?;
+    let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
+    common::announce("edge", &edge_listener);
+    common::announce("publish", &publish_listener);
+    common::announce("grpc", &grpc_listener);
+    common::announce("admin", &admin_listener);
+
+    let stop_accepting = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+    let admin = tokio::spawn(runtime::admin::serve(
+        admin_listener,
+        health.clone(),
+        metrics,
+        stop_background.clone(),
+    ));
+    let edge_task = tokio::spawn({
+        let (edge, stop) = (edge.clone(), stop_accepting.clone());
+        async move { edge.serve(edge_listener, stop).await }
+    });
+    let publish_task = tokio::spawn({
+        let (control, stop) = (control.clone(), stop_accepting.clone());
+        async move { control.serve_publish(publish_listener, stop).await }
+    });
+    let grpc_task = tokio::spawn({
+        let (control, stop) = (control.clone(), stop_accepting.clone());
+        async move { control.serve_grpc(grpc_listener, stop).await }
+    });
+    // One table: the routes file and `PUT /routes` both go through control's store, and the
+    // embedded edge follows the store.
+    if let Some(path) = routes_path {
+        watch_store_file(
+            store.clone(),
+            path,
+            args.common.routes_poll_interval,
+            stop_background.clone(),
+        );
+    }
+    tokio::spawn(follow_store(store, table, stop_background.clone()));
+    health.set_ready("routes");
+    common::announce_ready();
+    tracing::info!("gripmesh standalone started");
+    Running {
+        health,
+        edge: Some((edge, edge_task)),
+        servers: vec![publish_task, grpc_task],
+        stop_accepting,
+        stop_background,
+        admin,
+        drain_timeout: Duration::from_secs(args.common.drain_timeout),
+    }
+    .wait_and_drain()
+    .await;
+    Ok(())
+}
+
+/// `gripmesh edge`.
+pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
+    common::init_logging(&args.common);
+    let edge_config = common::edge_config(&args.edge)?;
+    let file = match &args.routes {
+        Some(p) => Some((p.clone(), common::load_routes(Some(p))?.1)),
+        None => None,
+    };
+    let metrics = runtime::telemetry::install_metrics();
+    let health = Health::new();
+    let bus = common::connect_bus(Some(&args.nats), "gripmesh-edge").await?;
+    common::track_bus(&bus, &health);
+    let table = Arc::new(ArcSwap::from_pointee(
+        file.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
+    ));
+    let edge = Edge::new(edge_config, bus.clone(), table.clone())
+        .map_err(|e| Fatal::Runtime(e.to_string()))?;
+    let edge_listener = common::bind("--listen", args.listen).await?;
+    let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
+    common::announce("edge", &edge_listener);
+    common::announce("admin", &admin_listener);
+
+    let stop_accepting = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+    let admin = tokio::spawn(runtime::admin::serve(
+        admin_listener,
+        health.clone(),
+        metrics,
+        stop_background.clone(),
+    ));
+    match file {
+        Some((path, _)) => {
+            health.set_ready("routes");
+            tokio::spawn(edge::routes_file::watch(
+                path,
+                table.clone(),
+                Duration::from_secs(args.common.routes_poll_interval.max(1)),
+                stop_background.clone(),
+            ));
+        }
+        None => {
+            tokio::spawn(edge::routes_bus::follow(
+                bus,
+                table.clone(),
+                health.clone(),
+                stop_background.clone(),
+            ));
+        }
+    }
+    let edge_task = tokio::spawn({
+        let (edge, stop) = (edge.clone(), stop_accepting.clone());
+        async move { edge.serve(edge_listener, stop).await }
+    });
+    common::announce_ready();
+    tracing::info!("gripmesh edge started");
+    Running {
+        health,
+        edge: Some((edge, edge_task)),
+        servers: Vec::new(),
+        stop_accepting,
+        stop_background,
+        admin,
+        drain_timeout: Duration::from_secs(args.common.drain_timeout),
+    }
+    .wait_and_drain()
+    .await;
+    Ok(())
+}
+
+/// `gripmesh control`.
+pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
+    common::init_logging(&args.common);
+    let auth = common::publish_auth(&args.publish, args.publish_listen)?;
+    let (store, path) = route_store(args.routes.as_deref())?;
+    let metrics = runtime::telemetry::install_metrics();
+    let health = Health::new();
+    let bus: Arc<dyn Bus> = common::connect_bus(Some(&args.nats), "gripmesh-control").await?;
+    common::track_bus(&bus, &health);
+    let control = Control::new(
+        ControlConfig {
+            auth,
+            max_body: args.publish.publish_max_body,
+        },
+        bus,
+        store.clone(),
+    );
+    let publish_listener = common::bind("--publish-listen", args.publish_listen).await?;
+    let grpc_listener = common::bind("--grpc-listen", args.grpc_listen).await?;
+    let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
+    common::announce("publish", &publish_listener);
+    common::announce("grpc", &grpc_listener);
+    common::announce("admin", &admin_listener);
+
+    let stop_accepting = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+    let admin = tokio::spawn(runtime::admin::serve(
+        admin_listener,
+        health.clone(),
+        metrics,
+        stop_background.clone(),
+    ));
+    if let Some(path) = path {
+        watch_store_file(
+            store,
+            path,
+            args.common.routes_poll_interval,
+            stop_background.clone(),
+        );
+    }
+    tokio::spawn({
+        let (control, stop) = (control.clone(), stop_background.clone());
+        let every = Duration::from_secs(args.routes_broadcast_interval.max(1));
+        async move { control.distribute_routes(every, stop).await }
+    });
+    let publish_task = tokio::spawn({
+        let (control, stop) = (control.clone(), stop_accepting.clone());
+        async move { control.serve_publish(publish_listener, stop).await }
+    });
+    let grpc_task = tokio::spawn({
+        let (control, stop) = (control.clone(), stop_accepting.clone());
+        async move { control.serve_grpc(grpc_listener, stop).await }
+    });
+    health.set_ready("routes");
+    common::announce_ready();
+    tracing::info!("gripmesh control started");
+    Running {
+        health,
+        edge: None,
+        servers: vec![publish_task, grpc_task],
+        stop_accepting,
+        stop_background,
+        admin,
+        drain_timeout: Duration::from_secs(args.common.drain_timeout),
+    }
+    .wait_and_drain()
+    .await;
+    Ok(())
+}

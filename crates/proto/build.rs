@@ -1,0 +1,30 @@
+//! Generates the gRPC code from `proto/gripmesh/v1/*.proto` with the vendored `protoc`, so
+//! building needs no system protoc.
+
+use std::path::PathBuf;
+
+/// The files compiled here. `bus.proto` is mirrored by hand in `crates/bus` and left out.
+const PROTOS: &[&str] = &["gripmesh/v1/publish.proto", "gripmesh/v1/routes.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let protos: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
+    for p in &protos {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Deterministic iteration for meta and headers; control converts them to BTreeMaps anyway.
+    config.btree_map(["."]);
+    // Payloads are shared into the bus encoding without copying.
+    config.bytes(["."]);
+
+    tonic_prost_build::configure()
+        // Servers only: control implements the services; clients in the tests are Python.
+        .build_client(false)
+        .build_server(true)
+        .build_transport(false)
+        .compile_with_config(config, protos.as_slice(), &[root])?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! The gRPC contract of gripmesh (`proto/gripmesh/v1`), generated with tonic and prost.
+//!
+//! - [`v1::publisher_server`]: `gripmesh.v1.Publisher` (`Publish`, `PublishStream`).
+//! - [`v1::route_service_server`]: `gripmesh.v1.RouteService` (`List`, `Put`, `Watch`).
+//!
+//! Only server code is generated; the `.proto` files are the interface for clients in any
+//! language.
+
+/// Package `gripmesh.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("gripmesh.v1");
+}
