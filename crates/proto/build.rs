@@ -4,7 +4,11 @@
 use std::path::PathBuf;
 
 /// The files compiled here. `bus.proto` is mirrored by hand in `crates/bus` and left out.
-const PROTOS: &[&str] = &["gripmesh/v1/publish.proto", "gripmesh/v1/routes.proto"];
+const PROTOS: &[&str] = &[
+    "gripmesh/v1/publish.proto",
+    "gripmesh/v1/routes.proto",
+    "gripmesh/v1/authz.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
@@ -21,8 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes(["."]);
 
     tonic_prost_build::configure()
-        // Servers only: control implements the services; clients in the tests are Python.
-        .build_client(false)
+        // Servers for control and the sidecar; clients for the edge (Authorization.Check,
+        // over a plain hyper HTTP/2 client, so no tonic transport is needed).
+        .build_client(true)
         .build_server(true)
         .build_transport(false)
         .compile_with_config(config, protos.as_slice(), &[root])?;

@@ -339,6 +339,9 @@ mod tests {
     }
 }
 
+/// Subject on which revocations travel; the payload is the credential's hex SHA-256.
+pub const REVOKE_SUBJECT: &str = "gripmesh.revoke";
+
 /// Subject on which control broadcasts route table snapshots.
 pub const ROUTES_SUBJECT: &str = "gripmesh.routes";
 /// Subject on which an edge asks control to broadcast the current snapshot now.

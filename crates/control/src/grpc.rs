@@ -18,6 +18,7 @@ use grip::publish::{
 };
 use proto::v1 as pb;
 use proto::v1::publisher_server::{self, Publisher, PublisherServer};
+use proto::v1::revocation_server::{self, Revocation, RevocationServer};
 use proto::v1::route_service_server::{self, RouteService, RouteServiceServer};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -376,12 +377,44 @@ impl RouteService for RouteApi {
     }
 }
 
-/// Routes calls to the two services by the service part of the path (`/<service>/<method>`);
+/// `gripmesh.v1.Revocation`: the gRPC form of `POST /authz/revoke`.
+struct RevocationApi {
+    inner: Arc<Inner>,
+}
+
+#[tonic::async_trait]
+impl Revocation for RevocationApi {
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeReply>, Status> {
+        authorize(&self.inner, &request)?;
+        let req = request.into_inner();
+        let hash = if !req.credential.is_empty() {
+            crate::revoke::hash(&req.credential)
+        } else if crate::revoke::is_hash(&req.credential_hash) {
+            req.credential_hash.to_ascii_lowercase()
+        } else {
+            return Err(Status::invalid_argument(
+                "give credential, or credential_hash as 64 hex digits",
+            ));
+        };
+        crate::revoke::broadcast(&self.inner, &hash)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::RevokeReply {
+            credential_hash: hash,
+        }))
+    }
+}
+
+/// Routes calls to the services by the service part of the path (`/<service>/<method>`);
 /// anything else gets `UNIMPLEMENTED`. Hand-rolled so tonic's axum-based router is not needed.
 #[derive(Clone)]
 struct GrpcRouter {
     publisher: PublisherServer<PublishApi>,
     routes: RouteServiceServer<RouteApi>,
+    revocation: RevocationServer<RevocationApi>,
 }
 
 impl Service<http::Request<tonic::body::Body>> for GrpcRouter {
@@ -404,6 +437,7 @@ impl Service<http::Request<tonic::body::Body>> for GrpcRouter {
         match service {
             publisher_server::SERVICE_NAME => self.publisher.call(req),
             route_service_server::SERVICE_NAME => self.routes.call(req),
+            revocation_server::SERVICE_NAME => self.revocation.call(req),
             _ => Box::pin(std::future::ready(Ok(Status::unimplemented(
                 "unknown service",
             )
@@ -418,8 +452,12 @@ fn router(inner: Arc<Inner>, shutdown: CancellationToken) -> GrpcRouter {
     GrpcRouter {
         publisher: PublisherServer::new(PublishApi::new(inner.clone(), shutdown.clone()))
             .max_decoding_message_size(limit),
-        routes: RouteServiceServer::new(RouteApi { inner, shutdown })
-            .max_decoding_message_size(limit),
+        routes: RouteServiceServer::new(RouteApi {
+            inner: inner.clone(),
+            shutdown,
+        })
+        .max_decoding_message_size(limit),
+        revocation: RevocationServer::new(RevocationApi { inner }),
     }
 }
 

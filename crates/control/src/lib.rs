@@ -7,6 +7,7 @@ mod auth;
 mod grpc;
 mod metrics;
 mod publish;
+mod revoke;
 pub mod routes;
 
 pub use auth::PublishAuth;

@@ -59,6 +59,8 @@ pub fn handle(
             publish(&inner, req, None).await
         } else if path == "/routes" || path == "/routes/" {
             routes(&inner, req).await
+        } else if path == "/authz/revoke" {
+            revoke(&inner, req).await
         } else if let Some(channel) = channel_path(&path) {
             match channel {
                 Some(ch) => publish(&inner, req, Some(ch)).await,
@@ -218,6 +220,56 @@ async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>)
             tracing::warn!(error = %err, "publish failed: bus unavailable");
             Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "Bus unavailable.\n".into())
         }
+    }
+}
+
+/// `POST /authz/revoke` with `{"credential": "..."}` (or `{"credential_hash": "<hex sha-256>"}`):
+/// broadcasts the revocation to every sidecar and edge. Same auth as publishing.
+async fn revoke(inner: &Inner, req: Request<Incoming>) -> Reply {
+    if req.method() != Method::POST {
+        return Reply::Text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("Method not allowed: {}.\n", req.method()),
+        );
+    }
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !inner.config.auth.allows(authorization) {
+        return Reply::Text(StatusCode::UNAUTHORIZED, "Unauthorized.\n".into());
+    }
+    let Ok(body) = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    else {
+        return Reply::Text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large.\n".into(),
+        );
+    };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
+        return Reply::Text(StatusCode::BAD_REQUEST, "Body is not valid JSON.\n".into());
+    };
+    let hash = match (
+        json.get("credential").and_then(|v| v.as_str()),
+        json.get("credential_hash").and_then(|v| v.as_str()),
+    ) {
+        (Some(c), _) if !c.is_empty() => crate::revoke::hash(c),
+        (_, Some(h)) if crate::revoke::is_hash(h) => h.to_ascii_lowercase(),
+        _ => {
+            return Reply::Text(
+                StatusCode::BAD_REQUEST,
+                "Invalid format: expected {\"credential\": \"...\"} or {\"credential_hash\": \"<sha-256 hex>\"}\n".into(),
+            );
+        }
+    };
+    match crate::revoke::broadcast(inner, &hash).await {
+        Ok(()) => Reply::Json(
+            StatusCode::OK,
+            format!("{}\n", serde_json::json!({"credential_hash": hash})),
+        ),
+        Err(_) => Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "Bus unavailable.\n".into()),
     }
 }
 

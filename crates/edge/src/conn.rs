@@ -37,6 +37,8 @@ pub enum CloseReason {
     Drain = 1,
     /// The send queue overflowed: the client reads too slowly.
     SlowConsumer = 2,
+    /// The connection's credential was revoked (or a re-check denied it).
+    Revoked = 3,
 }
 
 impl CloseReason {
@@ -44,6 +46,7 @@ impl CloseReason {
         match v {
             1 => Some(CloseReason::Drain),
             2 => Some(CloseReason::SlowConsumer),
+            3 => Some(CloseReason::Revoked),
             _ => None,
         }
     }

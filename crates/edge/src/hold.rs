@@ -47,6 +47,13 @@ impl HoldGuard {
         )
     }
 
+    /// Records the connection's authorization (for revocation and re-checks).
+    pub fn authorize(&self, authorized: Option<Arc<crate::authz::Authorized>>) {
+        if let Some(a) = authorized {
+            self.edge.authorized.insert(self.conn.id, a);
+        }
+    }
+
     /// Subscribes one channel (no-op if already subscribed); returns once it is live.
     pub async fn subscribe(&mut self, channel: String) -> Result<(), SubscribeError> {
         if self.channels.contains(&channel) {
@@ -91,6 +98,7 @@ impl Drop for HoldGuard {
             self.edge.registry.unsubscribe(self.conn.id, ch);
         }
         self.edge.held.remove(&self.conn.id);
+        self.edge.authorized.remove(&self.conn.id);
         self.edge
             .metrics
             .transport(self.conn.transport)
@@ -186,7 +194,7 @@ impl HttpBody for StreamBody {
             this.done = true;
             return Poll::Ready(match reason {
                 // A clean end: the client sees the terminating chunk.
-                CloseReason::Drain => None,
+                CloseReason::Drain | CloseReason::Revoked => None,
                 // Abort without the terminating chunk, so the client knows data is missing.
                 CloseReason::SlowConsumer => Some(Err("send queue overflow".into())),
             });

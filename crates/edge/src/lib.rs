@@ -4,6 +4,7 @@
 //! An [`Edge`] takes its configuration, a [`bus::Bus`] and a shared route table; the caller
 //! binds the listener and owns shutdown (see `gripmesh standalone`).
 
+pub mod authz;
 pub mod conn;
 pub mod delivery;
 pub mod headers;
@@ -97,6 +98,10 @@ pub(crate) struct EdgeInner {
     pub(crate) metrics: Arc<EdgeMetrics>,
     pub(crate) held: DashMap<u64, Arc<ConnHandle>>,
     pub(crate) next_conn_id: AtomicU64,
+    /// The sidecar (or the embedded one), for routes with `authz`.
+    pub(crate) authz: Option<Arc<dyn authz::AuthzCheck>>,
+    /// Live connections that passed an authz check, by connection id.
+    pub(crate) authorized: DashMap<u64, Arc<authz::Authorized>>,
 }
 
 impl EdgeInner {
@@ -133,6 +138,7 @@ impl Edge {
         config: EdgeConfig,
         bus: Arc<dyn Bus>,
         routes: Arc<ArcSwap<RouteTable>>,
+        authz: Option<Arc<dyn authz::AuthzCheck>>,
     ) -> Result<Edge, EdgeError> {
         let metrics = Arc::new(EdgeMetrics::new());
         let origin = OriginClient::new(
@@ -149,6 +155,8 @@ impl Edge {
                 metrics,
                 held: DashMap::new(),
                 next_conn_id: AtomicU64::new(1),
+                authz,
+                authorized: DashMap::new(),
             }),
         })
     }
@@ -164,6 +172,17 @@ impl Edge {
             move |req, peer| proxy::handle(inner.clone(), req, peer),
         )
         .await;
+    }
+
+    /// Closes live connections opened with a revoked credential, as revocations arrive on
+    /// `bus`, until `shutdown`.
+    pub async fn follow_revocations(&self, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
+        authz::follow_revocations(self.inner.clone(), bus, shutdown).await;
+    }
+
+    /// Re-checks authorized live connections every `every` until `shutdown`.
+    pub async fn recheck_authz(&self, every: Duration, shutdown: CancellationToken) {
+        authz::recheck(self.inner.clone(), every, shutdown).await;
     }
 
     /// Number of held connections.

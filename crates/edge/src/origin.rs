@@ -1,247 +1,37 @@
-//! Connections to origins: TCP (with a connect timeout), optional TLS, HTTP/1.1.
-//!
-//! Each proxied request gets its own connection. That keeps failover exact — a target is
-//! skipped only when connecting to it fails, before any of the request was sent — and lets
-//! WebSocket passthrough upgrade the same connection later.
+//! Origin targets as outbound endpoints (the client itself is `runtime::client`).
 
 use routes::{Target, TargetAddr};
-use runtime::server::Body;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpStream;
+use runtime::client::Endpoint;
+pub use runtime::client::{OriginClient, OriginError, OriginSender, strip_port};
 
-/// Why a request to an origin failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OriginError {
-    /// TCP or TLS connection could not be established (the next target may be tried).
-    #[error("connect to {addr} failed: {reason}")]
-    Connect {
-        /// host:port tried.
-        addr: String,
-        /// What failed.
-        reason: String,
-    },
-    /// The exchange failed after connecting.
-    #[error("origin request failed: {0}")]
-    Request(#[from] hyper::Error),
-    /// No response head within the response timeout.
-    #[error("origin did not answer in time")]
-    Timeout,
-}
-
-impl OriginError {
-    /// True when nothing was sent, so another target may be tried.
-    pub fn is_connect(&self) -> bool {
-        matches!(self, OriginError::Connect { .. })
+/// The endpoint of a route target; `None` for the built-in `test` origin.
+pub fn endpoint(target: &Target) -> Option<Endpoint> {
+    match &target.addr {
+        TargetAddr::Host { host, port } => Some(Endpoint {
+            host: host.clone(),
+            port: *port,
+            tls: target.ssl,
+            insecure: target.insecure,
+            server_name: target.host.as_deref().map(|h| strip_port(h).to_owned()),
+        }),
+        TargetAddr::Test => None,
     }
 }
 
-/// A connected origin, ready for one request.
-pub type OriginSender = hyper::client::conn::http1::SendRequest<Body>;
-
-/// Builds connections to origins.
-#[derive(Clone)]
-pub struct OriginClient {
-    verified: Arc<rustls::ClientConfig>,
-    insecure: Arc<rustls::ClientConfig>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-}
-
-impl OriginClient {
-    /// A client trusting the WebPKI roots (and nothing for `insecure` targets).
-    pub fn new(
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> Result<OriginClient, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let verified = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth())?;
-        let insecure = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map(|b| {
-                b.dangerous()
-                    .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())))
-                    .with_no_client_auth()
-            })?;
-        Ok(OriginClient {
-            verified: Arc::new(verified),
-            insecure: Arc::new(insecure),
-            connect_timeout,
-            response_timeout,
-        })
-    }
-
-    /// Opens a connection to `target` and performs the HTTP/1.1 handshake.
-    ///
-    /// The returned future owns everything it needs (`'static`), which keeps it `Send` for
-    /// the server loop.
-    pub fn connect(
-        &self,
-        target: &Target,
-    ) -> impl Future<Output = Result<OriginSender, OriginError>> + Send + 'static {
-        let tls = target.ssl.then(|| {
-            let config = if target.insecure {
-                self.insecure.clone()
-            } else {
-                self.verified.clone()
-            };
-            (config, target.host.clone())
-        });
-        let addr = target.addr.clone();
-        let connect_timeout = self.connect_timeout;
-        async move {
-            let (host, port) = match addr {
-                TargetAddr::Host { host, port } => (host, port),
-                TargetAddr::Test => {
-                    return Err(OriginError::Connect {
-                        addr: "test".into(),
-                        reason: "the built-in test origin has no address".into(),
-                    });
-                }
-            };
-            let addr = format!("{host}:{port}");
-            let err = |reason: String| OriginError::Connect {
-                addr: addr.clone(),
-                reason,
-            };
-            let tcp = match tokio::time::timeout(
-                connect_timeout,
-                TcpStream::connect((host.as_str(), port)),
-            )
-            .await
-            {
-                Err(_) => return Err(err("connect timed out".into())),
-                Ok(Err(e)) => return Err(err(e.to_string())),
-                Ok(Ok(tcp)) => tcp,
-            };
-            let _ = tcp.set_nodelay(true);
-            let Some((config, sni_host)) = tls else {
-                return handshake(tcp).await.map_err(|e| err(e.to_string()));
-            };
-            let name = sni_host
-                .as_deref()
-                .map(strip_port)
-                .unwrap_or(host.as_str())
-                .to_owned();
-            let server_name = match rustls::pki_types::ServerName::try_from(name) {
-                Ok(n) => n,
-                Err(e) => return Err(err(format!("invalid TLS server name: {e}"))),
-            };
-            let connector = tokio_rustls::TlsConnector::from(config);
-            let stream =
-                match tokio::time::timeout(connect_timeout, connector.connect(server_name, tcp))
-                    .await
-                {
-                    Err(_) => return Err(err("TLS handshake timed out".into())),
-                    Ok(Err(e)) => return Err(err(format!("TLS: {e}"))),
-                    Ok(Ok(s)) => s,
-                };
-            handshake(stream).await.map_err(|e| err(e.to_string()))
+/// Connects to a route target.
+pub fn connect(
+    client: &OriginClient,
+    target: &Target,
+) -> impl Future<Output = Result<OriginSender, OriginError>> + Send + 'static + use<> {
+    let endpoint = endpoint(target);
+    let fut = endpoint.as_ref().map(|e| client.connect(e));
+    async move {
+        match fut {
+            Some(f) => f.await,
+            None => Err(OriginError::Connect {
+                addr: "test".into(),
+                reason: "the built-in test origin has no address".into(),
+            }),
         }
-    }
-
-    /// Sends one request on a connection and waits for the response head.
-    pub async fn send(
-        &self,
-        mut sender: OriginSender,
-        req: http::Request<Body>,
-    ) -> Result<http::Response<hyper::body::Incoming>, OriginError> {
-        tokio::time::timeout(self.response_timeout, sender.send_request(req))
-            .await
-            .map_err(|_| OriginError::Timeout)?
-            .map_err(OriginError::Request)
-    }
-}
-
-async fn handshake<IO>(io: IO) -> Result<OriginSender, hyper::Error>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "origin connection ended with error");
-        }
-    });
-    Ok(sender)
-}
-
-/// `host` of `host[:port]` (IPv6 in brackets kept as is).
-pub fn strip_port(hostport: &str) -> &str {
-    if hostport.starts_with('[') {
-        return hostport.split_once(']').map_or(hostport, |(h, _)| &h[1..]);
-    }
-    match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => hostport,
-    }
-}
-
-/// Accepts any origin certificate (target option `insecure`), still checking signatures so the
-/// handshake itself is sound.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_port;
-
-    #[test]
-    fn strips_ports() {
-        assert_eq!(strip_port("example.com:8080"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:80"), "::1");
-        assert_eq!(strip_port("::1"), "::1");
     }
 }

@@ -71,7 +71,7 @@ async fn handle_inner(
 ) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    match proxy(edge, req).await {
+    match proxy(edge, req, peer).await {
         Ok(resp) => resp,
         Err(err) => {
             match &err {
@@ -111,7 +111,11 @@ fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
 }
 
-async fn proxy(edge: Arc<EdgeInner>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+async fn proxy(
+    edge: Arc<EdgeInner>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, ProxyError> {
     let host = request_host(&req);
     let ws = is_websocket_upgrade(req.headers());
     let table = edge.routes.load();
@@ -126,7 +130,7 @@ async fn proxy(edge: Arc<EdgeInner>, req: Request<Incoming>) -> Result<Response<
         .clone();
     drop(table);
     if ws {
-        return Ok(crate::ws::handle(edge, req, route).await);
+        return Ok(crate::ws::handle(edge, req, route, peer).await);
     }
     if route.targets.iter().any(|t| t.over_http)
         && content_type_is(req.headers(), grip::wsevents::CONTENT_TYPE)
@@ -134,6 +138,12 @@ async fn proxy(edge: Arc<EdgeInner>, req: Request<Incoming>) -> Result<Response<
         return Err(ProxyError::EventsForbidden);
     }
 
+    let authorized =
+        match crate::authz::gate(&edge, &route, req.method(), req.uri(), req.headers(), peer).await
+        {
+            crate::authz::Gate::Pass(a) => a,
+            crate::authz::Gate::Reject(resp) => return Ok(resp),
+        };
     let (parts, body) = req.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let origin_path = route.rewrite_path(path_and_query);
@@ -149,7 +159,7 @@ async fn proxy(edge: Arc<EdgeInner>, req: Request<Incoming>) -> Result<Response<
             answer = Some((test_origin::respond(uri.path(), uri.query()), target));
             break;
         }
-        let sender = match edge.origin.connect(target).await {
+        let sender = match crate::origin::connect(&edge.origin, target).await {
             Ok(s) => s,
             Err(err) => {
                 tracing::warn!(route = %route.id, error = %err, "origin target unavailable");
@@ -162,6 +172,9 @@ async fn proxy(edge: Arc<EdgeInner>, req: Request<Incoming>) -> Result<Response<
             .uri(origin_path.as_str());
         if let Some(h) = builder.headers_mut() {
             *h = origin_headers(&edge, &parts.headers, &route, target);
+            if let Some(a) = &authorized {
+                a.apply(h);
+            }
         }
         let client_body = body
             .take()
@@ -226,9 +239,11 @@ async fn proxy(edge: Arc<EdgeInner>, req: Request<Incoming>) -> Result<Response<
                 Some(b) => read_limited(b, max).await?,
                 None => Bytes::new(),
             };
-            response_hold(edge, rparts, instruct, origin_body, channels).await
+            response_hold(edge, rparts, instruct, origin_body, channels, authorized).await
         }
-        Some(HoldMode::Stream) => stream_hold(edge, rparts, instruct, body, channels).await,
+        Some(HoldMode::Stream) => {
+            stream_hold(edge, rparts, instruct, body, channels, authorized).await
+        }
     }
 }
 
@@ -386,9 +401,11 @@ async fn response_hold(
     instruct: Instruct,
     origin_body: Bytes,
     channels: Vec<String>,
+    authorized: Option<Arc<crate::authz::Authorized>>,
 ) -> Result<Response<Body>, ProxyError> {
     let (code, hdrs, body) = initial_response(&parts, &instruct, origin_body);
     let (mut guard, mut rx) = HoldGuard::new(edge.clone(), Transport::HttpResponse);
+    guard.authorize(authorized);
     guard
         .subscribe_all(channels)
         .await
@@ -398,8 +415,12 @@ async fn response_hold(
         d = rx.recv() => d,
         _ = tokio::time::sleep(timeout) => None,
         reason = guard.conn.closed() => {
-            if reason == CloseReason::SlowConsumer {
-                EdgeMetrics::dropped("slow_consumer");
+            match reason {
+                CloseReason::SlowConsumer => EdgeMetrics::dropped("slow_consumer"),
+                CloseReason::Revoked => {
+                    return Ok(text(StatusCode::FORBIDDEN, "Credential revoked.\n"));
+                }
+                CloseReason::Drain => {}
             }
             None
         }
@@ -445,6 +466,7 @@ async fn stream_hold(
     instruct: Instruct,
     origin_body: Option<Body>,
     channels: Vec<String>,
+    authorized: Option<Arc<crate::authz::Authorized>>,
 ) -> Result<Response<Body>, ProxyError> {
     let (code, hdrs, instruct_body) = initial_response(&parts, &instruct, Bytes::new());
     let initial = match (origin_body, instruct.response.is_some()) {
@@ -452,6 +474,7 @@ async fn stream_hold(
         _ => full(instruct_body),
     };
     let (mut guard, rx) = HoldGuard::new(edge, Transport::HttpStream);
+    guard.authorize(authorized);
     guard
         .subscribe_all(channels)
         .await

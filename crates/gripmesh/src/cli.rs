@@ -22,6 +22,8 @@ pub enum Command {
     Edge(EdgeArgs),
     /// The control tier: publish API (HTTP + gRPC), route store and distribution.
     Control(ControlArgs),
+    /// The auth sidecar: gRPC `Check` against the upstream API gateway.
+    Authz(AuthzArgs),
 }
 
 /// Log output format.
@@ -97,6 +99,38 @@ pub struct EdgeFlags {
     pub origin_response_timeout: u64,
 }
 
+/// Auth sidecar behaviour.
+#[derive(Debug, Args)]
+pub struct AuthzFlags {
+    /// Where credentials are read from, in order: `query:NAME` and `header:NAME`, comma-separated.
+    #[arg(
+        long,
+        env = "GRIPMESH_CREDENTIAL_SOURCES",
+        default_value = "query:apikey,header:X-Api-Key,header:Authorization"
+    )]
+    pub credential_sources: String,
+
+    /// Gateway response headers copied onto the origin request on allow, comma-separated.
+    #[arg(
+        long,
+        env = "GRIPMESH_FORWARD_HEADERS",
+        default_value = "X-Developer-App,X-Api-Product,X-Auth-Subject"
+    )]
+    pub forward_headers: String,
+
+    /// Seconds an allow decision is cached.
+    #[arg(long, env = "GRIPMESH_AUTHZ_ALLOW_TTL", default_value_t = 60)]
+    pub authz_allow_ttl: u64,
+
+    /// Seconds a deny decision is cached.
+    #[arg(long, env = "GRIPMESH_AUTHZ_DENY_TTL", default_value_t = 10)]
+    pub authz_deny_ttl: u64,
+
+    /// Seconds allowed for one gateway call.
+    #[arg(long, env = "GRIPMESH_GATEWAY_TIMEOUT", default_value_t = 5)]
+    pub gateway_timeout: u64,
+}
+
 /// Publish API behaviour.
 #[derive(Debug, Args)]
 pub struct PublishFlags {
@@ -148,9 +182,22 @@ pub struct StandaloneArgs {
     #[arg(long, env = "GRIPMESH_NATS")]
     pub nats: Option<String>,
 
+    /// Embed the auth sidecar, asking this API gateway (forward-auth) about connections on
+    /// routes with the `authz` property.
+    #[arg(long, env = "GRIPMESH_AUTHZ_GATEWAY")]
+    pub authz_gateway: Option<String>,
+
+    /// Seconds between re-checks of authorized live connections.
+    #[arg(long, env = "GRIPMESH_AUTHZ_RECHECK", default_value_t = 300)]
+    pub authz_recheck: u64,
+
     /// Edge settings.
     #[command(flatten)]
     pub edge: EdgeFlags,
+
+    /// Auth sidecar settings (with --authz-gateway).
+    #[command(flatten)]
+    pub authz: AuthzFlags,
 
     /// Publish API settings.
     #[command(flatten)]
@@ -179,6 +226,14 @@ pub struct EdgeArgs {
     /// NATS URL(s), comma-separated.
     #[arg(long, env = "GRIPMESH_NATS")]
     pub nats: String,
+
+    /// The auth sidecar's gRPC URL (`http://127.0.0.1:9191`), for routes with `authz`.
+    #[arg(long, env = "GRIPMESH_AUTHZ")]
+    pub authz: Option<String>,
+
+    /// Seconds between re-checks of authorized live connections.
+    #[arg(long, env = "GRIPMESH_AUTHZ_RECHECK", default_value_t = 300)]
+    pub authz_recheck: u64,
 
     /// Edge settings.
     #[command(flatten)]
@@ -220,6 +275,35 @@ pub struct ControlArgs {
     /// Publish API settings.
     #[command(flatten)]
     pub publish: PublishFlags,
+
+    /// Common settings.
+    #[command(flatten)]
+    pub common: CommonFlags,
+}
+
+/// Flags of `gripmesh authz`.
+#[derive(Debug, Args)]
+pub struct AuthzArgs {
+    /// The upstream API gateway's forward-auth URL; the client's path and query are appended.
+    #[arg(long, env = "GRIPMESH_GATEWAY")]
+    pub gateway: String,
+
+    /// gRPC listener for `gripmesh.v1.Authorization/Check`.
+    #[arg(long, env = "GRIPMESH_LISTEN", default_value = "127.0.0.1:9191")]
+    pub listen: SocketAddr,
+
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "GRIPMESH_ADMIN_LISTEN", default_value = "0.0.0.0:9103")]
+    pub admin_listen: SocketAddr,
+
+    /// NATS URL(s), comma-separated, to hear revocations (without it, revoked credentials are
+    /// only forgotten when their cached decision expires).
+    #[arg(long, env = "GRIPMESH_NATS")]
+    pub nats: Option<String>,
+
+    /// Sidecar settings.
+    #[command(flatten)]
+    pub authz: AuthzFlags,
 
     /// Common settings.
     #[command(flatten)]

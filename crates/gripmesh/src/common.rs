@@ -1,6 +1,6 @@
 //! Plumbing shared by the subcommands: validation (exit 64), listeners, bus, health, drain.
 
-use crate::cli::{CommonFlags, EdgeFlags, LogFormat, PublishFlags};
+use crate::cli::{AuthzFlags, CommonFlags, EdgeFlags, LogFormat, PublishFlags};
 use bus::{Bus, BusState, MemoryBus, NatsBus, NatsOptions};
 use control::PublishAuth;
 use edge::EdgeConfig;
@@ -168,5 +168,37 @@ pub fn announce_ready() {
 pub async fn within(deadline: tokio::time::Instant, what: &str, fut: impl Future<Output = ()>) {
     if tokio::time::timeout_at(deadline, fut).await.is_err() {
         tracing::warn!(step = what, "drain timeout reached; continuing shutdown");
+    }
+}
+
+/// The sidecar's configuration from flags.
+pub fn authz_config(gateway: &str, flags: &AuthzFlags) -> Result<authz::Authorizer, Fatal> {
+    let sources = authz::credential::parse_sources(&flags.credential_sources)
+        .map_err(|e| config_err(format!("--credential-sources: {e}")))?;
+    let config = authz::AuthzConfig {
+        sources,
+        forward_headers: flags
+            .forward_headers
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        allow_ttl: Duration::from_secs(flags.authz_allow_ttl),
+        deny_ttl: Duration::from_secs(flags.authz_deny_ttl),
+        gateway_timeout: Duration::from_secs(flags.gateway_timeout.max(1)),
+        ..authz::AuthzConfig::new(gateway)
+    };
+    authz::Authorizer::new(config).map_err(|e| config_err(e.to_string()))
+}
+
+/// The embedded sidecar as the edge's checker (standalone).
+pub struct Embedded(pub authz::Authorizer);
+
+impl edge::authz::AuthzCheck for Embedded {
+    fn check(
+        &self,
+        req: proto::v1::CheckRequest,
+    ) -> futures_util::future::BoxFuture<'_, Result<proto::v1::CheckResponse, String>> {
+        Box::pin(async move { Ok(self.0.check(req).await) })
     }
 }

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         cli::Command::Standalone(args) => runtime.block_on(tiers::standalone(args)),
         cli::Command::Edge(args) => runtime.block_on(tiers::edge(args)),
         cli::Command::Control(args) => runtime.block_on(tiers::control(args)),
+        cli::Command::Authz(args) => runtime.block_on(tiers::authz(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

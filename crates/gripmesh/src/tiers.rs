@@ -1,6 +1,6 @@
 //! `standalone`, `edge` and `control`: the same building blocks, wired per tier.
 
-use crate::cli::{ControlArgs, EdgeArgs, StandaloneArgs};
+use crate::cli::{AuthzArgs, ControlArgs, EdgeArgs, StandaloneArgs};
 use crate::common::{self, Fatal};
 use arc_swap::ArcSwap;
 use bus::Bus;
@@ -95,6 +95,32 @@ fn watch_store_file(store: RouteStore, path: PathBuf, interval: u64, shutdown: C
     ));
 }
 
+/// Revocations for the edge (close live connections) and the sidecar (drop cached decisions),
+/// and periodic re-checks of authorized connections.
+fn spawn_authz_tasks(
+    edge: &Edge,
+    authorizer: Option<&authz::Authorizer>,
+    bus: &Arc<dyn Bus>,
+    recheck_secs: u64,
+    shutdown: &CancellationToken,
+) {
+    tokio::spawn({
+        let (edge, bus, stop) = (edge.clone(), bus.clone(), shutdown.clone());
+        async move { edge.follow_revocations(bus, stop).await }
+    });
+    if let Some(a) = authorizer {
+        tokio::spawn({
+            let (a, bus, stop) = (a.clone(), bus.clone(), shutdown.clone());
+            async move { a.follow_revocations(bus, stop).await }
+        });
+    }
+    tokio::spawn({
+        let (edge, stop) = (edge.clone(), shutdown.clone());
+        let every = Duration::from_secs(recheck_secs.max(1));
+        async move { edge.recheck_authz(every, stop).await }
+    });
+}
+
 /// Applies every change of the route store to an in-process edge's table.
 async fn follow_store(
     store: RouteStore,
@@ -129,11 +155,20 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
 
     let metrics = runtime::telemetry::install_metrics();
     let health = Health::new();
+    let authorizer = args
+        .authz_gateway
+        .as_deref()
+        .map(|g| common::authz_config(g, &args.authz))
+        .transpose()?;
     let bus = common::connect_bus(args.nats.as_deref(), "gripmesh-standalone").await?;
     common::track_bus(&bus, &health);
     let table = Arc::new(ArcSwap::from_pointee(table));
-    let edge = Edge::new(edge_config, bus.clone(), table.clone())
+    let checker = authorizer
+        .clone()
+        .map(|a| Arc::new(common::Embedded(a)) as Arc<dyn edge::authz::AuthzCheck>);
+    let edge = Edge::new(edge_config, bus.clone(), table.clone(), checker)
         .map_err(|e| Fatal::Runtime(e.to_string()))?;
+    let control_bus = bus.clone();
     let control = Control::new(
         ControlConfig {
             auth,
@@ -154,6 +189,13 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
 
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
+    spawn_authz_tasks(
+        &edge,
+        authorizer.as_ref(),
+        &control_bus,
+        args.authz_recheck,
+        &stop_background,
+    );
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
@@ -215,7 +257,16 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     let table = Arc::new(ArcSwap::from_pointee(
         file.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
     ));
-    let edge = Edge::new(edge_config, bus.clone(), table.clone())
+    let checker = args
+        .authz
+        .as_deref()
+        .map(|url| {
+            edge::authz::GrpcAuthz::new(url)
+                .map(|c| Arc::new(c) as Arc<dyn edge::authz::AuthzCheck>)
+                .map_err(|e| common::config_err(format!("--authz {e}")))
+        })
+        .transpose()?;
+    let edge = Edge::new(edge_config, bus.clone(), table.clone(), checker)
         .map_err(|e| Fatal::Runtime(e.to_string()))?;
     let edge_listener = common::bind("--listen", args.listen).await?;
     let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
@@ -224,6 +275,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
 
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
+    spawn_authz_tasks(&edge, None, &bus, args.authz_recheck, &stop_background);
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
@@ -329,6 +381,58 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         health,
         edge: None,
         servers: vec![publish_task, grpc_task],
+        stop_accepting,
+        stop_background,
+        admin,
+        drain_timeout: Duration::from_secs(args.common.drain_timeout),
+    }
+    .wait_and_drain()
+    .await;
+    Ok(())
+}
+
+/// `gripmesh authz`.
+pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
+    common::init_logging(&args.common);
+    let authorizer = common::authz_config(&args.gateway, &args.authz)?;
+    let metrics = runtime::telemetry::install_metrics();
+    let health = Health::new();
+    let bus = match &args.nats {
+        Some(urls) => {
+            let bus = common::connect_bus(Some(urls), "gripmesh-authz").await?;
+            common::track_bus(&bus, &health);
+            Some(bus)
+        }
+        None => None,
+    };
+    let listener = common::bind("--listen", args.listen).await?;
+    let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
+    common::announce("authz", &listener);
+    common::announce("admin", &admin_listener);
+    let stop_accepting = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+    let admin = tokio::spawn(runtime::admin::serve(
+        admin_listener,
+        health.clone(),
+        metrics,
+        stop_background.clone(),
+    ));
+    if let Some(bus) = bus {
+        let (a, stop) = (authorizer.clone(), stop_background.clone());
+        tokio::spawn(async move { a.follow_revocations(bus, stop).await });
+    }
+    let server = tokio::spawn({
+        let stop = stop_accepting.clone();
+        async move { authz::serve(authorizer, listener, stop).await }
+    });
+    // Readiness does not depend on the gateway: a gateway outage is the routes' fail policy's
+    // business, not a reason to take the sidecar out of rotation.
+    common::announce_ready();
+    tracing::info!("gripmesh authz started");
+    Running {
+        health,
+        edge: None,
+        servers: vec![server],
         stop_accepting,
         stop_background,
         admin,

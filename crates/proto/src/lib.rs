@@ -2,9 +2,10 @@
 //!
 //! - [`v1::publisher_server`]: `gripmesh.v1.Publisher` (`Publish`, `PublishStream`).
 //! - [`v1::route_service_server`]: `gripmesh.v1.RouteService` (`List`, `Put`, `Watch`).
+//! - [`v1::authorization_server`] / [`v1::authorization_client`]: the auth sidecar's `Check`.
+//! - [`v1::revocation_server`]: `gripmesh.v1.Revocation` (`Revoke`).
 //!
-//! Only server code is generated; the `.proto` files are the interface for clients in any
-//! language.
+//! The `.proto` files are the interface for clients in any language.
 
 /// Package `gripmesh.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

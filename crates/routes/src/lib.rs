@@ -99,6 +99,9 @@ pub struct Route {
     pub no_grip: bool,
     /// `authz`: gripmesh's own: check the connection with the auth sidecar first.
     pub authz: bool,
+    /// `authz_fail=open|closed` (default closed): what to do when the sidecar cannot decide
+    /// (gateway down): closed ⇒ 503, open ⇒ let the client through.
+    pub authz_fail_open: bool,
     /// `debug`: detailed error bodies.
     pub debug: bool,
     /// Targets in failover order (at least one).
@@ -414,6 +417,7 @@ fn parse_route(line: usize, sections: &[lex::RawSection]) -> Result<ParsedRoute,
         aco: false,
         no_grip: false,
         authz: false,
+        authz_fail_open: false,
         debug: false,
         targets: Vec::new(),
     };
@@ -469,6 +473,13 @@ fn parse_route(line: usize, sections: &[lex::RawSection]) -> Result<ParsedRoute,
             "aco" => route.aco = flag(p)?,
             "no_grip" => route.no_grip = flag(p)?,
             "authz" => route.authz = flag(p)?,
+            "authz_fail" => {
+                route.authz_fail_open = match valued(p)? {
+                    "open" => true,
+                    "closed" => false,
+                    _ => return Err(bad_value(p, "open or closed")),
+                }
+            }
             "debug" => route.debug = flag(p)?,
             _ => return Err(format!("unknown condition property '{name}'")),
         }
@@ -828,6 +839,11 @@ mod tests {
         assert_eq!(r.sig_key.as_deref(), Some("base64:c2VjcmV0"));
         assert_eq!(r.sig_iss.as_deref(), Some("iss"));
         assert!(r.aco && r.no_grip && r.authz && r.debug);
+        assert!(!r.authz_fail_open);
+        let fail_open = RouteTable::parse("*,authz,authz_fail=open a:1\n").expect("valid");
+        assert!(fail_open.routes()[0].authz_fail_open);
+        let err = RouteTable::parse("*,authz_fail=maybe a:1\n").expect_err("invalid");
+        assert!(err.reason.contains("authz_fail"), "{}", err.reason);
         assert!(t.ignored_props().is_empty());
 
         let r = &t.routes()[1];

@@ -2,6 +2,7 @@
 //! initialisation, the admin server, and a small HTTP/1 server loop with graceful shutdown.
 
 pub mod admin;
+pub mod client;
 pub mod file_watch;
 pub mod health;
 pub mod server;

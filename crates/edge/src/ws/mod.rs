@@ -176,9 +176,10 @@ pub(crate) async fn handle(
     edge: Arc<EdgeInner>,
     mut req: Request<Incoming>,
     route: Route,
+    peer: std::net::SocketAddr,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
-    match handshake(edge, &mut req, route).await {
+    match handshake(edge, &mut req, route, peer).await {
         Ok(Handshake::Reject(resp)) => resp,
         Ok(Handshake::Accept { response, session }) => {
             let on_upgrade = hyper::upgrade::on(&mut req);
@@ -201,9 +202,20 @@ async fn handshake(
     edge: Arc<EdgeInner>,
     req: &mut Request<Incoming>,
     route: Route,
+    peer: std::net::SocketAddr,
 ) -> Result<Handshake, WsError> {
     let client = check_client_handshake(req).map_err(WsError::BadRequest)?;
-    let replay = replay_headers(req.headers());
+    let authorized =
+        match crate::authz::gate(&edge, &route, req.method(), req.uri(), req.headers(), peer).await
+        {
+            crate::authz::Gate::Pass(a) => a,
+            crate::authz::Gate::Reject(resp) => return Ok(Handshake::Reject(resp)),
+        };
+    let mut replay = replay_headers(req.headers());
+    if let Some(a) = &authorized {
+        // Replayed on every WebSocket-over-HTTP request, like the client's own headers.
+        a.apply(&mut replay);
+    }
     let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
     let route = Arc::new(route);
     let mut last_err = String::from("route has no usable target");
@@ -359,7 +371,7 @@ async fn passthrough(
     path: &str,
     replay: &HeaderMap,
 ) -> Result<PassthroughReply, PassthroughError> {
-    let sender: OriginSender = edge.origin.connect(target).await?;
+    let sender: OriginSender = crate::origin::connect(&edge.origin, target).await?;
     let mut h = crate::proxy::origin_headers(&edge, replay, route, target);
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));

@@ -224,7 +224,7 @@ impl OverHttp {
             };
             return Ok(test_origin::ws_reply(&self.path, &events));
         }
-        let sender = self.edge.origin.connect(target).await?;
+        let sender = crate::origin::connect(&self.edge.origin, target).await?;
         let mut h = crate::proxy::origin_headers(&self.edge, &self.replay, &self.route, target);
         let events_type = HeaderValue::from_static(wsevents::CONTENT_TYPE);
         h.insert("sec-websocket-extensions", HeaderValue::from_static("grip"));

@@ -265,6 +265,7 @@ impl Session {
                 reason = self.guard.conn.closed(), if state.closing.is_none() => {
                     let (code, text) = match reason {
                         CloseReason::Drain => (1012, "service restart"),
+                        CloseReason::Revoked => (4401, "credential revoked"),
                         CloseReason::SlowConsumer => {
                             crate::metrics::EdgeMetrics::dropped("slow_consumer");
                             (1013, "send queue overflow")

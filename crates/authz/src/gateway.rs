@@ -1,0 +1,131 @@
+//! Forward-auth to the upstream API gateway: `GET <gateway URL><client path and query>` with
+//! the client's credential headers; the status decides.
+
+use bytes::Bytes;
+use http::{Request, Uri, header};
+use runtime::client::{Endpoint, OriginClient};
+use std::time::Duration;
+
+/// Largest gateway body kept (it is relayed to denied clients).
+const MAX_BODY: usize = 64 * 1024;
+
+/// A gateway call that did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Connection, request or timeout failure.
+    #[error("gateway unreachable: {0}")]
+    Unreachable(String),
+    /// The gateway's body could not be read.
+    #[error("gateway body: {0}")]
+    Body(String),
+}
+
+/// The gateway's answer.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// A parsed gateway URL and a client for it.
+pub struct Gateway {
+    endpoint: Endpoint,
+    authority: String,
+    base_path: String,
+    client: OriginClient,
+    timeout: Duration,
+}
+
+impl Gateway {
+    /// Parses `http(s)://host[:port][/base]`.
+    pub fn new(url: &str, timeout: Duration) -> Result<Gateway, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err("the URL must start with http:// or https://".into()),
+        };
+        let host = uri
+            .host()
+            .ok_or("the URL has no host")?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        let client = OriginClient::new(timeout, timeout).map_err(|e| e.to_string())?;
+        Ok(Gateway {
+            endpoint: Endpoint {
+                host,
+                port,
+                tls,
+                insecure: false,
+                server_name: None,
+            },
+            authority,
+            base_path,
+            client,
+            timeout,
+        })
+    }
+
+    /// Asks the gateway about `path_and_query` with `headers`.
+    pub async fn check(
+        &self,
+        path_and_query: &str,
+        headers: &[(String, String)],
+    ) -> Result<Reply, GatewayError> {
+        let fut = async {
+            let sender = self
+                .client
+                .connect(&self.endpoint)
+                .await
+                .map_err(|e| GatewayError::Unreachable(e.to_string()))?;
+            let mut builder = Request::get(format!("{}{}", self.base_path, path_and_query))
+                .header(header::HOST, self.authority.as_str());
+            for (name, value) in headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            let req = builder
+                .body(runtime::server::full(""))
+                .map_err(|e| GatewayError::Unreachable(format!("bad request: {e}")))?;
+            let resp = self
+                .client
+                .send(sender, req)
+                .await
+                .map_err(|e| GatewayError::Unreachable(e.to_string()))?;
+            let status = resp.status().as_u16();
+            let headers: Vec<(String, String)> = resp
+                .headers()
+                .iter()
+                .filter(|(n, _)| {
+                    !matches!(
+                        n.as_str(),
+                        "connection"
+                            | "keep-alive"
+                            | "transfer-encoding"
+                            | "content-length"
+                            | "upgrade"
+                    )
+                })
+                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect();
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY);
+            let body = http_body_util::BodyExt::collect(body)
+                .await
+                .map_err(|e| GatewayError::Body(e.to_string()))?
+                .to_bytes();
+            Ok(Reply {
+                status,
+                headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| GatewayError::Unreachable("timed out".into()))?
+    }
+}

@@ -1,0 +1,370 @@
+//! The auth sidecar: asks the upstream API gateway whether a client may connect
+//! (forward-auth), caches the answer, coalesces concurrent checks for one credential, stops
+//! calling a failing gateway for a while (circuit breaker), and forgets revoked credentials.
+//!
+//! [`Authorizer::check`] is the whole decision; [`serve`] exposes it as
+//! `gripmesh.v1.Authorization/Check`. Standalone embeds an [`Authorizer`] directly.
+
+mod breaker;
+pub mod credential;
+mod gateway;
+mod metrics;
+
+use breaker::Breaker;
+use bus::Bus;
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use proto::v1::{AuthzHeader, CheckRequest, CheckResponse, Decision};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use gateway::GatewayError;
+
+/// Bus subject on which revocations travel (payload: the credential's hex SHA-256).
+pub use bus::payload::REVOKE_SUBJECT;
+
+/// Sidecar settings.
+#[derive(Debug, Clone)]
+pub struct AuthzConfig {
+    /// Gateway base URL: the client's path and query are appended (`https://api.example/auth`).
+    pub gateway: String,
+    /// Where credentials are read from, in order.
+    pub sources: Vec<credential::Source>,
+    /// Gateway response headers copied onto the origin request on allow (lower case).
+    pub forward_headers: Vec<String>,
+    /// How long an allow is cached.
+    pub allow_ttl: Duration,
+    /// How long a deny is cached.
+    pub deny_ttl: Duration,
+    /// Time allowed for one gateway call.
+    pub gateway_timeout: Duration,
+    /// Consecutive gateway errors that open the circuit.
+    pub breaker_threshold: u32,
+    /// How long an open circuit fails checks without calling the gateway.
+    pub breaker_cooldown: Duration,
+}
+
+impl AuthzConfig {
+    /// Defaults (SPEC §7) for a gateway URL.
+    pub fn new(gateway: impl Into<String>) -> AuthzConfig {
+        AuthzConfig {
+            gateway: gateway.into(),
+            sources: credential::default_sources(),
+            forward_headers: ["x-developer-app", "x-api-product", "x-auth-subject"]
+                .map(String::from)
+                .to_vec(),
+            allow_ttl: Duration::from_secs(60),
+            deny_ttl: Duration::from_secs(10),
+            gateway_timeout: Duration::from_secs(5),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the gateway said, in a form that can be shared by coalesced callers and cached.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Allow {
+        headers: Vec<(String, String)>,
+    },
+    Deny {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    },
+    Error(String),
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Allow { .. } => "allow",
+            Outcome::Deny { .. } => "deny",
+            Outcome::Error(_) => "error",
+        }
+    }
+}
+
+struct CacheEntry {
+    outcome: Outcome,
+    expires: Instant,
+}
+
+type InFlight = Shared<BoxFuture<'static, Outcome>>;
+
+/// The decision engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Authorizer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AuthzConfig,
+    gateway: gateway::Gateway,
+    cache: DashMap<String, CacheEntry>,
+    inflight: DashMap<String, InFlight>,
+    breaker: Breaker,
+    metrics: metrics::AuthzMetrics,
+}
+
+/// A configuration the sidecar cannot run with.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Authorizer {
+    /// Builds the sidecar; fails on an unusable gateway URL.
+    pub fn new(config: AuthzConfig) -> Result<Authorizer, ConfigError> {
+        let gateway = gateway::Gateway::new(&config.gateway, config.gateway_timeout)
+            .map_err(|e| ConfigError(format!("--gateway {}: {e}", config.gateway)))?;
+        Ok(Authorizer {
+            inner: Arc::new(Inner {
+                breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+                config,
+                gateway,
+                cache: DashMap::new(),
+                inflight: DashMap::new(),
+                metrics: metrics::AuthzMetrics::new(),
+            }),
+        })
+    }
+
+    /// Decides one request.
+    pub async fn check(&self, req: CheckRequest) -> CheckResponse {
+        let inner = &self.inner;
+        let found = credential::find(&inner.config.sources, &req.query, &req.headers);
+        let hash = found
+            .as_ref()
+            .map(|(c, _)| credential::hash(c))
+            .unwrap_or_default();
+        // Hashed credential + route: decisions may differ per route (API products).
+        let key = format!("{hash}|{}", req.route_id);
+        if let Some(entry) = inner.cache.get(&key)
+            && entry.expires > Instant::now()
+        {
+            let outcome = entry.outcome.clone();
+            drop(entry);
+            inner.metrics.check(outcome.label(), true);
+            return self.response(&outcome, hash, true);
+        }
+        let fut = inner
+            .inflight
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let this = self.clone();
+                let forwarded: Vec<(String, String)> = forwarded_headers(&req);
+                let path_and_query = if req.query.is_empty() {
+                    req.path.clone()
+                } else {
+                    format!("{}?{}", req.path, req.query)
+                };
+                async move { this.ask_gateway(path_and_query, forwarded).await }
+                    .boxed()
+                    .shared()
+            })
+            .clone();
+        let outcome = fut.clone().await;
+        // Whoever finishes first retires the flight; later callers start a new one only
+        // after the cache entry below expires.
+        inner.inflight.remove_if(&key, |_, f| f.ptr_eq(&fut));
+        let ttl = match &outcome {
+            Outcome::Allow { .. } => Some(inner.config.allow_ttl),
+            Outcome::Deny { .. } => Some(inner.config.deny_ttl),
+            Outcome::Error(_) => None,
+        };
+        if let Some(ttl) = ttl.filter(|t| !t.is_zero()) {
+            inner.cache.insert(
+                key,
+                CacheEntry {
+                    outcome: outcome.clone(),
+                    expires: Instant::now() + ttl,
+                },
+            );
+        }
+        inner.metrics.check(outcome.label(), false);
+        self.response(&outcome, hash, false)
+    }
+
+    async fn ask_gateway(&self, path_and_query: String, headers: Vec<(String, String)>) -> Outcome {
+        let inner = &self.inner;
+        if !inner.breaker.allow() {
+            return Outcome::Error("gateway circuit open".into());
+        }
+        let started = Instant::now();
+        let result = inner.gateway.check(&path_and_query, &headers).await;
+        inner
+            .metrics
+            .gateway_duration
+            .record(started.elapsed().as_secs_f64());
+        let outcome = match result {
+            Ok(reply) if (200..300).contains(&reply.status) => Outcome::Allow {
+                // Every configured name is listed; an empty value tells the edge to remove a
+                // client-sent copy, so clients cannot forge these headers.
+                headers: inner
+                    .config
+                    .forward_headers
+                    .iter()
+                    .map(|f| {
+                        let value = reply
+                            .headers
+                            .iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case(f))
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default();
+                        (f.clone(), value)
+                    })
+                    .collect(),
+            },
+            Ok(reply) if matches!(reply.status, 401 | 403 | 429) => Outcome::Deny {
+                status: reply.status,
+                headers: reply.headers,
+                body: reply.body,
+            },
+            Ok(reply) => Outcome::Error(format!("gateway answered {}", reply.status)),
+            Err(err) => Outcome::Error(err.to_string()),
+        };
+        inner.breaker.record(!matches!(outcome, Outcome::Error(_)));
+        if let Outcome::Error(reason) = &outcome {
+            tracing::warn!(%reason, "gateway check failed");
+        }
+        outcome
+    }
+
+    fn response(&self, outcome: &Outcome, credential_hash: String, cached: bool) -> CheckResponse {
+        let pairs = |v: &[(String, String)]| -> Vec<AuthzHeader> {
+            v.iter()
+                .map(|(name, value)| AuthzHeader {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect()
+        };
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        let mut resp = CheckResponse {
+            credential_hash,
+            cached,
+            ..Default::default()
+        };
+        match outcome {
+            Outcome::Allow { headers } => {
+                resp.decision = Decision::Allow as i32;
+                resp.allow_headers = pairs(headers);
+                resp.cache_ttl_seconds = secs(self.inner.config.allow_ttl);
+            }
+            Outcome::Deny {
+                status,
+                headers,
+                body,
+            } => {
+                resp.decision = Decision::Deny as i32;
+                resp.deny_status = u32::from(*status);
+                resp.deny_headers = pairs(headers);
+                resp.deny_body = body.clone();
+                resp.cache_ttl_seconds = secs(self.inner.config.deny_ttl);
+            }
+            Outcome::Error(reason) => {
+                resp.decision = Decision::Error as i32;
+                resp.error = reason.clone();
+            }
+        }
+        resp
+    }
+
+    /// Forgets every cached decision for a credential hash; returns how many were dropped.
+    pub fn revoke(&self, credential_hash: &str) -> usize {
+        let prefix = format!("{credential_hash}|");
+        let before = self.inner.cache.len();
+        self.inner.cache.retain(|k, _| !k.starts_with(&prefix));
+        self.inner.metrics.revocations.increment(1);
+        before.saturating_sub(self.inner.cache.len())
+    }
+
+    /// Applies revocations broadcast on the bus until `shutdown`.
+    pub async fn follow_revocations(&self, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
+        loop {
+            let mut sub = match bus.subscribe(REVOKE_SUBJECT.into()).await {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::debug!(error = %err, "cannot subscribe to revocations yet");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    msg = sub.next() => {
+                        let Some(payload) = msg else { break };
+                        let hash = String::from_utf8_lossy(&payload).into_owned();
+                        let dropped = self.revoke(&hash);
+                        tracing::info!(dropped, "revocation applied");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Headers the gateway gets: those of the request named by a header credential source, plus
+/// `User-Agent` and `X-Forwarded-For` for its analytics.
+fn forwarded_headers(req: &CheckRequest) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .filter(|h| {
+            let n = h.name.to_ascii_lowercase();
+            n == "x-api-key"
+                || n == "authorization"
+                || n == "user-agent"
+                || n == "x-forwarded-for"
+                || n == "x-request-id"
+        })
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    if !req.client_addr.is_empty()
+        && !out
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+    {
+        let ip = req
+            .client_addr
+            .rsplit_once(':')
+            .map_or(req.client_addr.as_str(), |(ip, _)| ip)
+            .trim_matches(['[', ']']);
+        out.push(("X-Forwarded-For".into(), ip.to_owned()));
+    }
+    out
+}
+
+/// Serves `gripmesh.v1.Authorization` on `listener` until `shutdown`.
+pub async fn serve(authorizer: Authorizer, listener: TcpListener, shutdown: CancellationToken) {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let svc = proto::v1::authorization_server::AuthorizationServer::new(Service(authorizer));
+    let result = tonic::transport::Server::builder()
+        .serve_with_incoming_shutdown(svc, incoming, shutdown.cancelled_owned())
+        .await;
+    if let Err(err) = result {
+        tracing::error!(error = %err, "authz gRPC server failed");
+    }
+}
+
+struct Service(Authorizer);
+
+#[tonic::async_trait]
+impl proto::v1::authorization_server::Authorization for Service {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(
+            self.0.check(request.into_inner()).await,
+        ))
+    }
+}

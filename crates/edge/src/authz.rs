@@ -1,0 +1,281 @@
+//! Authorization of connections on routes with the `authz` property: ask the sidecar before
+//! the origin is contacted, remember the credential of live connections, close them on
+//! revocation or when a periodic re-check denies them.
+
+use crate::EdgeInner;
+use crate::conn::CloseReason;
+use crate::headers;
+use futures_util::future::BoxFuture;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use proto::v1::{AuthzHeader, CheckRequest, CheckResponse, Decision};
+use routes::Route;
+use runtime::server::{Body, full, text};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Time allowed for one check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something that decides checks: the embedded sidecar (standalone) or a gRPC client.
+pub trait AuthzCheck: Send + Sync + 'static {
+    /// Decides one request.
+    fn check(&self, req: CheckRequest) -> BoxFuture<'_, Result<CheckResponse, String>>;
+}
+
+/// An allowed connection's authorization.
+#[derive(Debug)]
+pub struct Authorized {
+    /// Headers to set on origin requests (an empty value removes the header).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Hex SHA-256 of the credential ("" when none).
+    pub credential_hash: String,
+    /// The check, kept for periodic re-checks.
+    pub request: CheckRequest,
+}
+
+impl Authorized {
+    /// Applies the sidecar's headers to an origin request.
+    pub fn apply(&self, h: &mut HeaderMap) {
+        for (name, value) in &self.headers {
+            h.remove(name);
+            if !value.is_empty() {
+                h.insert(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// The outcome of the gate.
+pub(crate) enum Gate {
+    /// Go on (with the authorization when the route asked for one).
+    Pass(Option<Arc<Authorized>>),
+    /// Answer the client with this; the origin is not contacted.
+    Reject(Response<Body>),
+}
+
+/// Checks a request on `route` (no-op unless the route has `authz`).
+pub(crate) async fn gate(
+    edge: &EdgeInner,
+    route: &Route,
+    method: &http::Method,
+    uri: &http::Uri,
+    client_headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Gate {
+    if !route.authz {
+        return Gate::Pass(None);
+    }
+    let Some(checker) = edge.authz.as_ref() else {
+        tracing::error!(route = %route.id, "route requires authz but no sidecar is configured (--authz)");
+        return Gate::Reject(unavailable());
+    };
+    let request = CheckRequest {
+        method: method.as_str().to_owned(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or("").to_owned(),
+        headers: headers::to_origin(client_headers)
+            .iter()
+            .filter_map(|(n, v)| {
+                Some(AuthzHeader {
+                    name: n.as_str().to_owned(),
+                    value: v.to_str().ok()?.to_owned(),
+                })
+            })
+            .collect(),
+        client_addr: peer.to_string(),
+        route_id: route.id.clone(),
+    };
+    let result = tokio::time::timeout(CHECK_TIMEOUT, checker.check(request.clone()))
+        .await
+        .map_err(|_| "authz check timed out".to_owned())
+        .and_then(|r| r);
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(err) => CheckResponse {
+            decision: Decision::Error as i32,
+            error: err,
+            ..Default::default()
+        },
+    };
+    match Decision::try_from(resp.decision).unwrap_or(Decision::Unspecified) {
+        Decision::Allow => Gate::Pass(Some(authorized(resp, request))),
+        Decision::Deny => Gate::Reject(denied(&resp)),
+        Decision::Error | Decision::Unspecified => {
+            if route.authz_fail_open {
+                tracing::warn!(route = %route.id, error = %resp.error, "authz unavailable; route fails open");
+                Gate::Pass(Some(authorized(resp, request)))
+            } else {
+                tracing::warn!(route = %route.id, error = %resp.error, "authz unavailable; route fails closed");
+                Gate::Reject(unavailable())
+            }
+        }
+    }
+}
+
+fn authorized(resp: CheckResponse, request: CheckRequest) -> Arc<Authorized> {
+    let headers = resp
+        .allow_headers
+        .iter()
+        .filter_map(|h| {
+            Some((
+                HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                HeaderValue::from_str(&h.value).ok()?,
+            ))
+        })
+        .collect();
+    Arc::new(Authorized {
+        headers,
+        credential_hash: resp.credential_hash,
+        request,
+    })
+}
+
+fn unavailable() -> Response<Body> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Authorization unavailable.\n",
+    )
+}
+
+/// The gateway's refusal, relayed (its status, headers and body).
+fn denied(resp: &CheckResponse) -> Response<Body> {
+    let status = u16::try_from(resp.deny_status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::FORBIDDEN);
+    let mut out = Response::new(full(resp.deny_body.clone()));
+    *out.status_mut() = status;
+    for h in &resp.deny_headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_str(&h.value),
+        ) {
+            out.headers_mut().append(n, v);
+        }
+    }
+    out
+}
+
+/// Closes every live connection opened with `credential_hash`; returns how many.
+pub(crate) fn revoke(edge: &EdgeInner, credential_hash: &str) -> usize {
+    let ids: Vec<u64> = edge
+        .authorized
+        .iter()
+        .filter(|e| e.value().credential_hash == credential_hash)
+        .map(|e| *e.key())
+        .collect();
+    for id in &ids {
+        if let Some(conn) = edge.held.get(id) {
+            conn.close(CloseReason::Revoked);
+        }
+    }
+    ids.len()
+}
+
+/// Applies revocations from the bus until `shutdown`.
+pub(crate) async fn follow_revocations(
+    edge: Arc<EdgeInner>,
+    bus: Arc<dyn bus::Bus>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let mut sub = match bus.subscribe(bus::payload::REVOKE_SUBJECT.into()).await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                msg = sub.next() => {
+                    let Some(payload) = msg else { break };
+                    let hash = String::from_utf8_lossy(&payload).into_owned();
+                    let closed = revoke(&edge, &hash);
+                    tracing::info!(closed, "revocation applied");
+                }
+            }
+        }
+    }
+}
+
+/// Re-checks every authorized live connection each `every`; denied ones are closed as revoked.
+pub(crate) async fn recheck(edge: Arc<EdgeInner>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(checker) = edge.authz.as_ref() else {
+            return;
+        };
+        let live: Vec<(u64, CheckRequest)> = edge
+            .authorized
+            .iter()
+            .map(|e| (*e.key(), e.value().request.clone()))
+            .collect();
+        for (id, req) in live {
+            let Ok(Ok(resp)) = tokio::time::timeout(CHECK_TIMEOUT, checker.check(req)).await else {
+                continue;
+            };
+            if resp.decision == Decision::Deny as i32
+                && let Some(conn) = edge.held.get(&id)
+            {
+                conn.close(CloseReason::Revoked);
+            }
+        }
+    }
+}
+
+/// A client for a separate sidecar (`gripmesh edge --authz URL`), over a plain hyper HTTP/2
+/// client (no tonic transport needed).
+pub struct GrpcAuthz {
+    client: proto::v1::authorization_client::AuthorizationClient<
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            tonic::body::Body,
+        >,
+    >,
+}
+
+impl GrpcAuthz {
+    /// A client for `url` (`http://host:port`).
+    pub fn new(url: &str) -> Result<GrpcAuthz, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(format!("{url}: expected http://host:port"));
+        }
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build(connector);
+        Ok(GrpcAuthz {
+            client: proto::v1::authorization_client::AuthorizationClient::with_origin(http, uri),
+        })
+    }
+}
+
+impl AuthzCheck for GrpcAuthz {
+    fn check(&self, req: CheckRequest) -> BoxFuture<'_, Result<CheckResponse, String>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            client
+                .check(req)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| format!("sidecar: {}", s.message()))
+        })
+    }
+}
