@@ -3,7 +3,7 @@
 use crate::delivery::Delivery;
 use futures_util::task::AtomicWaker;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
@@ -73,35 +73,58 @@ pub struct ConnHandle {
     tx: mpsc::Sender<Arc<Delivery>>,
     closed: AtomicU8,
     waker: AtomicWaker,
+    /// Payload bytes queued and not yet taken by the connection.
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
 }
 
 impl ConnHandle {
-    /// A handle and the receiving end of its queue (`capacity` messages).
+    /// A handle and its queue, bounded to `capacity` messages and `max_bytes` payload bytes.
     pub fn new(
         id: u64,
         transport: Transport,
         capacity: usize,
-    ) -> (Arc<ConnHandle>, mpsc::Receiver<Arc<Delivery>>) {
+        max_bytes: usize,
+    ) -> (Arc<ConnHandle>, ConnQueue) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let handle = ConnHandle {
+        let handle = Arc::new(ConnHandle {
             id,
             transport,
             tx,
             closed: AtomicU8::new(0),
             waker: AtomicWaker::new(),
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes,
+        });
+        let queue = ConnQueue {
+            rx,
+            conn: handle.clone(),
         };
-        (Arc::new(handle), rx)
+        (handle, queue)
     }
 
-    /// Queues a delivery without waiting. A full queue closes the connection.
+    /// Queues a delivery without waiting. A queue over its message or byte bound closes the
+    /// connection (one message larger than the byte bound still goes through an empty queue).
     pub fn offer(&self, delivery: &Arc<Delivery>) -> Offer {
+        let size = delivery.size_for(self.transport);
+        let before = self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        if before > 0 && before + size > self.max_bytes {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            self.close(CloseReason::SlowConsumer);
+            return Offer::Overflow;
+        }
         match self.tx.try_send(delivery.clone()) {
             Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseReason::SlowConsumer);
-                Offer::Overflow
+            Err(err) => {
+                self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                match err {
+                    mpsc::error::TrySendError::Full(_) => {
+                        self.close(CloseReason::SlowConsumer);
+                        Offer::Overflow
+                    }
+                    mpsc::error::TrySendError::Closed(_) => Offer::Gone,
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
         }
     }
 
@@ -131,5 +154,40 @@ impl ConnHandle {
     /// Resolves once the connection was asked to close.
     pub async fn closed(&self) -> CloseReason {
         std::future::poll_fn(|cx| self.poll_closed(cx)).await
+    }
+}
+
+/// The receiving end of a connection's queue; taking a delivery releases its bytes.
+pub struct ConnQueue {
+    rx: mpsc::Receiver<Arc<Delivery>>,
+    conn: Arc<ConnHandle>,
+}
+
+impl ConnQueue {
+    fn taken(&self, d: &Arc<Delivery>) {
+        self.conn
+            .queued_bytes
+            .fetch_sub(d.size_for(self.conn.transport), Ordering::AcqRel);
+    }
+
+    /// Polls for the next delivery.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Delivery>>> {
+        let r = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(d)) = &r {
+            self.taken(d);
+        }
+        r
+    }
+
+    /// The next delivery.
+    pub async fn recv(&mut self) -> Option<Arc<Delivery>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next delivery if one is queued.
+    pub fn try_recv(&mut self) -> Option<Arc<Delivery>> {
+        let d = self.rx.try_recv().ok()?;
+        self.taken(&d);
+        Some(d)
     }
 }

@@ -41,6 +41,22 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Payload bytes this delivery puts in a connection's queue (for the byte bound).
+    pub fn size_for(&self, transport: crate::conn::Transport) -> usize {
+        use crate::conn::Transport;
+        match transport {
+            Transport::HttpStream => match &self.stream {
+                Some(StreamOut::Data(d)) => d.len(),
+                _ => 0,
+            },
+            Transport::HttpResponse => self.response.as_ref().map_or(0, |r| r.body.len()),
+            Transport::Ws => match &self.ws {
+                Some(WsOut::Message(m)) => m.len(),
+                _ => 0,
+            },
+        }
+    }
+
     /// Renders an item. `None` when it has nothing for any hold this edge serves.
     pub fn render(item: PublishItem, accepted_unix_nanos: u64) -> Option<Delivery> {
         let stream = match item.formats.http_stream {

@@ -1,8 +1,8 @@
 //! Held requests: the subscription guard shared by both hold kinds, and the streaming body.
 
 use crate::EdgeInner;
-use crate::conn::{CloseReason, ConnHandle, Transport};
-use crate::delivery::{Delivery, StreamOut};
+use crate::conn::{CloseReason, ConnHandle, ConnQueue, Transport};
+use crate::delivery::StreamOut;
 use crate::registry::SubscribeError;
 use bytes::Bytes;
 use grip::instruct::{KeepAlive, KeepAliveMode};
@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 /// Owns a held connection's registration: its subscriptions, its place in the held set and
@@ -30,9 +29,14 @@ impl HoldGuard {
     pub fn new(
         edge: Arc<EdgeInner>,
         transport: Transport,
-    ) -> (HoldGuard, mpsc::Receiver<Arc<Delivery>>) {
+    ) -> (HoldGuard, ConnQueue) {
         let id = edge.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let (conn, rx) = ConnHandle::new(id, transport, edge.config.send_queue_messages);
+        let (conn, rx) = ConnHandle::new(
+            id,
+            transport,
+            edge.config.send_queue_messages,
+            edge.config.send_queue_bytes,
+        );
         edge.held.insert(id, conn.clone());
         let m = edge.metrics.transport(transport);
         m.connections.increment(1.0);
@@ -146,7 +150,7 @@ fn jittered(period: Duration) -> Duration {
 /// between; ends cleanly on a `close` publish or drain, aborts on overflow.
 pub struct StreamBody {
     initial: Option<Body>,
-    rx: mpsc::Receiver<Arc<Delivery>>,
+    rx: ConnQueue,
     keep_alive: Option<KeepAliveTimer>,
     guard: HoldGuard,
     done: bool,
@@ -156,7 +160,7 @@ impl StreamBody {
     /// Builds the body; `guard` must already be subscribed.
     pub fn new(
         initial: Body,
-        rx: mpsc::Receiver<Arc<Delivery>>,
+        rx: ConnQueue,
         keep_alive: Option<&KeepAlive>,
         guard: HoldGuard,
     ) -> StreamBody {

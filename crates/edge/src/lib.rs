@@ -51,6 +51,8 @@ pub struct EdgeConfig {
     pub max_ws_message_size: usize,
     /// Messages queued per connection before it counts as a slow consumer and is closed.
     pub send_queue_messages: usize,
+    /// Payload bytes queued per connection before it counts as a slow consumer and is closed.
+    pub send_queue_bytes: usize,
     /// Time allowed to connect (TCP + TLS) to an origin target.
     pub origin_connect_timeout: Duration,
     /// Time allowed for an origin to send its response head.
@@ -72,6 +74,7 @@ impl Default for EdgeConfig {
             max_channels_per_connection: 20,
             max_ws_message_size: 1 << 20,
             send_queue_messages: 1024,
+            send_queue_bytes: 1 << 20,
             origin_connect_timeout: Duration::from_secs(5),
             origin_response_timeout: Duration::from_secs(60),
             server: ServerOptions::default(),

@@ -113,18 +113,29 @@ fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
 
 async fn proxy(
     edge: Arc<EdgeInner>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, ProxyError> {
     let host = request_host(&req);
     let ws = is_websocket_upgrade(req.headers());
+    let tls = req
+        .extensions()
+        .get::<runtime::server::ConnInfo>()
+        .is_some_and(|c| c.tls);
+    // The client's own claim is not trusted; the edge says what it saw (Pushpin's default).
+    let forwarded_proto = HeaderName::from_static("x-forwarded-proto");
+    req.headers_mut().remove(&forwarded_proto);
+    if tls {
+        req.headers_mut()
+            .insert(forwarded_proto, HeaderValue::from_static("https"));
+    }
     let table = edge.routes.load();
     let route = table
         .resolve(&RouteRequest {
             host: &host,
             path: req.uri().path(),
             ws,
-            tls: false,
+            tls,
         })
         .ok_or_else(|| ProxyError::NoRoute(host.clone()))?
         .clone();

@@ -90,6 +90,23 @@ pub struct EdgeFlags {
     #[arg(long, env = "GRIPMESH_SEND_QUEUE_MESSAGES", default_value_t = 1024)]
     pub send_queue_messages: usize,
 
+    /// Payload bytes queued per connection before a slow client is disconnected.
+    #[arg(long, env = "GRIPMESH_SEND_QUEUE_BYTES", default_value_t = 1 << 20)]
+    pub send_queue_bytes: usize,
+
+    /// TLS certificate chain (PEM) for the client listener; repeat with --tls-key for several
+    /// certificates chosen by SNI (the first is the default). Reloaded when the files change.
+    #[arg(long, env = "GRIPMESH_TLS_CERT", value_delimiter = ',')]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// TLS private key (PEM) for each --tls-cert, in the same order.
+    #[arg(long, env = "GRIPMESH_TLS_KEY", value_delimiter = ',')]
+    pub tls_key: Vec<PathBuf>,
+
+    /// Client connections at most; beyond it new connections get 503 and are closed.
+    #[arg(long, env = "GRIPMESH_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
     /// Seconds allowed to connect (TCP + TLS) to an origin.
     #[arg(long, env = "GRIPMESH_ORIGIN_CONNECT_TIMEOUT", default_value_t = 5)]
     pub origin_connect_timeout: u64,

@@ -62,6 +62,47 @@ pub fn load_routes(path: Option<&Path>) -> Result<(String, RouteTable), Fatal> {
     }
 }
 
+/// The client listener's TLS from flags (`None`: plain HTTP).
+pub fn edge_tls(flags: &EdgeFlags) -> Result<Option<(Vec<runtime::tls::CertFiles>, runtime::tls::SharedTls)>, Fatal> {
+    if flags.tls_cert.len() != flags.tls_key.len() {
+        return Err(config_err(format!(
+            "--tls-cert/--tls-key: {} certificates but {} keys",
+            flags.tls_cert.len(),
+            flags.tls_key.len()
+        )));
+    }
+    if flags.tls_cert.is_empty() {
+        return Ok(None);
+    }
+    let files: Vec<runtime::tls::CertFiles> = flags
+        .tls_cert
+        .iter()
+        .zip(&flags.tls_key)
+        .map(|(cert, key)| runtime::tls::CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+        .collect();
+    let config = runtime::tls::load(&files).map_err(|e| config_err(format!("--tls-cert/--tls-key {e}")))?;
+    Ok(Some((files, Arc::new(arc_swap::ArcSwap::new(config)))))
+}
+
+/// Reloads the client listener's certificates when their files change.
+pub fn watch_tls(
+    tls: &Option<(Vec<runtime::tls::CertFiles>, runtime::tls::SharedTls)>,
+    interval: u64,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    if let Some((files, shared)) = tls {
+        tokio::spawn(runtime::tls::watch(
+            files.clone(),
+            shared.clone(),
+            Duration::from_secs(interval.max(1)),
+            shutdown.clone(),
+        ));
+    }
+}
+
 /// The edge configuration from flags.
 pub fn edge_config(flags: &EdgeFlags) -> Result<EdgeConfig, Fatal> {
     let sig_key = flags
@@ -76,10 +117,12 @@ pub fn edge_config(flags: &EdgeFlags) -> Result<EdgeConfig, Fatal> {
         max_channels_per_connection: flags.max_channels_per_connection,
         max_ws_message_size: flags.max_ws_message_size,
         send_queue_messages: flags.send_queue_messages,
+        send_queue_bytes: flags.send_queue_bytes,
         origin_connect_timeout: Duration::from_secs(flags.origin_connect_timeout),
         origin_response_timeout: Duration::from_secs(flags.origin_response_timeout),
         server: runtime::server::ServerOptions {
             max_header_bytes: flags.max_header_size,
+            max_connections: flags.max_connections,
             ..Default::default()
         },
         ..EdgeConfig::default()

@@ -150,7 +150,9 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
     let (store, routes_path) = route_store(args.routes.as_deref())?;
     let (_, table) = common::load_routes(routes_path.as_deref())?;
-    let edge_config = common::edge_config(&args.edge)?;
+    let tls = common::edge_tls(&args.edge)?;
+    let mut edge_config = common::edge_config(&args.edge)?;
+    edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     let auth = common::publish_auth(&args.publish, args.publish_listen)?;
 
     let metrics = runtime::telemetry::install_metrics();
@@ -245,7 +247,9 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
 /// `gripmesh edge`.
 pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
-    let edge_config = common::edge_config(&args.edge)?;
+    let tls = common::edge_tls(&args.edge)?;
+    let mut edge_config = common::edge_config(&args.edge)?;
+    edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     let file = match &args.routes {
         Some(p) => Some((p.clone(), common::load_routes(Some(p))?.1)),
         None => None,
@@ -276,6 +280,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
     spawn_authz_tasks(&edge, None, &bus, args.authz_recheck, &stop_background);
+    common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),

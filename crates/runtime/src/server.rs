@@ -8,6 +8,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +47,29 @@ pub struct ServerOptions {
     pub max_header_bytes: usize,
     /// Time allowed for a client to send a complete request head.
     pub header_read_timeout: Duration,
+    /// Open connections at most; beyond it new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// The open-connection count (shared, so upgraded connections can keep their slot).
+    pub connections: ConnectionCounter,
+    /// Serve TLS with this (swappable) configuration instead of plain HTTP.
+    pub tls: Option<crate::tls::SharedTls>,
+}
+
+/// Counts open connections.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionCounter(Arc<AtomicUsize>);
+
+impl ConnectionCounter {
+    /// Counts one more connection until the returned slot is dropped.
+    pub fn take(&self) -> ConnectionSlot {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        ConnectionSlot(self.0.clone())
+    }
+
+    /// Open connections now.
+    pub fn current(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Default for ServerOptions {
@@ -52,6 +77,9 @@ impl Default for ServerOptions {
         ServerOptions {
             max_header_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            max_connections: usize::MAX,
+            connections: ConnectionCounter::default(),
+            tls: None,
         }
     }
 }
@@ -70,6 +98,7 @@ pub async fn serve<H, Fut>(
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let tracker = TaskTracker::new();
+    let open = options.connections.clone();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -89,32 +118,104 @@ pub async fn serve<H, Fut>(
             },
         };
         let _ = stream.set_nodelay(true);
+        if open.current() >= options.max_connections {
+            // A clear answer instead of a silent reset, written off the accept loop.
+            tracker.spawn(refuse(stream));
+            continue;
+        }
+        let slot = open.take();
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let fut = handler(req, peer);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+        let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let tls = options.tls.as_ref().map(|t| t.load_full());
+        let handshake_timeout = options.header_read_timeout;
         tracker.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = shutdown.cancelled() => {
-                    // Finish the exchange in flight, then close; upgraded sockets live on in
-                    // their own tasks and are drained by their owners.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let _slot = slot;
+            let info = ConnInfo {
+                peer,
+                tls: tls.is_some(),
             };
-            if let Err(err) = result {
-                tracing::debug!(%peer, error = %err, "connection ended with error");
+            match tls {
+                None => serve_connection(builder, TokioIo::new(stream), info, handler, shutdown).await,
+                Some(config) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(handshake_timeout, accept).await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(builder, TokioIo::new(tls_stream), info, handler, shutdown).await;
+                        }
+                        Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// What the handler may want to know about a request's connection (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// The client connected with TLS.
+    pub tls: bool,
+}
+
+async fn serve_connection<IO, H, Fut>(
+    builder: hyper::server::conn::http1::Builder,
+    io: IO,
+    info: ConnInfo,
+    handler: H,
+    shutdown: CancellationToken,
+) where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let peer = info.peer;
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info);
+        let fut = handler(req, peer);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            // Finish the exchange in flight, then close; upgraded sockets live on in their own
+            // tasks and are drained by their owners.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "connection ended with error");
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Answers a connection over the limit with 503 and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    metrics::counter!("gripmesh_connections_refused_total").increment(1);
+    const BODY: &str = "Too many connections.\n";
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(resp.as_bytes())).await;
+    let _ = stream.shutdown().await;
 }

@@ -4,7 +4,7 @@
 
 use super::over_http::{OverHttpError, Reply};
 use super::{GripMode, Upstream, Ws, client_ws_config};
-use crate::conn::{CloseReason, Transport};
+use crate::conn::{CloseReason, ConnQueue, Transport};
 use crate::delivery::{Delivery, WsOut};
 use crate::hold::HoldGuard;
 use crate::registry::SubscribeError;
@@ -19,7 +19,6 @@ use routes::{Route, Target};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
@@ -54,7 +53,7 @@ type InFlight = Pin<Box<dyn Future<Output = Result<Reply, OverHttpError>> + Send
 /// A WebSocket session, built during the handshake and run once the client is upgraded.
 pub(crate) struct Session {
     guard: HoldGuard,
-    rx: mpsc::Receiver<Arc<Delivery>>,
+    rx: ConnQueue,
     grip: Option<GripMode>,
     upstream: Option<Upstream>,
     prefix: String,
@@ -67,7 +66,7 @@ pub(crate) struct Session {
 impl Session {
     pub(crate) fn new(
         guard: HoldGuard,
-        rx: mpsc::Receiver<Arc<Delivery>>,
+        rx: ConnQueue,
         grip: Option<GripMode>,
         upstream: Option<Upstream>,
         route: &Route,
@@ -217,6 +216,8 @@ impl Session {
 
     /// Runs the connection until either side ends it.
     pub(crate) async fn run(mut self, upgraded: hyper::upgrade::Upgraded) {
+        // The upgraded socket leaves hyper's connection count; it counts here until closed.
+        let _slot = self.guard.edge().config.server.connections.take();
         let config = client_ws_config(self.guard.edge());
         let mut client =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
@@ -282,8 +283,8 @@ impl Session {
                     let mut batch = vec![first];
                     while batch.len() < MAX_WRITE_BATCH {
                         match self.rx.try_recv() {
-                            Ok(d) => batch.push(d),
-                            Err(_) => break,
+                            Some(d) => batch.push(d),
+                            None => break,
                         }
                     }
                     if !self.deliver(&mut client, batch, &mut state).await {
