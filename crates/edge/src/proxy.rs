@@ -61,7 +61,13 @@ pub fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> futures_util::future::BoxFuture<'static, Response<Body>> {
-    Box::pin(handle_inner(edge, req, peer))
+    use tracing::Instrument;
+    // Every event of this connection carries its id and (once known) its route id.
+    let id = edge
+        .next_conn_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::info_span!("conn", id, %peer, route = tracing::field::Empty);
+    Box::pin(handle_inner(edge, req, peer).instrument(span))
 }
 
 async fn handle_inner(
@@ -140,6 +146,7 @@ async fn proxy(
         .ok_or_else(|| ProxyError::NoRoute(host.clone()))?
         .clone();
     drop(table);
+    tracing::Span::current().record("route", route.id.as_str());
     if ws {
         return Ok(crate::ws::handle(edge, req, route, peer).await);
     }

@@ -183,16 +183,20 @@ pub(crate) async fn handle(
         Ok(Handshake::Reject(resp)) => resp,
         Ok(Handshake::Accept { response, session }) => {
             let on_upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
+            let session_task = async move {
                 match on_upgrade.await {
                     Ok(upgraded) => session.run(upgraded).await,
                     Err(err) => tracing::debug!(error = %err, "client upgrade failed"),
                 }
-            });
+            };
+            tokio::spawn(tracing::Instrument::instrument(session_task, tracing::Span::current()));
             response
         }
         Err(err) => {
-            tracing::warn!(%path, error = %err, "websocket handshake failed");
+            match &err {
+                WsError::BadRequest(_) => tracing::debug!(%path, error = %err, "bad websocket handshake"),
+                _ => tracing::warn!(%path, error = %err, "websocket handshake failed"),
+            }
             err.into_response()
         }
     }
