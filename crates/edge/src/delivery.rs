@@ -32,12 +32,16 @@ pub enum WsOut {
 pub struct Delivery {
     /// For stream holds.
     pub stream: Option<StreamOut>,
-    /// For response holds (`send` only; hint/close are not deliveries).
+    /// For response holds (`send` and `hint`; `close` is ignored, as by Pushpin).
     pub response: Option<HttpResponseFormat>,
     /// For WebSockets.
     pub ws: Option<WsOut>,
     /// When control accepted the publish (ns since the epoch), for the latency histogram.
     pub accepted_unix_nanos: u64,
+    /// The channel it was published to.
+    pub channel: std::sync::Arc<str>,
+    /// The item's `prev-id` (response holds re-request the origin on a gap).
+    pub prev_id: Option<String>,
 }
 
 impl Delivery {
@@ -68,7 +72,7 @@ impl Delivery {
         let response = item
             .formats
             .http_response
-            .filter(|r| r.action == ResponseAction::Send);
+            .filter(|r| r.action != ResponseAction::Close);
         let ws = match item.formats.ws_message {
             Some(WsMessageFormat::Send { kind, content }) => {
                 ws_message(kind, content).map(WsOut::Message)
@@ -87,6 +91,8 @@ impl Delivery {
             response,
             ws,
             accepted_unix_nanos,
+            channel: std::sync::Arc::from(item.channel.as_str()),
+            prev_id: item.prev_id,
         })
     }
 }

@@ -26,10 +26,7 @@ pub struct HoldGuard {
 
 impl HoldGuard {
     /// Registers a new held connection and returns it with its delivery queue.
-    pub fn new(
-        edge: Arc<EdgeInner>,
-        transport: Transport,
-    ) -> (HoldGuard, ConnQueue) {
+    pub fn new(edge: Arc<EdgeInner>, transport: Transport) -> (HoldGuard, ConnQueue) {
         let id = edge.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let (conn, rx) = ConnHandle::new(
             id,

@@ -30,6 +30,10 @@ enum ProxyError {
     EventsForbidden,
     #[error("bus: {0}")]
     Unavailable(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("request body too large for a GRIP hold")]
+    TooLargeForGrip,
 }
 
 impl ProxyError {
@@ -49,6 +53,11 @@ impl ProxyError {
             ProxyError::Unavailable(_) => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable.\n")
             }
+            ProxyError::BadRequest(_) => text(StatusCode::BAD_REQUEST, "Bad request.\n"),
+            ProxyError::TooLargeForGrip => text(
+                StatusCode::BAD_REQUEST,
+                "Request too large to accept GRIP instruct.\n",
+            ),
         }
     }
 }
@@ -164,18 +173,153 @@ async fn proxy(
         };
     let (parts, body) = req.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let origin_path = route.rewrite_path(path_and_query);
-    let mut body = Some(body);
+    let mut origin_req = OriginRequest {
+        method: parts.method.clone(),
+        path: route.rewrite_path(path_and_query),
+        headers: parts.headers,
+        body: ReqBody::new(body, edge.config.max_instruct_body).await?,
+    };
+    let mut grip_last: Vec<(String, String)> = Vec::new();
+    for _attempt in 0..=MAX_REREQUESTS {
+        let (resp, target) = ask_origin(
+            &edge,
+            &route,
+            &mut origin_req,
+            authorized.as_deref(),
+            &grip_last,
+        )
+        .await?;
+        if route.no_grip || !grip::instruct::is_grip_response(resp.headers()) {
+            return Ok(relay(resp, false));
+        }
+        let (rparts, rbody) = resp.into_parts();
+        let max = edge.config.max_instruct_body;
+        let (instruct, body) = if content_type_is(&rparts.headers, "application/grip-instruct") {
+            if rparts.status != StatusCode::OK {
+                return Err(ProxyError::BadGateway(format!(
+                    "grip-instruct answer with status {}",
+                    rparts.status
+                )));
+            }
+            let bytes = read_limited(rbody, max).await?;
+            let instruct = grip::instruct::parse_json(&bytes)
+                .map_err(|e| ProxyError::BadGateway(e.to_string()))?;
+            (instruct, None)
+        } else {
+            let instruct = grip::instruct::parse_headers(&rparts.headers)
+                .map_err(|e| ProxyError::BadGateway(e.to_string()))?;
+            (instruct, Some(rbody))
+        };
+        if instruct.hold.is_some() && origin_req.body.is_streamed() {
+            return Err(ProxyError::TooLargeForGrip);
+        }
+        let channels = channels_for(&edge, &route, target, &instruct);
+        return match instruct.hold {
+            None => match body {
+                Some(body) => Ok(relay(Response::from_parts(rparts, body), true)),
+                None => {
+                    let (status, hdrs, body) = initial_response(&rparts, &instruct, Bytes::new());
+                    build_response(status, &instruct.status, hdrs, full(body))
+                }
+            },
+            Some(HoldMode::Response) => {
+                let origin_body = match body {
+                    Some(b) => read_limited(b, max).await?,
+                    None => Bytes::new(),
+                };
+                let prefix = route.prefix.as_deref().unwrap_or("");
+                match response_hold(
+                    &edge,
+                    rparts,
+                    &instruct,
+                    origin_body,
+                    channels,
+                    authorized.clone(),
+                    prefix,
+                )
+                .await?
+                {
+                    HoldOutcome::Done(resp) => Ok(resp),
+                    HoldOutcome::ReRequest(last) => {
+                        tracing::debug!("re-requesting the origin (prev-id conflict or hint)");
+                        grip_last = last;
+                        continue;
+                    }
+                }
+            }
+            Some(HoldMode::Stream) => {
+                stream_hold(edge, rparts, instruct, body, channels, authorized).await
+            }
+        };
+    }
+    Err(ProxyError::BadGateway("too many re-requests".into()))
+}
+
+/// Re-requests of one held request (prev-id conflicts, hints) before giving up with 502.
+const MAX_REREQUESTS: usize = 5;
+
+/// The client's request body toward the origin: kept in memory when small enough that a GRIP
+/// hold may re-request the origin with it, streamed otherwise.
+enum ReqBody {
+    Buffered(Bytes),
+    Streamed(Option<Incoming>),
+}
+
+impl ReqBody {
+    async fn new(body: Incoming, max: usize) -> Result<ReqBody, ProxyError> {
+        use http_body::Body as _;
+        let exact = body.size_hint().exact();
+        match exact {
+            Some(0) if body.is_end_stream() => Ok(ReqBody::Buffered(Bytes::new())),
+            Some(n) if n <= max as u64 => {
+                let bytes = body
+                    .collect()
+                    .await
+                    .map_err(|e| ProxyError::BadRequest(format!("request body: {e}")))?
+                    .to_bytes();
+                Ok(ReqBody::Buffered(bytes))
+            }
+            _ if body.is_end_stream() => Ok(ReqBody::Buffered(Bytes::new())),
+            _ => Ok(ReqBody::Streamed(Some(body))),
+        }
+    }
+
+    fn is_streamed(&self) -> bool {
+        matches!(self, ReqBody::Streamed(_))
+    }
+
+    /// The body for one origin request (a streamed body can be sent once).
+    fn take(&mut self) -> Body {
+        match self {
+            ReqBody::Buffered(b) => full(b.clone()),
+            ReqBody::Streamed(b) => b.take().map_or_else(|| full(""), |b| b.boxed_unsync_err()),
+        }
+    }
+}
+
+/// What the origin gets for one client request.
+struct OriginRequest {
+    method: http::Method,
+    path: String,
+    headers: HeaderMap,
+    body: ReqBody,
+}
+
+/// Sends the request to the route's first reachable target (the built-in test origin answers
+/// in-process). `grip_last` adds `Grip-Last: <channel>; last-id=<id>` headers (re-requests).
+async fn ask_origin<'r>(
+    edge: &Arc<EdgeInner>,
+    route: &'r Route,
+    req: &mut OriginRequest,
+    authorized: Option<&crate::authz::Authorized>,
+    grip_last: &[(String, String)],
+) -> Result<(Response<Body>, &'r Target), ProxyError> {
     let started = Instant::now();
     let mut last_err = String::from("route has no usable target");
-    let mut answer = None;
     for target in &route.targets {
         if target.addr == TargetAddr::Test {
-            let uri: Uri = origin_path
-                .parse()
-                .unwrap_or_else(|_| Uri::from_static("/"));
-            answer = Some((test_origin::respond(uri.path(), uri.query()), target));
-            break;
+            let uri: Uri = req.path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            return Ok((test_origin::respond(uri.path(), uri.query()), target));
         }
         let sender = match crate::origin::connect(&edge.origin, target).await {
             Ok(s) => s,
@@ -186,83 +330,39 @@ async fn proxy(
             }
         };
         let mut builder = Request::builder()
-            .method(parts.method.clone())
-            .uri(origin_path.as_str());
+            .method(req.method.clone())
+            .uri(req.path.as_str());
         if let Some(h) = builder.headers_mut() {
-            *h = origin_headers(&edge, &parts.headers, &route, target);
-            if let Some(a) = &authorized {
+            *h = origin_headers(edge, &req.headers, route, target);
+            if let Some(a) = authorized {
                 a.apply(h);
             }
+            for (channel, id) in grip_last {
+                if let Ok(v) = HeaderValue::from_str(&format!("{channel}; last-id={id}")) {
+                    h.append(HeaderName::from_static("grip-last"), v);
+                }
+            }
         }
-        let client_body = body
-            .take()
-            .map_or_else(|| full(""), |b| b.boxed_unsync_err());
         let origin_req = builder
-            .body(client_body)
+            .body(req.body.take())
             .map_err(|e| ProxyError::BadGateway(format!("cannot build origin request: {e}")))?;
         let result = edge.origin.send(sender, origin_req).await;
         edge.metrics
             .origin_duration
             .record(started.elapsed().as_secs_f64());
-        match result {
+        return match result {
             Ok(resp) => {
                 EdgeMetrics::origin_request(Some(resp.status().as_u16()));
-                answer = Some((resp.map(|b| b.boxed_unsync_err()), target));
-                break;
+                Ok((resp.map(|b| b.boxed_unsync_err()), target))
             }
             Err(err) => {
                 EdgeMetrics::origin_request(None);
-                debug_assert!(!err.is_connect());
-                return Err(ProxyError::BadGateway(err.to_string()));
+                Err(ProxyError::BadGateway(err.to_string()))
             }
-        }
+        };
     }
-    let Some((resp, target)) = answer else {
-        EdgeMetrics::origin_request(None);
-        return Err(ProxyError::BadGateway(last_err));
-    };
-
-    if route.no_grip || !grip::instruct::is_grip_response(resp.headers()) {
-        return Ok(relay(resp, false));
-    }
-    let (rparts, rbody) = resp.into_parts();
-    let max = edge.config.max_instruct_body;
-    let (instruct, body) = if content_type_is(&rparts.headers, "application/grip-instruct") {
-        if rparts.status != StatusCode::OK {
-            return Err(ProxyError::BadGateway(format!(
-                "grip-instruct answer with status {}",
-                rparts.status
-            )));
-        }
-        let bytes = read_limited(rbody, max).await?;
-        let instruct = grip::instruct::parse_json(&bytes)
-            .map_err(|e| ProxyError::BadGateway(e.to_string()))?;
-        (instruct, None)
-    } else {
-        let instruct = grip::instruct::parse_headers(&rparts.headers)
-            .map_err(|e| ProxyError::BadGateway(e.to_string()))?;
-        (instruct, Some(rbody))
-    };
-    let channels = channels_for(&edge, &route, target, &instruct);
-    match instruct.hold {
-        None => match body {
-            Some(body) => Ok(relay(Response::from_parts(rparts, body), true)),
-            None => {
-                let (status, hdrs, body) = initial_response(&rparts, &instruct, Bytes::new());
-                build_response(status, &instruct.status, hdrs, full(body))
-            }
-        },
-        Some(HoldMode::Response) => {
-            let origin_body = match body {
-                Some(b) => read_limited(b, max).await?,
-                None => Bytes::new(),
-            };
-            response_hold(edge, rparts, instruct, origin_body, channels, authorized).await
-        }
-        Some(HoldMode::Stream) => {
-            stream_hold(edge, rparts, instruct, body, channels, authorized).await
-        }
-    }
+    EdgeMetrics::origin_request(None);
+    Err(ProxyError::BadGateway(last_err))
 }
 
 /// Relays an origin response unchanged but for hop-by-hop (and, for GRIP, `Grip-*`) headers.
@@ -413,41 +513,96 @@ fn build_response(
     Ok(resp)
 }
 
+/// How a response hold ended.
+enum HoldOutcome {
+    /// Answer the client with this.
+    Done(Response<Body>),
+    /// Ask the origin again, with these `Grip-Last` (channel, last id) pairs.
+    ReRequest(Vec<(String, String)>),
+}
+
 async fn response_hold(
-    edge: Arc<EdgeInner>,
+    edge: &Arc<EdgeInner>,
     parts: http::response::Parts,
-    instruct: Instruct,
+    instruct: &Instruct,
     origin_body: Bytes,
     channels: Vec<String>,
     authorized: Option<Arc<crate::authz::Authorized>>,
-) -> Result<Response<Body>, ProxyError> {
-    let (code, hdrs, body) = initial_response(&parts, &instruct, origin_body);
+    prefix: &str,
+) -> Result<HoldOutcome, ProxyError> {
+    let (code, hdrs, body) = initial_response(&parts, instruct, origin_body);
+    let timeout_response = |hdrs: HeaderMap, body: Bytes| {
+        build_response(code, &instruct.status, hdrs, full(body)).map(HoldOutcome::Done)
+    };
+    // The origin's view of each channel: (full channel name, origin's name, prev-id).
+    let expected: Vec<(String, &str, &str)> = instruct
+        .channels
+        .iter()
+        .filter_map(|c| {
+            Some((
+                format!("{prefix}{}", c.name),
+                c.name.as_str(),
+                c.prev_id.as_deref()?,
+            ))
+        })
+        .collect();
+    let grip_last = || -> Vec<(String, String)> {
+        expected
+            .iter()
+            .map(|(_, name, prev)| ((*name).to_owned(), (*prev).to_owned()))
+            .collect()
+    };
     let (mut guard, mut rx) = HoldGuard::new(edge.clone(), Transport::HttpResponse);
     guard.authorize(authorized);
     guard
         .subscribe_all(channels)
         .await
         .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
-    let timeout = Duration::from_secs(instruct.timeout_secs);
-    let published = tokio::select! {
-        d = rx.recv() => d,
-        _ = tokio::time::sleep(timeout) => None,
-        reason = guard.conn.closed() => {
-            match reason {
-                CloseReason::SlowConsumer => EdgeMetrics::dropped("slow_consumer"),
-                CloseReason::Revoked => {
-                    return Ok(text(StatusCode::FORBIDDEN, "Credential revoked.\n"));
+    // The origin answered from an older state than this edge has seen: ask again now.
+    let stale = expected.iter().any(|(full, _, prev)| {
+        edge.registry
+            .last_id(full)
+            .is_some_and(|last| last != *prev)
+    });
+    if stale {
+        return Ok(HoldOutcome::ReRequest(grip_last()));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(instruct.timeout_secs);
+    let delivery = loop {
+        let published = tokio::select! {
+            d = rx.recv() => d,
+            _ = tokio::time::sleep_until(deadline) => None,
+            reason = guard.conn.closed() => {
+                match reason {
+                    CloseReason::SlowConsumer => EdgeMetrics::dropped("slow_consumer"),
+                    CloseReason::Revoked => {
+                        return Ok(HoldOutcome::Done(text(StatusCode::FORBIDDEN, "Credential revoked.\n")));
+                    }
+                    CloseReason::Drain => {}
                 }
-                CloseReason::Drain => {}
+                None
             }
-            None
+        };
+        let Some(delivery) = published else {
+            return timeout_response(hdrs, body);
+        };
+        let Some(r) = &delivery.response else {
+            continue;
+        };
+        // A publish that does not follow what the origin knew means the origin's answer is
+        // out of date: ask again (Pushpin's reliability model). So does a hint.
+        let gap = expected.iter().any(|(full, _, prev)| {
+            *full == *delivery.channel && delivery.prev_id.as_deref().is_some_and(|p| p != *prev)
+        });
+        if gap || r.action == grip::publish::ResponseAction::Hint {
+            return Ok(HoldOutcome::ReRequest(grip_last()));
+        }
+        if r.action == grip::publish::ResponseAction::Send {
+            break delivery;
         }
     };
-    let Some(delivery) = published else {
-        return build_response(code, &instruct.status, hdrs, full(body));
-    };
     let Some(r) = &delivery.response else {
-        return build_response(code, &instruct.status, hdrs, full(body));
+        return timeout_response(hdrs, body);
     };
     // Origin's (timeout) headers, overlaid by the published ones; Content-Length recomputed.
     let mut merged = hdrs;
@@ -475,7 +630,7 @@ async fn response_hold(
         code: r.code,
         reason: r.reason.clone(),
     });
-    build_response(r.code, &status, merged, full(r.body.clone()))
+    build_response(r.code, &status, merged, full(r.body.clone())).map(HoldOutcome::Done)
 }
 
 async fn stream_hold(

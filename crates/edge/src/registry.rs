@@ -54,6 +54,8 @@ struct ChannelEntry {
     subscribers: HashMap<u64, Arc<ConnHandle>>,
     state: watch::Receiver<ChannelState>,
     empty_since: Option<Instant>,
+    /// Id of the last item delivered on the channel (for response-hold `prev-id` checks).
+    last_id: Option<String>,
 }
 
 /// Channel ⇒ local subscribers. Cheap to clone.
@@ -124,6 +126,7 @@ impl SubscriberRegistry {
                         subscribers: HashMap::from([(conn.id, conn.clone())]),
                         state: rx.clone(),
                         empty_since: None,
+                        last_id: None,
                     });
                     inner.metrics.channels.increment(1.0);
                     inner.metrics.subscriptions.increment(1.0);
@@ -161,6 +164,14 @@ impl SubscriberRegistry {
         }
     }
 
+    /// Id of the last item this edge delivered on `channel`, while it has an entry.
+    pub fn last_id(&self, channel: &str) -> Option<String> {
+        self.inner
+            .channels
+            .get(channel)
+            .and_then(|e| e.last_id.clone())
+    }
+
     /// Number of channels with an entry (live or lingering).
     pub fn channel_count(&self) -> usize {
         self.inner.channels.len()
@@ -183,6 +194,15 @@ impl Inner {
             if wanted && conn.offer(&delivery) == Offer::Overflow {
                 EdgeMetrics::dropped("slow_consumer");
             }
+        }
+    }
+
+    /// Records the channel's last id when it changed (a write lock only then).
+    fn note_last_id(&self, channel: &str, before: Option<String>, now: Option<&str>) {
+        if before.as_deref() != now
+            && let Some(mut entry) = self.channels.get_mut(channel)
+        {
+            entry.last_id = now.map(str::to_owned);
         }
     }
 
@@ -248,9 +268,11 @@ async fn channel_task(
                 };
                 match bus::payload::decode(payload) {
                     Ok((item, accepted)) => {
+                        let before = seq.last_id().map(str::to_owned);
                         for item in seq.offer(item, Instant::now()) {
                             deliver(&inner, &channel, item, accepted);
                         }
+                        inner.note_last_id(&channel, before, seq.last_id());
                     }
                     Err(err) => {
                         tracing::warn!(%channel, error = %err, "dropping undecodable bus message");
@@ -259,9 +281,11 @@ async fn channel_task(
                 }
             }
             _ = sleep_until_opt(expiry) => {
+                let before = seq.last_id().map(str::to_owned);
                 for item in seq.expire(Instant::now()) {
                     deliver(&inner, &channel, item, 0);
                 }
+                inner.note_last_id(&channel, before, seq.last_id());
             }
             _ = linger_tick.tick() => {
                 if inner.remove_if_idle(&channel, generation) {

@@ -92,6 +92,11 @@ impl<T: Sequenced> Sequencer<T> {
         out
     }
 
+    /// The id of the last item delivered (None after an item without id).
+    pub fn last_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
     /// When the oldest held-back item is due, if any.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.pending.values().map(|(at, _)| *at + self.wait).min()

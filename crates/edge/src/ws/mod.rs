@@ -189,12 +189,17 @@ pub(crate) async fn handle(
                     Err(err) => tracing::debug!(error = %err, "client upgrade failed"),
                 }
             };
-            tokio::spawn(tracing::Instrument::instrument(session_task, tracing::Span::current()));
+            tokio::spawn(tracing::Instrument::instrument(
+                session_task,
+                tracing::Span::current(),
+            ));
             response
         }
         Err(err) => {
             match &err {
-                WsError::BadRequest(_) => tracing::debug!(%path, error = %err, "bad websocket handshake"),
+                WsError::BadRequest(_) => {
+                    tracing::debug!(%path, error = %err, "bad websocket handshake")
+                }
                 _ => tracing::warn!(%path, error = %err, "websocket handshake failed"),
             }
             err.into_response()
