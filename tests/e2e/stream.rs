@@ -316,7 +316,6 @@ async fn two_hundred_clients_receive_all_messages_in_order() {
 /// Case 24 (Pushpin next links): Grip-Link rel=next is fetched on channel inactivity and
 /// appended to the stream.
 #[tokio::test]
-#[ignore = "not implemented yet: Grip-Link next links"]
 async fn next_link_is_fetched_and_appended() {
     let origin = Origin::start(|req| match req.path() {
         "/next" => OriginResponse::stream_hold("nx", "next-chunk\n")

@@ -15,6 +15,8 @@ pub enum StreamOut {
     Data(Bytes),
     /// End the stream cleanly.
     Close,
+    /// Fetch the stream's next link now.
+    Hint,
 }
 
 /// What a WebSocket connection does with an item.
@@ -66,8 +68,8 @@ impl Delivery {
         let stream = match item.formats.http_stream {
             Some(HttpStreamFormat::Send(data)) => Some(StreamOut::Data(data)),
             Some(HttpStreamFormat::Close) => Some(StreamOut::Close),
-            // Hint needs next links, which holds here do not follow yet.
-            Some(HttpStreamFormat::Hint) | None => None,
+            Some(HttpStreamFormat::Hint) => Some(StreamOut::Hint),
+            None => None,
         };
         let response = item
             .formats

@@ -143,12 +143,39 @@ fn jittered(period: Duration) -> Duration {
         .unwrap_or(period)
 }
 
+/// Next-link state of a stream hold.
+struct NextState {
+    fetcher: Arc<crate::next_link::NextFetcher>,
+    link: grip::instruct::NextLink,
+    /// Fires after `link.timeout_secs` without channel activity.
+    deadline: Pin<Box<Sleep>>,
+    in_flight: Option<futures_util::future::BoxFuture<'static, crate::next_link::Fetched>>,
+}
+
+impl NextState {
+    fn idle_period(&self) -> Duration {
+        Duration::from_secs(self.link.timeout_secs.max(1))
+    }
+
+    fn activity(&mut self) {
+        let period = self.idle_period();
+        self.deadline.as_mut().reset(Instant::now() + period);
+    }
+
+    fn start(&mut self) {
+        if self.in_flight.is_none() {
+            self.in_flight = Some(self.fetcher.fetch(self.link.clone()));
+        }
+    }
+}
+
 /// The body of a stream hold: the initial body, then every published chunk, keep-alives in
 /// between; ends cleanly on a `close` publish or drain, aborts on overflow.
 pub struct StreamBody {
     initial: Option<Body>,
     rx: ConnQueue,
     keep_alive: Option<KeepAliveTimer>,
+    next: Option<NextState>,
     guard: HoldGuard,
     done: bool,
 }
@@ -160,11 +187,21 @@ impl StreamBody {
         rx: ConnQueue,
         keep_alive: Option<&KeepAlive>,
         guard: HoldGuard,
+        next: Option<(Arc<crate::next_link::NextFetcher>, grip::instruct::NextLink)>,
     ) -> StreamBody {
         StreamBody {
             initial: Some(initial),
             rx,
             keep_alive: keep_alive.map(KeepAliveTimer::new),
+            next: next.map(|(fetcher, link)| {
+                let period = Duration::from_secs(link.timeout_secs.max(1));
+                NextState {
+                    fetcher,
+                    link,
+                    deadline: Box::pin(tokio::time::sleep(period)),
+                    in_flight: None,
+                }
+            }),
             guard,
             done: false,
         }
@@ -224,6 +261,9 @@ impl HttpBody for StreamBody {
             Poll::Ready(Some(delivery)) => match &delivery.stream {
                 Some(StreamOut::Data(data)) => {
                     let data = data.clone();
+                    if let Some(next) = this.next.as_mut() {
+                        next.activity();
+                    }
                     let edge = &this.guard.edge;
                     edge.metrics
                         .transport(Transport::HttpStream)
@@ -237,6 +277,13 @@ impl HttpBody for StreamBody {
                     this.done = true;
                     return Poll::Ready(None);
                 }
+                Some(StreamOut::Hint) => {
+                    if let Some(next) = this.next.as_mut() {
+                        next.start();
+                    }
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 None => {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
@@ -247,6 +294,31 @@ impl HttpBody for StreamBody {
                 return Poll::Ready(None);
             }
             Poll::Pending => {}
+        }
+        if let Some(next) = this.next.as_mut() {
+            if next.in_flight.is_none() && next.deadline.as_mut().poll(cx).is_ready() {
+                next.start();
+            }
+            if let Some(fut) = next.in_flight.as_mut()
+                && let Poll::Ready(result) = fut.as_mut().poll(cx)
+            {
+                next.in_flight = None;
+                match result {
+                    Ok((body, link)) => {
+                        next.link = link;
+                        next.activity();
+                        let _ = next.deadline.as_mut().poll(cx);
+                        if !body.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(body))));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "next link fetch failed; retrying after the timeout");
+                        next.activity();
+                        let _ = next.deadline.as_mut().poll(cx);
+                    }
+                }
+            }
         }
         if let Some(ka) = this.keep_alive.as_mut()
             && ka.sleep.as_mut().poll(cx).is_ready()

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod headers;
 mod hold;
 pub mod metrics;
+mod next_link;
 pub mod origin;
 mod proxy;
 pub mod registry;

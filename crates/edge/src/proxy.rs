@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What went wrong, and so what the client gets.
 #[derive(Debug, thiserror::Error)]
-enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no route for host {0}")]
     NoRoute(String),
     #[error("{0}")]
@@ -248,7 +248,16 @@ async fn proxy(
                 }
             }
             Some(HoldMode::Stream) => {
-                stream_hold(edge, rparts, instruct, body, channels, authorized).await
+                let fetcher = instruct.next_link.is_some().then(|| {
+                    Arc::new(crate::next_link::NextFetcher {
+                        edge: edge.clone(),
+                        route: Arc::new(route.clone()),
+                        headers: origin_req.headers.clone(),
+                        base_path: origin_req.path.clone(),
+                        authorized: authorized.clone(),
+                    })
+                });
+                stream_hold(edge, rparts, instruct, body, channels, authorized, fetcher).await
             }
         };
     }
@@ -260,7 +269,7 @@ const MAX_REREQUESTS: usize = 5;
 
 /// The client's request body toward the origin: kept in memory when small enough that a GRIP
 /// hold may re-request the origin with it, streamed otherwise.
-enum ReqBody {
+pub(crate) enum ReqBody {
     Buffered(Bytes),
     Streamed(Option<Incoming>),
 }
@@ -298,16 +307,28 @@ impl ReqBody {
 }
 
 /// What the origin gets for one client request.
-struct OriginRequest {
+pub(crate) struct OriginRequest {
     method: http::Method,
     path: String,
     headers: HeaderMap,
     body: ReqBody,
 }
 
+impl OriginRequest {
+    /// A body-less GET (next links).
+    pub(crate) fn get(path: String, headers: HeaderMap) -> OriginRequest {
+        OriginRequest {
+            method: http::Method::GET,
+            path,
+            headers,
+            body: ReqBody::Buffered(Bytes::new()),
+        }
+    }
+}
+
 /// Sends the request to the route's first reachable target (the built-in test origin answers
 /// in-process). `grip_last` adds `Grip-Last: <channel>; last-id=<id>` headers (re-requests).
-async fn ask_origin<'r>(
+pub(crate) async fn ask_origin<'r>(
     edge: &Arc<EdgeInner>,
     route: &'r Route,
     req: &mut OriginRequest,
@@ -640,6 +661,7 @@ async fn stream_hold(
     origin_body: Option<Body>,
     channels: Vec<String>,
     authorized: Option<Arc<crate::authz::Authorized>>,
+    fetcher: Option<Arc<crate::next_link::NextFetcher>>,
 ) -> Result<Response<Body>, ProxyError> {
     let (code, hdrs, instruct_body) = initial_response(&parts, &instruct, Bytes::new());
     let initial = match (origin_body, instruct.response.is_some()) {
@@ -652,7 +674,8 @@ async fn stream_hold(
         .subscribe_all(channels)
         .await
         .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
-    let body = StreamBody::new(initial, rx, instruct.keep_alive.as_ref(), guard);
+    let next = fetcher.zip(instruct.next_link.clone());
+    let body = StreamBody::new(initial, rx, instruct.keep_alive.as_ref(), guard, next);
     build_response(code, &instruct.status, hdrs, body.boxed_unsync())
 }
 

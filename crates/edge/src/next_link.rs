@@ -1,0 +1,91 @@
+//! `Grip-Link: <url>; rel=next` on stream holds: after `timeout` seconds without activity on
+//! the connection's channels, or on an `http-stream` `hint` publish, the edge GETs the link
+//! from the origin and appends the answer's body to the stream (Pushpin's reliable streaming).
+
+use crate::EdgeInner;
+use crate::authz::Authorized;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use grip::instruct::NextLink;
+use http::HeaderMap;
+use routes::Route;
+use std::sync::Arc;
+
+/// Largest next-link body appended to a stream.
+const MAX_NEXT_BODY: usize = 1_000_000;
+
+/// What a next-link fetch needs, captured when the hold starts.
+pub struct NextFetcher {
+    pub(crate) edge: Arc<EdgeInner>,
+    pub(crate) route: Arc<Route>,
+    /// The client's request headers (Host, credentials), as for the first request.
+    pub(crate) headers: HeaderMap,
+    /// Path (in the origin's namespace) of the request that produced the link.
+    pub(crate) base_path: String,
+    pub(crate) authorized: Option<Arc<Authorized>>,
+}
+
+/// A fetched link: the body to append and the next link (the answer's own, else the same).
+pub type Fetched = Result<(Bytes, NextLink), String>;
+
+impl NextFetcher {
+    /// GETs `link` through the route's targets.
+    pub fn fetch(self: &Arc<Self>, link: NextLink) -> BoxFuture<'static, Fetched> {
+        let this = self.clone();
+        Box::pin(async move {
+            let path = resolve(&this.base_path, &link.url);
+            let mut req = crate::proxy::OriginRequest::get(path, this.headers.clone());
+            let (resp, _) = crate::proxy::ask_origin(
+                &this.edge,
+                &this.route,
+                &mut req,
+                this.authorized.as_deref(),
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("next link answered {}", resp.status()));
+            }
+            let next = grip::instruct::parse_headers(resp.headers())
+                .ok()
+                .and_then(|i| i.next_link)
+                .unwrap_or(link);
+            let body = crate::proxy::collect_limited(resp.into_body(), MAX_NEXT_BODY).await?;
+            Ok((body, next))
+        })
+    }
+}
+
+/// The origin path for a link: absolute URLs keep their path and query (the route's targets
+/// serve them); `/…` is taken as is; anything else is relative to `base`'s directory.
+pub fn resolve(base: &str, link: &str) -> String {
+    if let Some(rest) = link
+        .strip_prefix("http://")
+        .or_else(|| link.strip_prefix("https://"))
+    {
+        return rest
+            .find('/')
+            .map_or_else(|| "/".to_owned(), |i| rest[i..].to_owned());
+    }
+    if link.starts_with('/') {
+        return link.to_owned();
+    }
+    let base_path = base.split('?').next().unwrap_or("/");
+    let dir = base_path.rsplit_once('/').map_or("", |(d, _)| d);
+    format!("{dir}/{link}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn resolves_links() {
+        assert_eq!(resolve("/a/b?x=1", "/next"), "/next");
+        assert_eq!(resolve("/a/b?x=1", "next?c=2"), "/a/next?c=2");
+        assert_eq!(resolve("/b", "next"), "/next");
+        assert_eq!(resolve("/a", "http://origin.example:8080/n?x"), "/n?x");
+        assert_eq!(resolve("/a", "https://origin.example"), "/");
+    }
+}
