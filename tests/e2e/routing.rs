@@ -277,3 +277,57 @@ async fn routes_file_hot_reload() {
         "hello\nafter-reload\nafter-bad-reload\n"
     );
 }
+
+/// Case 39 (CORS part; JSON-P is not supported): on an `aco` route every response gets the
+/// CORS headers the origin did not set, echoing Origin and the requested headers; routes
+/// without `aco` get none.
+#[tokio::test]
+async fn aco_route_adds_cors_headers() {
+    let origin = Origin::start(|_| {
+        OriginResponse::text("plain\n")
+            .header("X-Custom", "1")
+            .header("Access-Control-Max-Age", "10")
+    })
+    .await;
+    let routes = format!("*,path_beg=/aco/,aco {o}\n* {o}\n", o = origin.target());
+    let env = start(&routes, &[]).await;
+    let cors_request = [
+        ("Origin", "http://example.com"),
+        ("Access-Control-Request-Headers", "X-Foo"),
+    ];
+    let resp = http_get(env.edge(), "/aco/plain", &cors_request).await;
+    assert_eq!(resp.status, 200);
+    let h = |n: &str| resp.header(n);
+    assert_eq!(
+        h("access-control-allow-origin").as_deref(),
+        Some("http://example.com")
+    );
+    assert_eq!(
+        h("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(h("access-control-allow-headers").as_deref(), Some("X-Foo"));
+    assert_eq!(
+        h("access-control-allow-methods").as_deref(),
+        Some("OPTIONS, HEAD, GET, POST, PUT, DELETE")
+    );
+    let exposed = h("access-control-expose-headers").unwrap_or_default();
+    assert!(exposed.split(", ").any(|n| n == "x-custom"), "{exposed}");
+    assert!(
+        !exposed.contains("content-type"),
+        "simple headers are not listed: {exposed}"
+    );
+    assert_eq!(
+        h("access-control-max-age").as_deref(),
+        Some("10"),
+        "origin's value kept"
+    );
+
+    let plain = http_get(env.edge(), "/plain", &cors_request).await;
+    assert_eq!(plain.status, 200);
+    assert!(
+        plain
+            .header_names_with_prefix("access-control-allow")
+            .is_empty()
+    );
+}

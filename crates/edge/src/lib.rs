@@ -6,6 +6,7 @@
 
 pub mod authz;
 pub mod conn;
+mod cors;
 pub mod delivery;
 pub mod headers;
 mod hold;

@@ -165,6 +165,23 @@ async fn proxy(
         return Err(ProxyError::EventsForbidden);
     }
 
+    let cors = route
+        .aco
+        .then(|| crate::cors::Cors::from_request(req.headers()));
+    let mut resp = proxy_http(edge, req, peer, route).await?;
+    if let Some(cors) = cors {
+        cors.apply(resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+/// The plain-HTTP part of [`proxy`]: authz, origin, GRIP.
+async fn proxy_http(
+    edge: Arc<EdgeInner>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    route: Route,
+) -> Result<Response<Body>, ProxyError> {
     let authorized =
         match crate::authz::gate(&edge, &route, req.method(), req.uri(), req.headers(), peer).await
         {
