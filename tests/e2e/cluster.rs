@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use testkit::cluster::{
-    ControlNode, get_routes, healthz_status, put_routes, start_edge, start_edges, wait_ready,
-    wait_readyz,
+    ControlNode, get_routes, healthz_status, put_routes, readyz_status, start_edge, start_edges,
+    wait_ready, wait_readyz,
 };
 use testkit::ws::WsConn;
 use testkit::{
@@ -52,7 +52,7 @@ impl Cluster {
         );
         wait_ready(control.admin_addr(), WAIT, "control").await;
         for (i, edge) in edges.iter().enumerate() {
-            wait_ready(edge.admin_addr(), WAIT, &format!("edge {i}")).await;
+            wait_edge_ready(edge, &format!("edge {i}")).await;
         }
         Cluster {
             nats,
@@ -64,6 +64,45 @@ impl Cluster {
     fn publish_addr(&self) -> SocketAddr {
         self.control.publish_addr()
     }
+}
+
+/// Waits until an edge that follows control's routes is ready and has a route table.
+///
+/// Readiness alone is not enough: `/readyz` can answer 200 for an instant after startup,
+/// before the edge's "routes" condition is registered (see
+/// `cluster_edge_not_ready_until_control_sends_routes`).
+async fn wait_edge_ready(edge: &Gripmesh, what: &str) {
+    wait_ready(edge.admin_addr(), WAIT, what).await;
+    wait_metric(
+        edge.admin_addr(),
+        "gripmesh_edge_routes_version",
+        WAIT,
+        &format!("{what}: has control's route table"),
+        |v| v > 0.0,
+    )
+    .await;
+    wait_ready(edge.admin_addr(), WAIT, what).await;
+}
+
+/// Channel subjects the NATS server holds client subscriptions for, sorted.
+fn channel_subjects(nats: &NatsServer) -> Vec<String> {
+    let mut subjects = nats.client_subjects(Some("gripmesh.ch."));
+    subjects.sort();
+    subjects
+}
+
+/// Waits until the NATS server holds exactly `n` channel subscriptions.
+///
+/// Used before a test's first publish: an edge releases a hold to the client before its SUB
+/// has necessarily reached the server (see `cluster_publish_right_after_hold_is_delivered`),
+/// and the feature tests should not depend on that race.
+async fn wait_nats_subscriptions(nats: &NatsServer, n: usize) {
+    wait_until(
+        WAIT,
+        &format!("{n} channel subscriptions on NATS"),
+        || async move { channel_subjects(nats).len() == n },
+    )
+    .await;
 }
 
 /// An item carrying `content` as an `http-stream` line (`content\n`) and a WebSocket text
@@ -94,10 +133,17 @@ async fn publish_one(control: SocketAddr, channel: &str, content: &str) {
 }
 
 /// Opens a stream hold on `channel` through the built-in origin and consumes its opening
-/// line. The edge answers only once the channel's bus subscription is live.
+/// line. The edge answers once it considers the channel's bus subscription live.
 async fn open_stream(edge: SocketAddr, channel: &str) -> StreamClient {
     let mut s = StreamClient::open(edge, &format!("/stream?channel={channel}"), &[]).await;
-    assert_eq!(s.status, 200, "stream hold on {channel} via {edge}");
+    if s.status != 200 {
+        let body = s.read_for(Duration::from_millis(500)).await;
+        panic!(
+            "stream hold on {channel} via {edge}: status {}, body {:?}",
+            s.status,
+            String::from_utf8_lossy(&body)
+        );
+    }
     s.read_until(format!("[stream open on channel {channel}]\n"), WAIT)
         .await;
     s
@@ -168,6 +214,7 @@ async fn cluster_publish_reaches_stream_and_ws_clients_on_every_edge() {
         sockets
             .push(WsConn::connect(edge.edge_addr(), &format!("/ws?channel={channel}"), &[]).await);
     }
+    wait_nats_subscriptions(&c.nats, 3).await;
     // The WebSocket subscription is made after the handshake (the origin's control message):
     // wait until each edge counts both subscribers.
     for (i, edge) in c.edges.iter().enumerate() {
@@ -206,6 +253,7 @@ async fn cluster_ordering_batch_and_separate_publishes_on_two_edges() {
     for edge in &c.edges {
         clients.push(open_stream(edge.edge_addr(), channel).await);
     }
+    wait_nats_subscriptions(&c.nats, 2).await;
 
     let batch: Vec<Value> = (0..200).map(|i| item(channel, &format!("b{i}"))).collect();
     publish_items(c.publish_addr(), batch).await;
@@ -251,6 +299,7 @@ async fn cluster_nats_outage_and_recovery() {
     let edge_admin = c.edges[0].admin_addr();
     let control_admin = c.control.admin_addr();
     let mut held = open_stream(c.edges[0].edge_addr(), channel).await;
+    wait_nats_subscriptions(&c.nats, 1).await;
     publish_one(c.publish_addr(), channel, "before").await;
     held.read_until("before\n", WAIT).await;
     assert_eq!(metric(edge_admin, "gripmesh_bus_connected").await, 1.0);
@@ -335,6 +384,7 @@ async fn cluster_edge_killed_others_deliver_and_new_edge_joins() {
     for edge in &c.edges {
         clients.push(open_stream(edge.edge_addr(), channel).await);
     }
+    wait_nats_subscriptions(&c.nats, 3).await;
 
     c.edges[2].signal(Signal::Kill);
     let status = c.edges[2].wait_exit(WAIT).await;
@@ -347,7 +397,7 @@ async fn cluster_edge_killed_others_deliver_and_new_edge_joins() {
     }
 
     let new_edge = start_edge(BIN, &c.nats.url(), &[]).await;
-    wait_ready(new_edge.admin_addr(), WAIT, "edge started after the kill").await;
+    wait_edge_ready(&new_edge, "edge started after the kill").await;
     let control_version = metric(c.control.admin_addr(), "gripmesh_control_routes_version").await;
     assert!(control_version > 0.0, "control exports its routes version");
     assert_eq!(
@@ -357,21 +407,10 @@ async fn cluster_edge_killed_others_deliver_and_new_edge_joins() {
     );
 
     clients.push(open_stream(new_edge.edge_addr(), channel).await);
+    // Two survivors and the new edge (the dead edge's subscription is gone with its socket).
+    wait_nats_subscriptions(&c.nats, 3).await;
     publish_one(c.publish_addr(), channel, "welcome").await;
-    let new_client = clients.last_mut().expect("new edge's client");
-    if new_client.try_read_until("welcome\n", WAIT).await.is_none() {
-        // Diagnose: is the subscription there now, and does a second publish get through?
-        let subjects = channel_subjects(&c.nats);
-        publish_one(c.publish_addr(), channel, "second").await;
-        let second = new_client.try_read_until("second\n", WAIT).await.is_some();
-        panic!(
-            "the new edge's client (held, so the edge said its subscription was live) missed \
-             the publish; NATS channel subscriptions afterwards: {subjects:?}; a second \
-             publish delivered: {second}"
-        );
-    }
-    let survivors = clients.len() - 1;
-    for client in &mut clients[..survivors] {
+    for client in &mut clients {
         client.read_until("welcome\n", WAIT).await;
     }
 }
@@ -484,7 +523,7 @@ async fn cluster_routes_put_through_control_reach_edges() {
 
     // A fresh edge starts with the current table.
     let fresh = start_edge(BIN, &c.nats.url(), &[]).await;
-    wait_ready(fresh.admin_addr(), WAIT, "fresh edge").await;
+    wait_edge_ready(&fresh, "fresh edge").await;
     assert_eq!(
         get_host(fresh.edge_addr(), "new.example").await,
         (200, HELLO.to_owned()),
@@ -494,13 +533,6 @@ async fn cluster_routes_put_through_control_reach_edges() {
         metric(fresh.admin_addr(), "gripmesh_edge_routes_version").await,
         v1 as f64
     );
-}
-
-/// Channel subjects the NATS server holds client subscriptions for.
-fn channel_subjects(nats: &NatsServer) -> Vec<String> {
-    let mut subjects = nats.client_subjects(Some("gripmesh.ch."));
-    subjects.sort();
-    subjects
 }
 
 /// Test 6: an edge subscribes a channel's subject once, however many local clients it has,
@@ -652,7 +684,7 @@ async fn cluster_nats_cluster_node_failover() {
     );
     wait_ready(control.admin_addr(), WAIT, "control").await;
     for (i, edge) in edges.iter().enumerate() {
-        wait_ready(edge.admin_addr(), WAIT, &format!("edge {i}")).await;
+        wait_edge_ready(edge, &format!("edge {i}")).await;
     }
     let channel = "failover";
     let mut clients = Vec::new();
@@ -723,6 +755,117 @@ async fn cluster_nats_cluster_node_failover() {
     for client in &mut clients {
         client.read_until("settled\n", WAIT).await;
     }
+}
+
+/// An edge following control's routes is not ready, and routes nothing, until control's
+/// table arrives; once a control starts, every waiting edge gets the table, becomes ready and
+/// serves clients. Each edge is probed the moment it prints `ready`, so that a readiness
+/// report made before the "routes" condition is registered has a chance to be seen.
+#[tokio::test]
+async fn cluster_edge_not_ready_until_control_sends_routes() {
+    let nats = NatsServer::start();
+    let mut edges = Vec::new();
+    for i in 0..4 {
+        let edge = start_edge(BIN, &nats.url(), &[]).await;
+        // Right after `ready` on stdout: the earliest moment a client or probe can ask.
+        assert_eq!(
+            readyz_status(edge.admin_addr()).await,
+            Some(503),
+            "edge {i}: /readyz right after startup, before any route table exists"
+        );
+        edges.push(edge);
+    }
+    // Poll every edge's readiness from the moment it printed `ready` for a while: with no
+    // control anywhere it must never be ready.
+    let observe_until = Instant::now() + Duration::from_millis(1500);
+    let mut polls = 0;
+    while Instant::now() < observe_until {
+        for (i, edge) in edges.iter().enumerate() {
+            let status = readyz_status(edge.admin_addr()).await;
+            assert_eq!(
+                status,
+                Some(503),
+                "edge {i}: /readyz without any route table (poll {polls}); routes version {}",
+                metric(edge.admin_addr(), "gripmesh_edge_routes_version").await
+            );
+            assert_eq!(
+                healthz_status(edge.admin_addr()).await,
+                Some(200),
+                "edge {i}"
+            );
+        }
+        polls += 1;
+    }
+    for (i, edge) in edges.iter().enumerate() {
+        let resp = http_get(edge.edge_addr(), "/", &[]).await;
+        assert_ne!(
+            resp.status, 200,
+            "edge {i} served a request without a route table"
+        );
+    }
+
+    let control = ControlNode::start(BIN, &nats.url(), ROUTES, &[]).await;
+    wait_ready(control.admin_addr(), WAIT, "control").await;
+    let version = metric(control.admin_addr(), "gripmesh_control_routes_version").await;
+    let mut clients = Vec::new();
+    for (i, edge) in edges.iter().enumerate() {
+        wait_ready(
+            edge.admin_addr(),
+            WAIT,
+            &format!("edge {i} once control is up"),
+        )
+        .await;
+        assert_eq!(
+            metric(edge.admin_addr(), "gripmesh_edge_routes_version").await,
+            version,
+            "edge {i} runs control's table"
+        );
+        clients.push(open_stream(edge.edge_addr(), "late-control").await);
+    }
+    wait_nats_subscriptions(&nats, edges.len()).await;
+    publish_one(control.publish_addr(), "late-control", "routed").await;
+    for client in &mut clients {
+        client.read_until("routed\n", WAIT).await;
+    }
+}
+
+/// A client whose stream hold has been answered is subscribed: a publish made right after
+/// the response head arrived reaches it (the edge must not release a hold before its bus
+/// subscription is in effect on NATS). Each round uses a fresh channel, so each hold creates
+/// a new NATS subscription; a second publish after the first detects a loss without waiting
+/// for a timeout (per-publisher order is preserved).
+#[tokio::test]
+async fn cluster_publish_right_after_hold_is_delivered() {
+    let c = Cluster::start(1).await;
+    let edge = c.edges[0].edge_addr();
+    let rounds = 200;
+    let mut lost = Vec::new();
+    for round in 0..rounds {
+        let channel = format!("fresh-{round}");
+        let mut client = open_stream(edge, &channel).await;
+        publish_one(c.publish_addr(), &channel, "first").await;
+        publish_one(c.publish_addr(), &channel, "second").await;
+        let got = match client
+            .try_read_until("second\n", Duration::from_secs(3))
+            .await
+        {
+            Some(got) => got,
+            None => {
+                // Both were lost; by now the subscription is in place.
+                publish_one(c.publish_addr(), &channel, "third").await;
+                client.read_until("third\n", WAIT).await
+            }
+        };
+        if !got.starts_with(b"first\n") {
+            lost.push(round);
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "the first publish after a hold was answered was lost in {} of {rounds} rounds \
+         ({lost:?}): the edge answers the hold before NATS has processed its SUB",
+        lost.len()
+    );
 }
 
 /// Non-empty lines of a text.

@@ -4,14 +4,20 @@
 //! own clients, so tests are independent and run in parallel (cargo-nextest runs each test in
 //! its own process). Case numbers refer to the conformance cases in `pushpin.md` §5.
 
+mod authz;
 mod bad_input;
 mod cluster;
 mod common;
+mod demo;
 mod grpc;
 mod jwt;
 mod keepalive;
 mod passthrough;
 mod process;
+mod production;
+mod production_assets;
+mod production_slow;
+mod production_tls;
 mod publish_api;
 mod pygrip;
 mod response_hold;

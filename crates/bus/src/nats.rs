@@ -9,9 +9,21 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// How long a subscription may take to be confirmed by the server.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Confirms that the server has processed our earlier commands: a token published to a private
+/// inbox on the same connection comes back only after everything sent before it (including a
+/// SUB) was processed, since a server handles one connection's commands in order.
+struct Barrier {
+    subject: String,
+    next: AtomicU64,
+    seen: watch::Sender<u64>,
+}
 
 /// How to reach NATS.
 #[derive(Debug, Clone)]
@@ -29,6 +41,7 @@ pub struct NatsOptions {
 pub struct NatsBus {
     client: async_nats::Client,
     state: watch::Receiver<BusState>,
+    barrier: Arc<Barrier>,
 }
 
 impl NatsBus {
@@ -95,7 +108,52 @@ impl NatsBus {
             metrics.connected.set(1.0);
             tx.send_replace(BusState::Connected);
         }
-        Ok(NatsBus { client, state: rx })
+        let barrier = Arc::new(Barrier {
+            subject: client.new_inbox(),
+            next: AtomicU64::new(0),
+            seen: watch::Sender::new(0),
+        });
+        let mut probe = client
+            .subscribe(barrier.subject.clone())
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let seen = barrier.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = probe.next().await {
+                let token = std::str::from_utf8(&msg.payload)
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .unwrap_or(0);
+                seen.seen.send_if_modified(|v| {
+                    let newer = token > *v;
+                    if newer {
+                        *v = token;
+                    }
+                    newer
+                });
+            }
+        });
+        Ok(NatsBus {
+            client,
+            state: rx,
+            barrier,
+        })
+    }
+
+    /// Waits until the server has processed every command sent so far.
+    async fn confirm(&self) -> Result<(), BusError> {
+        let token = self.barrier.next.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut seen = self.barrier.seen.subscribe();
+        self.client
+            .publish(self.barrier.subject.clone(), Bytes::from(token.to_string()))
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        match tokio::time::timeout(CONFIRM_TIMEOUT, seen.wait_for(|v| *v >= token)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(BusError::Unavailable(
+                "NATS did not confirm the subscription in time".into(),
+            )),
+        }
     }
 
     /// Waits until the client has sent everything it buffered.
@@ -129,6 +187,8 @@ impl Bus for NatsBus {
                 .subscribe(subject)
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            // Only once the server has the SUB may a publish from another client reach it.
+            self.confirm().await?;
             // Dropping the async-nats subscriber unsubscribes, so the stream is its own guard.
             let stream = sub.map(|m| m.payload).boxed();
             Ok(Subscription::new(stream, Box::new(())))

@@ -115,11 +115,12 @@ async fn channel_subjects_do_not_collide(f: Fixture) {
 async fn dropping_a_subscription_unsubscribes(f: Fixture) {
     let s = f.bus.subscribe("gm.drop".into()).await.unwrap();
     if let Some(n) = &f.nats {
-        testkit_wait(|| n.subscription_count() >= 1).await;
+        // Confirmed on return: the server already has it.
+        assert_eq!(n.client_subjects(Some("gm.")), vec!["gm.drop".to_owned()]);
     }
     drop(s);
     if let Some(n) = &f.nats {
-        testkit_wait(|| n.subscription_count() == 0).await;
+        testkit_wait(|| n.client_subjects(Some("gm.")).is_empty()).await;
     }
     // Publishing to a subject nobody listens to is fine.
     f.bus.publish("gm.drop".into(), Bytes::new()).await.unwrap();
@@ -181,12 +182,37 @@ async fn nats_reconnects_and_keeps_subscriptions() {
     server.restart();
     wait_state(f.bus.as_ref(), BusState::Connected).await;
     // The subscription made before the outage works again without resubscribing.
-    testkit_wait(|| server.subscription_count() >= 1).await;
+    testkit_wait(|| !server.client_subjects(Some("gm.")).is_empty()).await;
     f.bus
         .publish("gm.re".into(), Bytes::from_static(b"2"))
         .await
         .unwrap();
     assert_eq!(recv(&mut s).await, Bytes::from_static(b"2"));
+}
+
+/// A subscription is registered on the server when `subscribe` returns, so a publish from
+/// another connection right after it is delivered (no window in which it is lost).
+#[tokio::test]
+async fn nats_subscription_is_live_on_return() {
+    let server = NatsServer::start();
+    let options = |name: &str| NatsOptions {
+        urls: server.url(),
+        name: name.into(),
+        subscription_capacity: 1024,
+    };
+    let subscriber = NatsBus::connect(options("sub")).await.unwrap();
+    let publisher = NatsBus::connect(options("pub")).await.unwrap();
+    wait_state(&subscriber, BusState::Connected).await;
+    wait_state(&publisher, BusState::Connected).await;
+    for i in 0..200 {
+        let subject = format!("gm.live.{i}");
+        let mut sub = subscriber.subscribe(subject.clone()).await.unwrap();
+        publisher
+            .publish(subject, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(recv(&mut sub).await, Bytes::from_static(b"x"), "round {i}");
+    }
 }
 
 #[tokio::test]

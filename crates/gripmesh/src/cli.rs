@@ -24,6 +24,8 @@ pub enum Command {
     Control(ControlArgs),
     /// The auth sidecar: gRPC `Check` against the upstream API gateway.
     Authz(AuthzArgs),
+    /// The article's scenario on one machine: standalone + a mock API gateway + a trades feed.
+    Demo(DemoArgs),
 }
 
 /// Log output format.
@@ -321,6 +323,34 @@ pub struct AuthzArgs {
     /// Sidecar settings.
     #[command(flatten)]
     pub authz: AuthzFlags,
+
+    /// Common settings.
+    #[command(flatten)]
+    pub common: CommonFlags,
+}
+
+/// Flags of `gripmesh demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Client listener (WebSocket, HTTP streaming, SSE).
+    #[arg(long, env = "GRIPMESH_LISTEN", default_value = "0.0.0.0:7999")]
+    pub listen: SocketAddr,
+
+    /// HTTP publish API listener (unauthenticated, so loopback only).
+    #[arg(
+        long,
+        env = "GRIPMESH_PUBLISH_LISTEN",
+        default_value = "127.0.0.1:5561"
+    )]
+    pub publish_listen: SocketAddr,
+
+    /// gRPC publish and route API listener.
+    #[arg(long, env = "GRIPMESH_GRPC_LISTEN", default_value = "127.0.0.1:5562")]
+    pub grpc_listen: SocketAddr,
+
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "GRIPMESH_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    pub admin_listen: SocketAddr,
 
     /// Common settings.
     #[command(flatten)]

@@ -63,7 +63,9 @@ pub fn load_routes(path: Option<&Path>) -> Result<(String, RouteTable), Fatal> {
 }
 
 /// The client listener's TLS from flags (`None`: plain HTTP).
-pub fn edge_tls(flags: &EdgeFlags) -> Result<Option<(Vec<runtime::tls::CertFiles>, runtime::tls::SharedTls)>, Fatal> {
+pub fn edge_tls(
+    flags: &EdgeFlags,
+) -> Result<Option<(Vec<runtime::tls::CertFiles>, runtime::tls::SharedTls)>, Fatal> {
     if flags.tls_cert.len() != flags.tls_key.len() {
         return Err(config_err(format!(
             "--tls-cert/--tls-key: {} certificates but {} keys",
@@ -83,7 +85,8 @@ pub fn edge_tls(flags: &EdgeFlags) -> Result<Option<(Vec<runtime::tls::CertFiles
             key: key.clone(),
         })
         .collect();
-    let config = runtime::tls::load(&files).map_err(|e| config_err(format!("--tls-cert/--tls-key {e}")))?;
+    let config =
+        runtime::tls::load(&files).map_err(|e| config_err(format!("--tls-cert/--tls-key {e}")))?;
     Ok(Some((files, Arc::new(arc_swap::ArcSwap::new(config)))))
 }
 
@@ -171,6 +174,11 @@ pub async fn connect_bus(nats: Option<&str>, name: &str) -> Result<Arc<dyn Bus>,
 /// Keeps the `bus` readiness condition in step with the bus connection.
 pub fn track_bus(bus: &Arc<dyn Bus>, health: &Health) {
     let mut state = bus.state();
+    // The initial state is set before returning, so /readyz is never optimistic at startup.
+    match *state.borrow() {
+        BusState::Connected => health.set_ready("bus"),
+        BusState::Disconnected => health.set_not_ready("bus", "not connected to NATS"),
+    }
     let health = health.clone();
     tokio::spawn(async move {
         loop {

@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod config_file;
+mod demo;
 mod tiers;
 
 use std::process::ExitCode;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
         cli::Command::Edge(args) => runtime.block_on(tiers::edge(args)),
         cli::Command::Control(args) => runtime.block_on(tiers::control(args)),
         cli::Command::Authz(args) => runtime.block_on(tiers::authz(args)),
+        cli::Command::Demo(args) => runtime.block_on(demo::demo(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -272,6 +272,13 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
         .transpose()?;
     let edge = Edge::new(edge_config, bus.clone(), table.clone(), checker)
         .map_err(|e| Fatal::Runtime(e.to_string()))?;
+    if file.is_none() {
+        // Not ready until control's table arrives (set before the admin listener answers).
+        health.set_not_ready(
+            edge::routes_bus::READY_CONDITION,
+            "waiting for the route table from control",
+        );
+    }
     let edge_listener = common::bind("--listen", args.listen).await?;
     let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
     common::announce("edge", &edge_listener);

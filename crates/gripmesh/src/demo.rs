@@ -1,0 +1,230 @@
+//! `gripmesh demo`: the article's scenario on one machine. A mock API gateway that requires an
+//! API key and a trades origin run on loopback ports; in front of them the standalone stack
+//! (edge + control + the embedded auth sidecar asking the mock gateway) with an in-memory route
+//! table; a publisher posts a fake trade every second. After `ready`, the commands to try are
+//! printed on stdout.
+
+use crate::cli::DemoArgs;
+use crate::common::{self, Fatal};
+use arc_swap::ArcSwap;
+use control::{Control, ControlConfig, RouteStore, RoutesVersion};
+use edge::{Edge, EdgeConfig};
+use runtime::Health;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often a trade is published.
+const TRADE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `gripmesh demo`.
+pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
+    common::init_logging(&args.common);
+    if !args.publish_listen.ip().is_loopback() {
+        return Err(common::config_err(format!(
+            "--publish-listen {}: the demo's publish API is unauthenticated; give a loopback address",
+            args.publish_listen
+        )));
+    }
+    let metrics = runtime::telemetry::install_metrics();
+    let health = Health::new();
+    let stop_accepting = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+
+    // The article's backend and its API gateway, on loopback ports of their own.
+    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let gateway_listener = common::bind("gateway", loopback).await?;
+    let origin_listener = common::bind("origin", loopback).await?;
+    let gateway_addr = local_addr(&gateway_listener)?;
+    let origin_addr = local_addr(&origin_listener)?;
+    tokio::spawn(
+        ::demo::gateway::MockGateway::new().serve(gateway_listener, stop_background.clone()),
+    );
+    tokio::spawn(::demo::origin::serve(
+        origin_listener,
+        stop_background.clone(),
+    ));
+
+    // The standalone stack, built like `gripmesh standalone --authz-gateway`.
+    let routes_text = ::demo::routes(&origin_addr.to_string());
+    let table = routes::RouteTable::parse(&routes_text)
+        .map_err(|e| Fatal::Runtime(format!("demo routes: {e}")))?;
+    let store = RouteStore::new(
+        RoutesVersion {
+            version: 1,
+            text: routes_text.clone(),
+        },
+        None,
+    );
+    let authorizer =
+        authz::Authorizer::new(authz::AuthzConfig::new(format!("http://{gateway_addr}")))
+            .map_err(|e| Fatal::Runtime(e.to_string()))?;
+    let bus = common::connect_bus(None, "gripmesh-demo").await?;
+    common::track_bus(&bus, &health);
+    let table = Arc::new(ArcSwap::from_pointee(table));
+    let checker: Arc<dyn edge::authz::AuthzCheck> = Arc::new(common::Embedded(authorizer.clone()));
+    let edge = Edge::new(
+        EdgeConfig::default(),
+        bus.clone(),
+        table.clone(),
+        Some(checker),
+    )
+    .map_err(|e| Fatal::Runtime(e.to_string()))?;
+    let control = Control::new(ControlConfig::default(), bus.clone(), store.clone());
+
+    let edge_listener = common::bind("--listen", args.listen).await?;
+    let publish_listener = common::bind("--publish-listen", args.publish_listen).await?;
+    let grpc_listener = common::bind("--grpc-listen", args.grpc_listen).await?;
+    let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
+    let edge_addr = local_addr(&edge_listener)?;
+    let publish_addr = local_addr(&publish_listener)?;
+    let admin_addr = local_addr(&admin_listener)?;
+    println!("listening gateway {gateway_addr}");
+    println!("listening origin {origin_addr}");
+    common::announce("edge", &edge_listener);
+    common::announce("publish", &publish_listener);
+    common::announce("grpc", &grpc_listener);
+    common::announce("admin", &admin_listener);
+
+    tokio::spawn({
+        let (edge, bus, stop) = (edge.clone(), bus.clone(), stop_background.clone());
+        async move { edge.follow_revocations(bus, stop).await }
+    });
+    tokio::spawn({
+        let (a, bus, stop) = (authorizer.clone(), bus.clone(), stop_background.clone());
+        async move { a.follow_revocations(bus, stop).await }
+    });
+    tokio::spawn({
+        let (edge, stop) = (edge.clone(), stop_background.clone());
+        async move { edge.recheck_authz(Duration::from_secs(300), stop).await }
+    });
+    let admin = tokio::spawn(runtime::admin::serve(
+        admin_listener,
+        health.clone(),
+        metrics,
+        stop_background.clone(),
+    ));
+    let edge_task = tokio::spawn({
+        let (edge, stop) = (edge.clone(), stop_accepting.clone());
+        async move { edge.serve(edge_listener, stop).await }
+    });
+    let publish_task = tokio::spawn({
+        let (control, stop) = (control.clone(), stop_accepting.clone());
+        async move { control.serve_publish(publish_listener, stop).await }
+    });
+    let grpc_task = tokio::spawn({
+        let (control, stop) = (control.clone(), stop_accepting.clone());
+        async move { control.serve_grpc(grpc_listener, stop).await }
+    });
+    tokio::spawn(follow_store(store, table, stop_background.clone()));
+    tokio::spawn(::demo::trades::publish_loop(
+        publish_addr,
+        TRADE_INTERVAL,
+        stop_accepting.clone(),
+    ));
+    health.set_ready("routes");
+    common::announce_ready();
+    print_instructions(edge_addr, publish_addr, admin_addr, &routes_text);
+    tracing::info!("gripmesh demo started");
+
+    // Drain as standalone does.
+    let signal = runtime::signal::shutdown_signal().await;
+    tracing::info!(signal, held = edge.held_count(), "draining");
+    health.set_draining();
+    stop_accepting.cancel();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.common.drain_timeout);
+    common::within(deadline, "close held connections", edge.close_held()).await;
+    common::within(deadline, "listeners", async {
+        for task in [edge_task, publish_task, grpc_task] {
+            let _ = task.await;
+        }
+    })
+    .await;
+    stop_background.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Fatal> {
+    listener
+        .local_addr()
+        .map_err(|e| Fatal::Runtime(format!("listener address: {e}")))
+}
+
+/// Applies `PUT /routes` to the in-process edge's table.
+async fn follow_store(
+    store: RouteStore,
+    table: Arc<ArcSwap<routes::RouteTable>>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = store.watch();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let text = changes.borrow_and_update().text.clone();
+                if let Ok(new) = routes::RouteTable::parse(&text) {
+                    table.store(Arc::new(new));
+                }
+            }
+        }
+    }
+}
+
+/// `host:port` as a client would type it (`localhost` for a wildcard address).
+fn client_host(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() || ip.is_loopback() => format!("localhost:{}", addr.port()),
+        IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+        IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
+    }
+}
+
+fn print_instructions(edge: SocketAddr, publish: SocketAddr, admin: SocketAddr, routes: &str) {
+    let (e, p, a) = (client_host(edge), client_host(publish), client_host(admin));
+    let (key, path) = (::demo::API_KEY, ::demo::FEED_PATH);
+    let routes: String = routes.lines().map(|l| format!("    {l}\n")).collect();
+    let ws = format!("ws://{e}{path}");
+    let text = format!(
+        r#"
+gripmesh demo: an authenticated real-time trades feed. A mock API gateway (standing in for
+Apigee) accepts the API key `{key}` (query parameter `apikey` or header `X-Api-Key`); the
+auth sidecar asks it before any client reaches the trades origin, and a trade is published
+to channel `trades` every second. Routes:
+{routes}
+Try it:
+
+  # WebSocket with the key: connected, a trade every second
+  websocat '{ws}?apikey={key}'
+  # (or, as in the article: wscat -c '{ws}?apikey={key}')
+
+  # WebSocket without a key: the gateway's 401 (websocat: "401 Unauthorized")
+  websocat {ws}
+
+  # HTTP streaming with the key (one JSON trade per line), as a query parameter or a header
+  curl -N 'http://{e}{path}?apikey={key}'
+  curl -N -H 'X-Api-Key: {key}' http://{e}{path}
+  # Server-Sent Events
+  curl -N -H 'Accept: text/event-stream' 'http://{e}{path}?apikey={key}'
+
+  # A wrong key: 401 with Apigee's JSON fault
+  curl -i 'http://{e}{path}?apikey=wrong-key'
+
+  # Revoke the key: live connections opened with it are closed now (WebSocket close 4401,
+  # streams ended); the next connection asks the gateway again (which still accepts it)
+  curl -d '{{"credential":"{key}"}}' http://{p}/authz/revoke
+
+  # Authorization metrics (checks, cache hits, gateway latency, revocations)
+  curl -s http://{a}/metrics | grep gripmesh_authz
+"#,
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
