@@ -111,6 +111,10 @@ impl SubscriberRegistry {
             match inner.channels.entry(Arc::from(channel)) {
                 Entry::Occupied(mut e) => {
                     let entry = e.get_mut();
+                    if entry.subscribers.is_empty() {
+                        // A lingering channel has local subscribers again.
+                        inner.metrics.channels.increment(1.0);
+                    }
                     if entry.subscribers.insert(conn.id, conn.clone()).is_none() {
                         inner.metrics.subscriptions.increment(1.0);
                     }
@@ -160,6 +164,9 @@ impl SubscriberRegistry {
             self.inner.metrics.subscriptions.decrement(1.0);
             if entry.subscribers.is_empty() {
                 entry.empty_since = Some(Instant::now());
+                // Lingering channels keep their bus subscription but have no local
+                // subscribers: they are not counted.
+                self.inner.metrics.channels.decrement(1.0);
             }
         }
     }
@@ -172,7 +179,7 @@ impl SubscriberRegistry {
             .and_then(|e| e.last_id.clone())
     }
 
-    /// Number of channels with an entry (live or lingering).
+    /// Number of channels with an entry (with local subscribers, or lingering).
     pub fn channel_count(&self) -> usize {
         self.inner.channels.len()
     }
@@ -209,18 +216,13 @@ impl Inner {
     /// Removes the entry if it is ours and has been empty for the linger time.
     fn remove_if_idle(&self, channel: &str, generation: u64) -> bool {
         let linger = self.config.linger;
-        let removed = self
-            .channels
+        self.channels
             .remove_if(channel, |_, e| {
                 e.generation == generation
                     && e.subscribers.is_empty()
                     && e.empty_since.is_some_and(|t| t.elapsed() >= linger)
             })
-            .is_some();
-        if removed {
-            self.metrics.channels.decrement(1.0);
-        }
-        removed
+            .is_some()
     }
 
     fn remove_failed(&self, channel: &str, generation: u64) {
@@ -228,7 +230,9 @@ impl Inner {
             .channels
             .remove_if(channel, |_, e| e.generation == generation)
         {
-            self.metrics.channels.decrement(1.0);
+            if !entry.subscribers.is_empty() {
+                self.metrics.channels.decrement(1.0);
+            }
             #[allow(clippy::cast_precision_loss)]
             self.metrics
                 .subscriptions
