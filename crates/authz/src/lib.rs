@@ -199,8 +199,7 @@ impl Authorizer {
         let result = inner.gateway.check(&path_and_query, &headers).await;
         inner
             .metrics
-            .gateway_duration
-            .record(started.elapsed().as_secs_f64());
+            .gateway_duration(started.elapsed().as_secs_f64());
         let outcome = match result {
             Ok(reply) if (200..300).contains(&reply.status) => Outcome::Allow {
                 // Every configured name is listed; an empty value tells the edge to remove a
@@ -280,7 +279,7 @@ impl Authorizer {
         let prefix = format!("{credential_hash}|");
         let before = self.inner.cache.len();
         self.inner.cache.retain(|k, _| !k.starts_with(&prefix));
-        self.inner.metrics.revocations.increment(1);
+        self.inner.metrics.revoked();
         before.saturating_sub(self.inner.cache.len())
     }
 

@@ -1,14 +1,8 @@
 //! Every sidecar metric, declared once (SPEC §8).
 
-use metrics::{Counter, Histogram};
-
-/// Handles created once.
-pub struct AuthzMetrics {
-    /// `gripmesh_authz_gateway_duration_seconds`.
-    pub gateway_duration: Histogram,
-    /// `gripmesh_authz_revocations_total`.
-    pub revocations: Counter,
-}
+/// Sidecar metrics. Handles are looked up at each use, not cached: `gripmesh authz` builds the
+/// sidecar before it installs the metrics recorder, and a handle taken before that is a no-op.
+pub struct AuthzMetrics;
 
 impl AuthzMetrics {
     pub fn new() -> AuthzMetrics {
@@ -25,10 +19,17 @@ impl AuthzMetrics {
             "gripmesh_authz_revocations_total",
             "Revocations applied to the decision cache."
         );
-        AuthzMetrics {
-            gateway_duration: metrics::histogram!("gripmesh_authz_gateway_duration_seconds"),
-            revocations: metrics::counter!("gripmesh_authz_revocations_total"),
-        }
+        AuthzMetrics
+    }
+
+    /// Records the duration of one gateway call.
+    pub fn gateway_duration(&self, seconds: f64) {
+        metrics::histogram!("gripmesh_authz_gateway_duration_seconds").record(seconds);
+    }
+
+    /// Counts one revocation.
+    pub fn revoked(&self) {
+        metrics::counter!("gripmesh_authz_revocations_total").increment(1);
     }
 
     /// Counts one check.

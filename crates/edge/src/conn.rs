@@ -76,6 +76,8 @@ pub struct ConnHandle {
     /// Payload bytes queued and not yet taken by the connection.
     queued_bytes: AtomicUsize,
     max_bytes: usize,
+    /// Drops the client's socket outright (HTTP holds, whose writes hyper owns).
+    abort: std::sync::OnceLock<tokio_util::sync::CancellationToken>,
 }
 
 impl ConnHandle {
@@ -95,6 +97,7 @@ impl ConnHandle {
             waker: AtomicWaker::new(),
             queued_bytes: AtomicUsize::new(0),
             max_bytes,
+            abort: std::sync::OnceLock::new(),
         });
         let queue = ConnQueue {
             rx,
@@ -128,7 +131,14 @@ impl ConnHandle {
         }
     }
 
-    /// Asks the connection to close. The first reason wins.
+    /// Sets the token that drops the client's socket (see [`ConnHandle::close`]).
+    pub fn set_abort(&self, token: tokio_util::sync::CancellationToken) {
+        let _ = self.abort.set(token);
+    }
+
+    /// Asks the connection to close. The first reason wins. A slow consumer's socket is also
+    /// dropped outright when an abort token is set: a client that stopped reading would never
+    /// let its response make progress to notice the request.
     pub fn close(&self, reason: CloseReason) {
         if self
             .closed
@@ -136,6 +146,11 @@ impl ConnHandle {
             .is_ok()
         {
             self.waker.wake();
+            if reason == CloseReason::SlowConsumer
+                && let Some(abort) = self.abort.get()
+            {
+                abort.cancel();
+            }
         }
     }
 

@@ -182,6 +182,10 @@ async fn proxy_http(
     peer: SocketAddr,
     route: Route,
 ) -> Result<Response<Body>, ProxyError> {
+    let abort = req
+        .extensions()
+        .get::<runtime::server::ConnInfo>()
+        .map(|c| c.abort.clone());
     let authorized =
         match crate::authz::gate(&edge, &route, req.method(), req.uri(), req.headers(), peer).await
         {
@@ -274,7 +278,7 @@ async fn proxy_http(
                         authorized: authorized.clone(),
                     })
                 });
-                stream_hold(edge, rparts, instruct, body, channels, authorized, fetcher).await
+                stream_hold(edge, rparts, instruct, body, channels, authorized, fetcher, abort).await
             }
         };
     }
@@ -679,6 +683,7 @@ async fn stream_hold(
     channels: Vec<String>,
     authorized: Option<Arc<crate::authz::Authorized>>,
     fetcher: Option<Arc<crate::next_link::NextFetcher>>,
+    abort: Option<tokio_util::sync::CancellationToken>,
 ) -> Result<Response<Body>, ProxyError> {
     let (code, hdrs, instruct_body) = initial_response(&parts, &instruct, Bytes::new());
     let initial = match (origin_body, instruct.response.is_some()) {
@@ -686,6 +691,9 @@ async fn stream_hold(
         _ => full(instruct_body),
     };
     let (mut guard, rx) = HoldGuard::new(edge, Transport::HttpStream);
+    if let Some(abort) = abort {
+        guard.conn.set_abort(abort);
+    }
     guard.authorize(authorized);
     guard
         .subscribe_all(channels)

@@ -198,6 +198,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         args.authz_recheck,
         &stop_background,
     );
+    common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),

@@ -134,6 +134,7 @@ pub async fn serve<H, Fut>(
             let info = ConnInfo {
                 peer,
                 tls: tls.is_some(),
+                abort: CancellationToken::new(),
             };
             match tls {
                 None => serve_connection(builder, TokioIo::new(stream), info, handler, shutdown).await,
@@ -156,12 +157,15 @@ pub async fn serve<H, Fut>(
 }
 
 /// What the handler may want to know about a request's connection (a request extension).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// Client address.
     pub peer: SocketAddr,
     /// The client connected with TLS.
     pub tls: bool,
+    /// Cancelling it drops the connection at once (no graceful end): for clients that stopped
+    /// reading, whose responses hyper can no longer make progress on.
+    pub abort: CancellationToken,
 }
 
 async fn serve_connection<IO, H, Fut>(
@@ -176,8 +180,9 @@ async fn serve_connection<IO, H, Fut>(
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let peer = info.peer;
+    let abort = info.abort.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(info);
+        req.extensions_mut().insert(info.clone());
         let fut = handler(req, peer);
         async move { Ok::<_, Infallible>(fut.await) }
     });
@@ -185,6 +190,10 @@ async fn serve_connection<IO, H, Fut>(
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
+        _ = abort.cancelled() => {
+            tracing::debug!(%peer, "connection aborted");
+            return;
+        }
         _ = shutdown.cancelled() => {
             // Finish the exchange in flight, then close; upgraded sockets live on in their own
             // tasks and are drained by their owners.
@@ -207,9 +216,21 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Answers a connection over the limit with 503 and closes it.
+/// Answers a connection over the limit with 503 and closes it. The request head is read
+/// first (briefly), so clients that write before they read see the answer, not a reset.
 async fn refuse(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 2048];
+    let read_head = async {
+        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), read_head).await;
     metrics::counter!("gripmesh_connections_refused_total").increment(1);
     const BODY: &str = "Too many connections.\n";
     let resp = format!(

@@ -268,6 +268,7 @@ async fn handshake(
             }
             let grip = grip_mode(&reply.headers);
             let (guard, rx) = HoldGuard::new(edge.clone(), Transport::Ws);
+            guard.authorize(authorized.clone());
             let mut session = session::Session::new(
                 guard,
                 rx,
@@ -300,6 +301,7 @@ async fn handshake(
                     response_headers.remove(name);
                 }
                 let (guard, rx) = HoldGuard::new(edge.clone(), Transport::Ws);
+                guard.authorize(authorized.clone());
                 let mut session = session::Session::new(
                     guard,
                     rx,

@@ -32,6 +32,8 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 const MAX_WRITE_BATCH: usize = 64;
 /// Time allowed to finish a close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Time a slow consumer gets to take its close frame before its socket is dropped.
+const SLOW_CLOSE_GRACE: Duration = Duration::from_millis(250);
 
 /// Something to do to the client.
 enum Action {
@@ -267,13 +269,24 @@ impl Session {
                     let (code, text) = match reason {
                         CloseReason::Drain => (1012, "service restart"),
                         CloseReason::Revoked => (4401, "credential revoked"),
-                        CloseReason::SlowConsumer => {
-                            crate::metrics::EdgeMetrics::dropped("slow_consumer");
-                            (1013, "send queue overflow")
-                        }
+                        // Counted per dropped message by the fan-out.
+                        CloseReason::SlowConsumer => (1013, "send queue overflow"),
                     };
                     state.disconnect_origin = true;
                     if reason == CloseReason::SlowConsumer {
+                        // The client is not reading: offer the close frame briefly, then drop
+                        // the socket rather than wait on it.
+                        let frame = CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: Utf8Bytes::from(text),
+                        };
+                        let _ = tokio::time::timeout(
+                            SLOW_CLOSE_GRACE,
+                            client.send(Message::Close(Some(frame))),
+                        )
+                        .await;
+                        state.client_done = true;
+                        state.abandoned = true;
                         break;
                     }
                     self.close_client(&mut client, Some((code, text.to_owned())), &mut state).await;
@@ -365,7 +378,10 @@ impl Session {
 
     /// Cleanup after the loop: tell the origin when the client vanished.
     async fn finish(&mut self, client: &mut Ws, state: &mut LoopState) {
-        let _ = client.flush().await;
+        if !state.abandoned {
+            // Delivers a queued close reply; bounded, as the client may have stopped reading.
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+        }
         match self.upstream.take() {
             Some(Upstream::OverHttp(oh)) if state.disconnect_origin && !self.detached => {
                 // Best effort; the session is over whatever the origin answers.
@@ -566,8 +582,16 @@ impl Session {
         // A client that stops reading must not pin this task: the slow-consumer signal (or
         // drain) interrupts a stuck flush.
         let flushed = tokio::select! {
+            biased;
             r = client.flush() => r.is_ok(),
-            _ = self.guard.conn.closed() => false,
+            reason = self.guard.conn.closed() => {
+                if reason != CloseReason::SlowConsumer {
+                    // Drain or revocation: the loop's close path finishes the flush and sends
+                    // the close frame (bounded by its own timeout).
+                    return true;
+                }
+                false
+            }
         };
         if !flushed {
             state.client_done = true;
@@ -615,6 +639,8 @@ struct LoopState {
     client_done: bool,
     /// Tell the origin with `DISCONNECT` at the end.
     disconnect_origin: bool,
+    /// The client stopped reading: its socket is dropped without waiting on it.
+    abandoned: bool,
 }
 
 impl LoopState {
