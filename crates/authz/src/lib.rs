@@ -285,29 +285,11 @@ impl Authorizer {
 
     /// Applies revocations broadcast on the bus until `shutdown`.
     pub async fn follow_revocations(&self, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
-        loop {
-            let mut sub = match bus.subscribe(REVOKE_SUBJECT.into()).await {
-                Ok(s) => s,
-                Err(err) => {
-                    tracing::debug!(error = %err, "cannot subscribe to revocations yet");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    msg = sub.next() => {
-                        let Some(payload) = msg else { break };
-                        let hash = String::from_utf8_lossy(&payload).into_owned();
-                        let dropped = self.revoke(&hash);
-                        tracing::info!(dropped, "revocation applied");
-                    }
-                }
-            }
-        }
+        bus::follow(bus.as_ref(), REVOKE_SUBJECT, &shutdown, |payload| {
+            let dropped = self.revoke(&String::from_utf8_lossy(&payload));
+            tracing::info!(dropped, "revocation applied");
+        })
+        .await;
     }
 }
 

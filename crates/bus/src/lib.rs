@@ -54,6 +54,37 @@ pub enum BusState {
     Disconnected,
 }
 
+/// Calls `on_message` with every message on `subject` until `shutdown`, subscribing again
+/// (every second) whenever the bus cannot subscribe yet or ends the subscription.
+pub async fn follow(
+    bus: &dyn Bus,
+    subject: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut on_message: impl FnMut(Bytes),
+) {
+    loop {
+        let mut sub = match bus.subscribe(subject.to_owned()).await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::debug!(subject, error = %err, "cannot subscribe yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                msg = sub.next() => match msg {
+                    Some(payload) => on_message(payload),
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
 /// A live subscription. Dropping it unsubscribes.
 pub struct Subscription {
     stream: BoxStream<'static, Bytes>,

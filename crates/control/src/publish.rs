@@ -141,20 +141,75 @@ fn negotiate(accept: Option<&HeaderValue>) -> Option<bool> {
     None
 }
 
-async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>) -> Reply {
-    if req.method() != Method::POST {
-        return Reply::Text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("Method not allowed: {}.\n", req.method()),
-        );
+/// `405` unless the method is POST.
+fn require_post(req: &Request<Incoming>) -> Result<(), Reply> {
+    if req.method() == Method::POST {
+        return Ok(());
     }
+    Err(Reply::Text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("Method not allowed: {}.\n", req.method()),
+    ))
+}
+
+/// `401` unless the request carries the publish credentials.
+fn require_auth(inner: &Inner, req: &Request<Incoming>) -> Result<(), Reply> {
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    if !inner.config.auth.allows(authorization) {
-        ControlMetrics::rejected("unauthorized");
-        return Reply::Text(StatusCode::UNAUTHORIZED, "Unauthorized.\n".into());
+    if inner.config.auth.allows(authorization) {
+        return Ok(());
+    }
+    ControlMetrics::rejected("unauthorized");
+    Err(Reply::Text(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized.\n".into(),
+    ))
+}
+
+/// The whole body, at most `max` bytes (`413` beyond, declared or actual).
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Reply> {
+    let too_large = || {
+        ControlMetrics::rejected("too_large");
+        Reply::Text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large.\n".into(),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(req.into_body(), max)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(_) => {
+            ControlMetrics::rejected("bad_request");
+            Err(Reply::Text(
+                StatusCode::BAD_REQUEST,
+                "Failed to read request body.\n".into(),
+            ))
+        }
+    }
+}
+
+async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>) -> Reply {
+    if let Err(reply) = require_post(&req).and_then(|()| require_auth(inner, &req)) {
+        return reply;
     }
     let Some(json) = negotiate(req.headers().get(header::ACCEPT)) else {
         ControlMetrics::rejected("not_acceptable");
@@ -163,41 +218,9 @@ async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>)
             "Not Acceptable. Supported formats are text/plain and application/json.\n".into(),
         );
     };
-    let max = inner.config.max_body;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        ControlMetrics::rejected("too_large");
-        return Reply::Text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request body too large.\n".into(),
-        );
-    }
-    let body = match http_body_util::Limited::new(req.into_body(), max)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(err) => {
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                ControlMetrics::rejected("too_large");
-                return Reply::Text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "Request body too large.\n".into(),
-                );
-            }
-            ControlMetrics::rejected("bad_request");
-            return Reply::Text(
-                StatusCode::BAD_REQUEST,
-                "Failed to read request body.\n".into(),
-            );
-        }
+    let body = match read_body(req, inner.config.max_body).await {
+        Ok(b) => b,
+        Err(reply) => return reply,
     };
     let items = match channel {
         Some(channel) => Ok(vec![raw_item(channel, body)]),
@@ -226,29 +249,14 @@ async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>)
 /// `POST /authz/revoke` with `{"credential": "..."}` (or `{"credential_hash": "<hex sha-256>"}`):
 /// broadcasts the revocation to every sidecar and edge. Same auth as publishing.
 async fn revoke(inner: &Inner, req: Request<Incoming>) -> Reply {
-    if req.method() != Method::POST {
-        return Reply::Text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("Method not allowed: {}.\n", req.method()),
-        );
+    if let Err(reply) = require_post(&req).and_then(|()| require_auth(inner, &req)) {
+        return reply;
     }
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    if !inner.config.auth.allows(authorization) {
-        return Reply::Text(StatusCode::UNAUTHORIZED, "Unauthorized.\n".into());
-    }
-    let Ok(body) = http_body_util::Limited::new(req.into_body(), 64 * 1024)
-        .collect()
-        .await
-    else {
-        return Reply::Text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request body too large.\n".into(),
-        );
+    let body = match read_body(req, 64 * 1024).await {
+        Ok(b) => b,
+        Err(reply) => return reply,
     };
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return Reply::Text(StatusCode::BAD_REQUEST, "Body is not valid JSON.\n".into());
     };
     let hash = match (
@@ -275,12 +283,8 @@ async fn revoke(inner: &Inner, req: Request<Incoming>) -> Reply {
 
 /// `GET /routes` (JSON) and `PUT /routes` (routes-file syntax), with the publish auth.
 async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    if !inner.config.auth.allows(authorization) {
-        return Reply::Text(StatusCode::UNAUTHORIZED, "Unauthorized.\n".into());
+    if let Err(reply) = require_auth(inner, &req) {
+        return reply;
     }
     match *req.method() {
         Method::GET | Method::HEAD => {
@@ -297,17 +301,9 @@ async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
             Reply::Json(StatusCode::OK, format!("{body}\n"))
         }
         Method::PUT | Method::POST => {
-            let body = match http_body_util::Limited::new(req.into_body(), inner.config.max_body)
-                .collect()
-                .await
-            {
-                Ok(c) => c.to_bytes(),
-                Err(_) => {
-                    return Reply::Text(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "Request body too large.\n".into(),
-                    );
-                }
+            let body = match read_body(req, inner.config.max_body).await {
+                Ok(b) => b,
+                Err(reply) => return reply,
             };
             let Ok(text) = String::from_utf8(body.to_vec()) else {
                 return Reply::Text(

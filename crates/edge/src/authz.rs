@@ -182,28 +182,16 @@ pub(crate) async fn follow_revocations(
     bus: Arc<dyn bus::Bus>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let mut sub = match bus.subscribe(bus::payload::REVOKE_SUBJECT.into()).await {
-            Ok(s) => s,
-            Err(_) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                msg = sub.next() => {
-                    let Some(payload) = msg else { break };
-                    let hash = String::from_utf8_lossy(&payload).into_owned();
-                    let closed = revoke(&edge, &hash);
-                    tracing::info!(closed, "revocation applied");
-                }
-            }
-        }
-    }
+    bus::follow(
+        bus.as_ref(),
+        bus::payload::REVOKE_SUBJECT,
+        &shutdown,
+        |payload| {
+            let closed = revoke(&edge, &String::from_utf8_lossy(&payload));
+            tracing::info!(closed, "revocation applied");
+        },
+    )
+    .await;
 }
 
 /// Re-checks every authorized live connection each `every`; denied ones are closed as revoked.

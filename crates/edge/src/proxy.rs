@@ -278,7 +278,12 @@ async fn proxy_http(
                         authorized: authorized.clone(),
                     })
                 });
-                stream_hold(edge, rparts, instruct, body, channels, authorized, fetcher, abort).await
+                let extras = StreamExtras {
+                    authorized,
+                    fetcher,
+                    abort,
+                };
+                stream_hold(edge, rparts, instruct, body, channels, extras).await
             }
         };
     }
@@ -675,15 +680,20 @@ async fn response_hold(
     build_response(r.code, &status, merged, full(r.body.clone())).map(HoldOutcome::Done)
 }
 
+/// What a stream hold needs besides the origin's answer.
+struct StreamExtras {
+    authorized: Option<Arc<crate::authz::Authorized>>,
+    fetcher: Option<Arc<crate::next_link::NextFetcher>>,
+    abort: Option<tokio_util::sync::CancellationToken>,
+}
+
 async fn stream_hold(
     edge: Arc<EdgeInner>,
     parts: http::response::Parts,
     instruct: Instruct,
     origin_body: Option<Body>,
     channels: Vec<String>,
-    authorized: Option<Arc<crate::authz::Authorized>>,
-    fetcher: Option<Arc<crate::next_link::NextFetcher>>,
-    abort: Option<tokio_util::sync::CancellationToken>,
+    extras: StreamExtras,
 ) -> Result<Response<Body>, ProxyError> {
     let (code, hdrs, instruct_body) = initial_response(&parts, &instruct, Bytes::new());
     let initial = match (origin_body, instruct.response.is_some()) {
@@ -691,15 +701,15 @@ async fn stream_hold(
         _ => full(instruct_body),
     };
     let (mut guard, rx) = HoldGuard::new(edge, Transport::HttpStream);
-    if let Some(abort) = abort {
+    if let Some(abort) = extras.abort {
         guard.conn.set_abort(abort);
     }
-    guard.authorize(authorized);
+    guard.authorize(extras.authorized);
     guard
         .subscribe_all(channels)
         .await
         .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
-    let next = fetcher.zip(instruct.next_link.clone());
+    let next = extras.fetcher.zip(instruct.next_link.clone());
     let body = StreamBody::new(initial, rx, instruct.keep_alive.as_ref(), guard, next);
     build_response(code, &instruct.status, hdrs, body.boxed_unsync())
 }

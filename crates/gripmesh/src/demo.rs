@@ -6,6 +6,7 @@
 
 use crate::cli::DemoArgs;
 use crate::common::{self, Fatal};
+use crate::tiers;
 use arc_swap::ArcSwap;
 use control::{Control, ControlConfig, RouteStore, RoutesVersion};
 use edge::{Edge, EdgeConfig};
@@ -88,37 +89,16 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     common::announce("grpc", &grpc_listener);
     common::announce("admin", &admin_listener);
 
-    tokio::spawn({
-        let (edge, bus, stop) = (edge.clone(), bus.clone(), stop_background.clone());
-        async move { edge.follow_revocations(bus, stop).await }
-    });
-    tokio::spawn({
-        let (a, bus, stop) = (authorizer.clone(), bus.clone(), stop_background.clone());
-        async move { a.follow_revocations(bus, stop).await }
-    });
-    tokio::spawn({
-        let (edge, stop) = (edge.clone(), stop_background.clone());
-        async move { edge.recheck_authz(Duration::from_secs(300), stop).await }
-    });
+    tiers::spawn_authz_tasks(&edge, Some(&authorizer), &bus, 300, &stop_background);
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
         metrics,
         stop_background.clone(),
     ));
-    let edge_task = tokio::spawn({
-        let (edge, stop) = (edge.clone(), stop_accepting.clone());
-        async move { edge.serve(edge_listener, stop).await }
-    });
-    let publish_task = tokio::spawn({
-        let (control, stop) = (control.clone(), stop_accepting.clone());
-        async move { control.serve_publish(publish_listener, stop).await }
-    });
-    let grpc_task = tokio::spawn({
-        let (control, stop) = (control.clone(), stop_accepting.clone());
-        async move { control.serve_grpc(grpc_listener, stop).await }
-    });
-    tokio::spawn(follow_store(store, table, stop_background.clone()));
+    let edge_task = tiers::serve_edge(&edge, edge_listener, &stop_accepting);
+    let servers = tiers::serve_control(&control, publish_listener, grpc_listener, &stop_accepting);
+    tokio::spawn(tiers::follow_store(store, table, stop_background.clone()));
     tokio::spawn(::demo::trades::publish_loop(
         publish_addr,
         TRADE_INTERVAL,
@@ -129,22 +109,17 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     print_instructions(edge_addr, publish_addr, admin_addr, &routes_text);
     tracing::info!("gripmesh demo started");
 
-    // Drain as standalone does.
-    let signal = runtime::signal::shutdown_signal().await;
-    tracing::info!(signal, held = edge.held_count(), "draining");
-    health.set_draining();
-    stop_accepting.cancel();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.common.drain_timeout);
-    common::within(deadline, "close held connections", edge.close_held()).await;
-    common::within(deadline, "listeners", async {
-        for task in [edge_task, publish_task, grpc_task] {
-            let _ = task.await;
-        }
-    })
+    tiers::Running {
+        health,
+        edge: Some((edge, edge_task)),
+        servers,
+        stop_accepting,
+        stop_background,
+        admin,
+        drain_timeout: Duration::from_secs(args.common.drain_timeout),
+    }
+    .wait_and_drain()
     .await;
-    stop_background.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
-    tracing::info!("stopped");
     Ok(())
 }
 
@@ -152,29 +127,6 @@ fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Fatal> {
     listener
         .local_addr()
         .map_err(|e| Fatal::Runtime(format!("listener address: {e}")))
-}
-
-/// Applies `PUT /routes` to the in-process edge's table.
-async fn follow_store(
-    store: RouteStore,
-    table: Arc<ArcSwap<routes::RouteTable>>,
-    shutdown: CancellationToken,
-) {
-    let mut changes = store.watch();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let text = changes.borrow_and_update().text.clone();
-                if let Ok(new) = routes::RouteTable::parse(&text) {
-                    table.store(Arc::new(new));
-                }
-            }
-        }
-    }
 }
 
 /// `host:port` as a client would type it (`localhost` for a wildcard address).

@@ -14,18 +14,18 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What a running process has started, for the drain.
-struct Running {
-    health: Health,
-    edge: Option<(Edge, JoinHandle<()>)>,
-    servers: Vec<JoinHandle<()>>,
-    stop_accepting: CancellationToken,
-    stop_background: CancellationToken,
-    admin: JoinHandle<()>,
-    drain_timeout: Duration,
+pub(crate) struct Running {
+    pub(crate) health: Health,
+    pub(crate) edge: Option<(Edge, JoinHandle<()>)>,
+    pub(crate) servers: Vec<JoinHandle<()>>,
+    pub(crate) stop_accepting: CancellationToken,
+    pub(crate) stop_background: CancellationToken,
+    pub(crate) admin: JoinHandle<()>,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl Running {
-    async fn wait_and_drain(self) {
+    pub(crate) async fn wait_and_drain(self) {
         let signal = runtime::signal::shutdown_signal().await;
         let held = self.edge.as_ref().map_or(0, |(e, _)| e.held_count());
         tracing::info!(signal, held, "draining");
@@ -95,9 +95,37 @@ fn watch_store_file(store: RouteStore, path: PathBuf, interval: u64, shutdown: C
     ));
 }
 
+/// Serves control's HTTP publish API and gRPC API until `stop`.
+pub(crate) fn serve_control(
+    control: &Control,
+    publish: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    stop: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let publish_task = tokio::spawn({
+        let (control, stop) = (control.clone(), stop.clone());
+        async move { control.serve_publish(publish, stop).await }
+    });
+    let grpc_task = tokio::spawn({
+        let (control, stop) = (control.clone(), stop.clone());
+        async move { control.serve_grpc(grpc, stop).await }
+    });
+    vec![publish_task, grpc_task]
+}
+
+/// Serves clients on the edge listener until `stop`.
+pub(crate) fn serve_edge(
+    edge: &Edge,
+    listener: tokio::net::TcpListener,
+    stop: &CancellationToken,
+) -> JoinHandle<()> {
+    let (edge, stop) = (edge.clone(), stop.clone());
+    tokio::spawn(async move { edge.serve(listener, stop).await })
+}
+
 /// Revocations for the edge (close live connections) and the sidecar (drop cached decisions),
 /// and periodic re-checks of authorized connections.
-fn spawn_authz_tasks(
+pub(crate) fn spawn_authz_tasks(
     edge: &Edge,
     authorizer: Option<&authz::Authorizer>,
     bus: &Arc<dyn Bus>,
@@ -122,7 +150,7 @@ fn spawn_authz_tasks(
 }
 
 /// Applies every change of the route store to an in-process edge's table.
-async fn follow_store(
+pub(crate) async fn follow_store(
     store: RouteStore,
     table: Arc<ArcSwap<routes::RouteTable>>,
     shutdown: CancellationToken,
@@ -205,18 +233,8 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         metrics,
         stop_background.clone(),
     ));
-    let edge_task = tokio::spawn({
-        let (edge, stop) = (edge.clone(), stop_accepting.clone());
-        async move { edge.serve(edge_listener, stop).await }
-    });
-    let publish_task = tokio::spawn({
-        let (control, stop) = (control.clone(), stop_accepting.clone());
-        async move { control.serve_publish(publish_listener, stop).await }
-    });
-    let grpc_task = tokio::spawn({
-        let (control, stop) = (control.clone(), stop_accepting.clone());
-        async move { control.serve_grpc(grpc_listener, stop).await }
-    });
+    let edge_task = serve_edge(&edge, edge_listener, &stop_accepting);
+    let servers = serve_control(&control, publish_listener, grpc_listener, &stop_accepting);
     // One table: the routes file and `PUT /routes` both go through control's store, and the
     // embedded edge follows the store.
     if let Some(path) = routes_path {
@@ -234,7 +252,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     Running {
         health,
         edge: Some((edge, edge_task)),
-        servers: vec![publish_task, grpc_task],
+        servers,
         stop_accepting,
         stop_background,
         admin,
@@ -314,10 +332,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
             ));
         }
     }
-    let edge_task = tokio::spawn({
-        let (edge, stop) = (edge.clone(), stop_accepting.clone());
-        async move { edge.serve(edge_listener, stop).await }
-    });
+    let edge_task = serve_edge(&edge, edge_listener, &stop_accepting);
     common::announce_ready();
     tracing::info!("gripmesh edge started");
     Running {
@@ -379,21 +394,14 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         let every = Duration::from_secs(args.routes_broadcast_interval.max(1));
         async move { control.distribute_routes(every, stop).await }
     });
-    let publish_task = tokio::spawn({
-        let (control, stop) = (control.clone(), stop_accepting.clone());
-        async move { control.serve_publish(publish_listener, stop).await }
-    });
-    let grpc_task = tokio::spawn({
-        let (control, stop) = (control.clone(), stop_accepting.clone());
-        async move { control.serve_grpc(grpc_listener, stop).await }
-    });
+    let servers = serve_control(&control, publish_listener, grpc_listener, &stop_accepting);
     health.set_ready("routes");
     common::announce_ready();
     tracing::info!("gripmesh control started");
     Running {
         health,
         edge: None,
-        servers: vec![publish_task, grpc_task],
+        servers,
         stop_accepting,
         stop_background,
         admin,

@@ -266,27 +266,15 @@ async fn handshake(
             for n in set_meta {
                 response_headers.remove(n);
             }
-            let grip = grip_mode(&reply.headers);
-            let (guard, rx) = HoldGuard::new(edge.clone(), Transport::Ws);
-            guard.authorize(authorized.clone());
-            let mut session = session::Session::new(
-                guard,
-                rx,
-                grip,
-                Some(Upstream::OverHttp(upstream)),
-                &route,
-                target,
-            );
-            // Act on the rest of the OPEN answer (subscriptions first) before the client
-            // gets its 101.
-            session
-                .prepare(reply.events)
-                .await
-                .map_err(|e| WsError::Unavailable(e.to_string()))?;
-            return Ok(Handshake::Accept {
-                response: switching_protocols(response_headers, &client),
-                session: Box::new(session),
-            });
+            let accepted = Accepted {
+                grip: grip_mode(&reply.headers),
+                upstream: Upstream::OverHttp(upstream),
+                response_headers,
+                first_events: reply.events,
+            };
+            return accepted
+                .into_handshake(&edge, authorized, &route, target, &client)
+                .await;
         }
         match passthrough(edge.clone(), req, &route, target, &path, &replay).await {
             Ok(PassthroughReply::Rejected(resp)) => return Ok(Handshake::Reject(resp)),
@@ -300,24 +288,15 @@ async fn handshake(
                 ] {
                     response_headers.remove(name);
                 }
-                let (guard, rx) = HoldGuard::new(edge.clone(), Transport::Ws);
-                guard.authorize(authorized.clone());
-                let mut session = session::Session::new(
-                    guard,
-                    rx,
+                let accepted = Accepted {
                     grip,
-                    Some(Upstream::Passthrough(ws)),
-                    &route,
-                    target,
-                );
-                session
-                    .prepare(Vec::new())
-                    .await
-                    .map_err(|e| WsError::Unavailable(e.to_string()))?;
-                return Ok(Handshake::Accept {
-                    response: switching_protocols(response_headers, &client),
-                    session: Box::new(session),
-                });
+                    upstream: Upstream::Passthrough(ws),
+                    response_headers,
+                    first_events: Vec::new(),
+                };
+                return accepted
+                    .into_handshake(&edge, authorized, &route, target, &client)
+                    .await;
             }
             Err(err) if err.is_connect() => {
                 last_err = err.to_string();
@@ -327,6 +306,41 @@ async fn handshake(
         }
     }
     Err(WsError::BadGateway(last_err))
+}
+
+/// An origin that accepted the connection, whichever way it is reached.
+struct Accepted {
+    grip: Option<GripMode>,
+    upstream: Upstream,
+    response_headers: HeaderMap,
+    /// Events that came with the origin's acceptance (the rest of the OPEN answer).
+    first_events: Vec<grip::wsevents::WsEvent>,
+}
+
+impl Accepted {
+    /// Registers the connection, acts on the first events (subscriptions first) so they are
+    /// live before the client gets its 101, and builds the 101.
+    async fn into_handshake(
+        self,
+        edge: &Arc<EdgeInner>,
+        authorized: Option<Arc<crate::authz::Authorized>>,
+        route: &Route,
+        target: &Target,
+        client: &ClientHandshake,
+    ) -> Result<Handshake, WsError> {
+        let (guard, rx) = HoldGuard::new(edge.clone(), Transport::Ws);
+        guard.authorize(authorized);
+        let mut session =
+            session::Session::new(guard, rx, self.grip, Some(self.upstream), route, target);
+        session
+            .prepare(self.first_events)
+            .await
+            .map_err(|e| WsError::Unavailable(e.to_string()))?;
+        Ok(Handshake::Accept {
+            response: switching_protocols(self.response_headers, client),
+            session: Box::new(session),
+        })
+    }
 }
 
 fn switching_protocols(mut headers: HeaderMap, client: &ClientHandshake) -> Response<Body> {
