@@ -9,6 +9,7 @@ mod bad_input;
 mod cluster;
 mod common;
 mod demo;
+mod faults;
 mod grpc;
 mod jwt;
 mod keepalive;
