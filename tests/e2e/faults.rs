@@ -1388,7 +1388,6 @@ async fn fault_routes_file_replaced_by_garbage() {
 /// until the file is fixed; and a deleted file is only logged. Un-ignore once the reload paths
 /// refuse a table without routes and count unreadable files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: an empty routes file replaces the table (every request 502); a deleted one is not counted"]
 async fn fault_routes_file_emptied_keeps_old_table() {
     let mut env = start("a.example test\n", &["--routes-poll-interval", "1"]).await;
     let errors_query = "gripmesh_edge_routes_reload_errors_total";

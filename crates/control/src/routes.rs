@@ -62,7 +62,7 @@ impl RouteStore {
 
     /// Validates and installs a new table; on error nothing changes.
     pub fn put(&self, text: String) -> Result<RoutesVersion, RoutesRejection> {
-        RouteTable::parse(&text)?;
+        RouteTable::parse_serving(&text)?;
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let version = now_millis().max(self.current.borrow().version + 1);
         let new = RoutesVersion { version, text };
@@ -86,7 +86,7 @@ impl RouteStore {
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.current.borrow().clone();
         if candidate.version > cur.version && candidate.text != cur.text {
-            if RouteTable::parse(&candidate.text).is_err() {
+            if RouteTable::parse_serving(&candidate.text).is_err() {
                 return false;
             }
             self.current.send_replace(candidate);

@@ -34,7 +34,7 @@ pub fn load(path: &Path) -> Result<RouteTable, RoutesFileError> {
         path: path.to_owned(),
         source,
     })?;
-    RouteTable::parse(&text).map_err(|source| RoutesFileError::Parse {
+    RouteTable::parse_serving(&text).map_err(|source| RoutesFileError::Parse {
         path: path.to_owned(),
         source,
     })
@@ -50,20 +50,14 @@ pub async fn watch(
 ) {
     let shown = path.clone();
     runtime::file_watch::watch(path, interval, shutdown, move |content| {
-        match parse_bytes(&content) {
+        match content.map_err(|e| format!("file unreadable: {e}")).and_then(|c| {
+            parse_bytes(&c).map_err(|err| format!("line {}: {}", err.line, err.reason))
+        }) {
             Ok(new) => {
                 tracing::info!(path = %shown.display(), routes = new.routes().len(), "routes reloaded");
                 table.store(Arc::new(new));
             }
-            Err(err) => {
-                tracing::error!(
-                    path = %shown.display(),
-                    line = err.line,
-                    reason = %err.reason,
-                    "routes file rejected; keeping the current routes"
-                );
-                metrics::counter!("gripmesh_edge_routes_reload_errors_total").increment(1);
-            }
+            Err(reason) => rejected(&shown, &reason),
         }
     })
     .await;
@@ -76,5 +70,11 @@ pub fn parse_bytes(content: &[u8]) -> Result<RouteTable, routes::RoutesError> {
             line: 0,
             reason: "file is not UTF-8".into(),
         })
-        .and_then(RouteTable::parse)
+        .and_then(RouteTable::parse_serving)
+}
+
+/// Logs and counts a routes file that could not be used; the current table stays.
+pub fn rejected(path: &Path, reason: &str) {
+    tracing::error!(path = %path.display(), %reason, "routes file rejected; keeping the current routes");
+    metrics::counter!("gripmesh_edge_routes_reload_errors_total").increment(1);
 }

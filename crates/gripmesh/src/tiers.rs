@@ -75,21 +75,23 @@ fn watch_store_file(store: RouteStore, path: PathBuf, interval: u64, shutdown: C
         path,
         Duration::from_secs(interval.max(1)),
         shutdown,
-        move |content| match edge::routes_file::parse_bytes(&content) {
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&content).into_owned();
-                if text != store.current().text {
-                    match store.put(text) {
-                        Ok(v) => {
-                            tracing::info!(path = %shown.display(), version = v.version, "routes file reloaded")
-                        }
-                        Err(err) => tracing::error!(%err, "routes file rejected"),
+        move |content| {
+            let parsed = content
+                .map_err(|e| format!("file unreadable: {e}"))
+                .and_then(|c| {
+                    edge::routes_file::parse_bytes(&c)
+                        .map(|_| String::from_utf8_lossy(&c).into_owned())
+                        .map_err(|err| format!("line {}: {}", err.line, err.reason))
+                });
+            match parsed {
+                Ok(text) if text != store.current().text => match store.put(text) {
+                    Ok(v) => {
+                        tracing::info!(path = %shown.display(), version = v.version, "routes file reloaded")
                     }
-                }
-            }
-            Err(err) => {
-                tracing::error!(path = %shown.display(), line = err.line, reason = %err.reason, "routes file rejected; keeping the current routes");
-                metrics::counter!("gripmesh_edge_routes_reload_errors_total").increment(1);
+                    Err(err) => edge::routes_file::rejected(&shown, &err.to_string()),
+                },
+                Ok(_) => {}
+                Err(reason) => edge::routes_file::rejected(&shown, &reason),
             }
         },
     ));

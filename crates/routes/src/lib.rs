@@ -194,6 +194,19 @@ impl RouteTable {
         Ok(table)
     }
 
+    /// Parses a table meant to serve traffic: like [`RouteTable::parse`], but a table without
+    /// any route is an error, so an emptied or truncated file cannot take every route away.
+    pub fn parse_serving(text: &str) -> Result<RouteTable, RoutesError> {
+        let table = RouteTable::parse(text)?;
+        if table.routes.is_empty() {
+            return Err(RoutesError {
+                line: 0,
+                reason: "the table has no routes".into(),
+            });
+        }
+        Ok(table)
+    }
+
     /// All routes in file order.
     pub fn routes(&self) -> &[Route] {
         &self.routes

@@ -8,13 +8,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Calls `on_change` with the file's new content whenever it differs from the last content
-/// seen (the content at the time of the call counts as seen), checking every `interval`,
-/// until `shutdown`.
+/// seen (the content at the time of the call counts as seen), and with the error when the file
+/// becomes unreadable (once, until it is readable again), checking every `interval`, until
+/// `shutdown`.
 pub async fn watch(
     path: PathBuf,
     interval: Duration,
     shutdown: CancellationToken,
-    mut on_change: impl FnMut(Vec<u8>) + Send,
+    mut on_change: impl FnMut(std::io::Result<Vec<u8>>) + Send,
 ) {
     let mut last = tokio::fs::read(&path).await.ok();
     let mut tick = tokio::time::interval(interval);
@@ -28,12 +29,12 @@ pub async fn watch(
             Ok(content) => {
                 if last.as_deref() != Some(content.as_slice()) {
                     last = Some(content.clone());
-                    on_change(content);
+                    on_change(Ok(content));
                 }
             }
             Err(err) => {
                 if last.take().is_some() {
-                    tracing::warn!(path = %path.display(), error = %err, "watched file unreadable; keeping the current content");
+                    on_change(Err(err));
                 }
             }
         }

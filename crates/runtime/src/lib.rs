@@ -7,7 +7,7 @@ pub mod file_watch;
 pub mod health;
 pub mod server;
 pub mod signal;
-pub mod tls;
 pub mod telemetry;
+pub mod tls;
 
 pub use health::Health;

@@ -137,14 +137,25 @@ pub async fn serve<H, Fut>(
                 abort: CancellationToken::new(),
             };
             match tls {
-                None => serve_connection(builder, TokioIo::new(stream), info, handler, shutdown).await,
+                None => {
+                    serve_connection(builder, TokioIo::new(stream), info, handler, shutdown).await
+                }
                 Some(config) => {
                     let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                     match tokio::time::timeout(handshake_timeout, accept).await {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(builder, TokioIo::new(tls_stream), info, handler, shutdown).await;
+                            serve_connection(
+                                builder,
+                                TokioIo::new(tls_stream),
+                                info,
+                                handler,
+                                shutdown,
+                            )
+                            .await;
                         }
-                        Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }

@@ -45,11 +45,11 @@ impl ResolvesServerCert for SniResolver {
                 |n: &str, sni: &str, _w: Option<&str>| n == sni,
                 |n: &str, _sni: &str, w: Option<&str>| Some(n) == w,
             ] {
-                if let Some((_, key)) = self
-                    .entries
-                    .iter()
-                    .find(|(names, _)| names.iter().any(|n| matches_name(n, &sni, wildcard.as_deref())))
-                {
+                if let Some((_, key)) = self.entries.iter().find(|(names, _)| {
+                    names
+                        .iter()
+                        .any(|n| matches_name(n, &sni, wildcard.as_deref()))
+                }) {
                     return Some(key.clone());
                 }
             }
@@ -58,7 +58,10 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-fn load_one(files: &CertFiles, provider: &rustls::crypto::CryptoProvider) -> Result<(Vec<String>, Arc<CertifiedKey>), TlsError> {
+fn load_one(
+    files: &CertFiles,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<(Vec<String>, Arc<CertifiedKey>), TlsError> {
     let err = |path: &PathBuf, reason: String| TlsError {
         path: path.display().to_string(),
         reason,
@@ -75,15 +78,19 @@ fn load_one(files: &CertFiles, provider: &rustls::crypto::CryptoProvider) -> Res
         .valid_dns_names()
         .map(str::to_ascii_lowercase)
         .collect();
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| err(&files.key, e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| err(&files.key, e.to_string()))?;
     let signing = provider
         .key_provider
         .load_private_key(key)
         .map_err(|e| err(&files.key, e.to_string()))?;
     let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|e| err(&files.key, format!("does not match {}: {e}", files.cert.display())))?;
+    certified.keys_match().map_err(|e| {
+        err(
+            &files.key,
+            format!("does not match {}: {e}", files.cert.display()),
+        )
+    })?;
     Ok((names, Arc::new(certified)))
 }
 
@@ -117,7 +124,12 @@ pub type SharedTls = Arc<ArcSwap<rustls::ServerConfig>>;
 
 /// Reloads the certificates when any of their files changes (checked every `interval`); a
 /// broken set is logged and the previous one kept.
-pub async fn watch(files: Vec<CertFiles>, tls: SharedTls, interval: Duration, shutdown: CancellationToken) {
+pub async fn watch(
+    files: Vec<CertFiles>,
+    tls: SharedTls,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     let stamp = |files: &[CertFiles]| -> Vec<Option<Vec<u8>>> {
         files
             .iter()
@@ -142,7 +154,9 @@ pub async fn watch(files: Vec<CertFiles>, tls: SharedTls, interval: Duration, sh
                 tls.store(config);
                 tracing::info!("TLS certificates reloaded");
             }
-            Err(err) => tracing::error!(%err, "TLS certificates not reloaded; keeping the current ones"),
+            Err(err) => {
+                tracing::error!(%err, "TLS certificates not reloaded; keeping the current ones")
+            }
         }
     }
 }
