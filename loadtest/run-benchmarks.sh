@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Every benchmark of BENCHMARKS.md in one command:
+#
+#   loadtest/run-benchmarks.sh              # release build, then ~15 min of benchmarks
+#   QUICK=1 loadtest/run-benchmarks.sh      # tiny sizes, checks the setup (~2 min)
+#
+# 1. `cargo build --release -p gripmesh -p gripmesh-loadtest` (skip with NO_BUILD=1).
+# 2. loadtest/compare-pushpin.sh: idle RSS / ramp, fan-outs, HTTP publish — gripmesh and Pushpin
+#    one after the other through the same origin.
+# 3. gripmesh only: gRPC streaming publish (standalone), and a cluster — nats-server on a free
+#    port, `gripmesh control`, two `gripmesh edge` — for cross-edge delivery latency and the
+#    publish API of a separate control process.
+# 4. Prints the markdown rows for BENCHMARKS.md (also in $BENCH_DIR/table.md).
+#
+# Results (JSON + HTML per run) go to $BENCH_DIR (default target/bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export BENCH_DIR=${BENCH_DIR:-target/bench}
+export GRIPMESH=${GRIPMESH:-target/release/gripmesh}
+export LOADTEST=${LOADTEST:-target/release/gripmesh-loadtest}
+export DURATION=${DURATION:-10}
+export QUICK=${QUICK:-0}
+[ "$QUICK" = 1 ] && DURATION=2
+mkdir -p "$BENCH_DIR"
+rm -f "$BENCH_DIR"/*.json "$BENCH_DIR"/*.html
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  echo "== cargo build --release -p gripmesh -p gripmesh-loadtest" >&2
+  cargo build --release -p gripmesh -p gripmesh-loadtest
+fi
+export NO_BUILD=1
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+{
+  echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r), $(rustc --version)"
+  echo "fd limit: soft $(ulimit -Sn), hard $(ulimit -Hn)"
+  echo "start: $(uptime)"
+} | tee "$BENCH_DIR/machine.txt" >&2
+
+# --- 2. paired with Pushpin -------------------------------------------------------------------
+loadtest/compare-pushpin.sh > "$BENCH_DIR/compare.md"
+
+# --- 3. gripmesh only -------------------------------------------------------------------------
+TMP=$(mktemp -d /tmp/gm-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+echo "== gripmesh: publish-grpc (standalone)" >&2
+"$LOADTEST" publish --system gripmesh --scenario publish-grpc --api grpc --batch 100 \
+  --concurrency 2 --window 8 --duration "$DURATION" --spawn-gripmesh "$GRIPMESH" \
+  --json "$BENCH_DIR/gripmesh-publish-grpc.json" || true
+
+# start NAME CMD... : runs CMD with stdout in $TMP/NAME.out, waits for `ready`.
+start() {
+  local name=$1; shift
+  "$@" > "$TMP/$name.out" 2> "$TMP/$name.log" &
+  PIDS+=($!)
+  eval "PID_${name//-/_}=$!"
+  for _ in $(seq 1 100); do grep -q '^ready' "$TMP/$name.out" && return 0; sleep 0.1; done
+  echo "$name did not start:" >&2; tail -5 "$TMP/$name.log" >&2; exit 1
+}
+addr() { awk -v n="$2" '$1 == "listening" && $2 == n {print $3}' "$TMP/$1.out"; }
+free_port() {
+  local p
+  for p in $(seq 24222 1 24999); do ! ss -Htln "sport = :$p" | grep -q . && { echo "$p"; return; }; done
+}
+
+start origin "$LOADTEST" origin --listen 127.0.0.1:0
+ORIGIN=$(addr origin origin)
+printf '*,proto=ws %s,over_http\n* %s\n' "$ORIGIN" "$ORIGIN" > "$TMP/routes"
+
+NATS_PORT=$(free_port)
+NATS_BIN=$(command -v nats-server || echo /usr/sbin/nats-server)
+"$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" > "$TMP/nats.log" 2>&1 &
+PIDS+=($!)
+NATS_PID=$!
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
+NATS=nats://127.0.0.1:$NATS_PORT
+limits=(--max-connections 1000000 --send-queue-messages 100000 --send-queue-bytes 100000000 --log-format json)
+start control "$GRIPMESH" control --nats "$NATS" --routes "$TMP/routes" --publish-listen 127.0.0.1:0 \
+  --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json
+start edge1 "$GRIPMESH" edge --nats "$NATS" --routes "$TMP/routes" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "${limits[@]}"
+start edge2 "$GRIPMESH" edge --nats "$NATS" --routes "$TMP/routes" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "${limits[@]}"
+PUB=http://$(addr control publish); GRPC=http://$(addr control grpc)
+sleep 1
+
+if [ "$QUICK" = 1 ]; then n=200; rates=10,100; else n=1000; rates=10,100,1000; fi
+echo "== gripmesh: cross-edge-nats ($n WS over 2 edges, control and nats-server)" >&2
+"$LOADTEST" run --system gripmesh --scenario cross-edge-nats --transport ws --clients "$n" \
+  --edge "$(addr edge1 edge)" --edge "$(addr edge2 edge)" --publish "$PUB" --grpc "$GRPC" \
+  --server-pid "$PID_control" --server-pid "$PID_edge1" --server-pid "$PID_edge2" --server-pid "$NATS_PID" \
+  --rate "$rates" --duration "$DURATION" --json "$BENCH_DIR/gripmesh-cross-edge-nats.json" \
+  --html "$BENCH_DIR/gripmesh-cross-edge-nats.html" || true
+
+for api in http grpc; do
+  echo "== gripmesh: publish-$api-nats (control process publishing into NATS)" >&2
+  "$LOADTEST" publish --system gripmesh --scenario "publish-$api-nats" --api "$api" --batch 100 \
+    --concurrency "$([ "$api" = http ] && echo 4 || echo 2)" --window 8 --duration "$DURATION" \
+    --publish "$PUB" --grpc "$GRPC" --server-pid "$PID_control" \
+    --json "$BENCH_DIR/gripmesh-publish-$api-nats.json" || true
+done
+
+# --- 4. the table -----------------------------------------------------------------------------
+echo "end: $(uptime)" | tee -a "$BENCH_DIR/machine.txt" >&2
+files=()
+for f in "$BENCH_DIR"/gripmesh-*.json "$BENCH_DIR"/pushpin-*.json; do [ -f "$f" ] && files+=("$f"); done
+"$LOADTEST" table "${files[@]}" | tee "$BENCH_DIR/table.md"
+echo >&2
+echo "results: $BENCH_DIR/*.json, *.html; rows: $BENCH_DIR/table.md" >&2

@@ -1,0 +1,259 @@
+//! `gripmesh-loadtest publish`: how many items per second one control process accepts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use proto::v1::PublishRequest;
+use tokio::sync::Semaphore;
+
+use crate::procfs::{self, Machine};
+use crate::publish::{self, Api, Formats};
+use crate::report::PublishResult;
+use crate::spawn;
+use crate::stats::{self, Summary};
+
+/// Flags of `publish`.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// System under test (`gripmesh`, `pushpin`).
+    #[arg(long, default_value = "gripmesh")]
+    pub system: String,
+    /// Scenario name.
+    #[arg(long, default_value = "publish")]
+    pub scenario: String,
+    /// HTTP publish API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:5561")]
+    pub publish: String,
+    /// gRPC publish API base URL.
+    #[arg(long)]
+    pub grpc: Option<String>,
+    /// Start `PATH standalone` and measure it instead.
+    #[arg(long, value_name = "PATH")]
+    pub spawn_gripmesh: Option<PathBuf>,
+    /// Extra flag for the spawned gripmesh (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub gripmesh_arg: Vec<String>,
+    /// Server process to measure (CPU), with its descendants; repeatable.
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
+    /// API.
+    #[arg(long, value_enum, default_value = "http")]
+    pub api: Api,
+    /// Items per call.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Concurrent HTTP connections or gRPC streams.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// gRPC requests in flight per stream.
+    #[arg(long, default_value_t = 8)]
+    pub window: usize,
+    /// Seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Channels the items rotate over.
+    #[arg(long, default_value_t = 100)]
+    pub channels: usize,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Totals {
+    items: AtomicU64,
+    calls: AtomicU64,
+    errors: AtomicU64,
+    latency: Mutex<Option<Histogram<u64>>>,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Totals {
+    fn outcome(&self, items: u64, elapsed: Duration, error: Option<String>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        match error {
+            None => {
+                self.items.fetch_add(items, Ordering::Relaxed);
+            }
+            Some(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.first_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
+            }
+        }
+        let mut l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        stats::record(
+            l.get_or_insert_with(stats::new_hist),
+            elapsed.as_micros() as u64,
+        );
+    }
+}
+
+/// Runs the publish benchmark.
+pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
+    if args.batch == 0 || args.concurrency == 0 {
+        bail!("--batch and --concurrency must be at least 1");
+    }
+    let machine = Machine::current();
+    let mut spawned = None;
+    let (publish_url, grpc_url) = if let Some(bin) = &args.spawn_gripmesh {
+        let s = spawn::spawn_gripmesh(bin, "* test\n", &args.gripmesh_arg).await?;
+        let urls = (
+            format!("http://{}", s.addr("publish")?),
+            Some(format!("http://{}", s.addr("grpc")?)),
+        );
+        spawned = Some(s);
+        urls
+    } else {
+        (args.publish.clone(), args.grpc.clone())
+    };
+    let mut pids = args.server_pids.clone();
+    if let Some(s) = &spawned {
+        pids.push(s.pid);
+    }
+    let formats = Formats {
+        ws: true,
+        stream: true,
+        ..Formats::default()
+    };
+    let channels: Vec<String> = (0..args.channels.max(1))
+        .map(|j| format!("pub{j}"))
+        .collect();
+    let payload = crate::msg::encode(0, crate::msg::now_us(), args.size);
+    let totals = Arc::new(Totals::default());
+    let cpu0 = procfs::tree_cpu_secs(&pids);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.duration);
+    let mut tasks = tokio::task::JoinSet::new();
+    match args.api {
+        Api::Http => {
+            let mut body = String::from("{\"items\":[");
+            for i in 0..args.batch {
+                if i > 0 {
+                    body.push(',');
+                }
+                let ch = serde_json::to_string(&channels[i % channels.len()])?;
+                publish::push_json_item(&mut body, &ch, &payload, formats);
+            }
+            body.push_str("]}");
+            let body = Bytes::from(body);
+            let client = publish::http_client();
+            let url = publish::base_uri(&publish_url, "/publish/")?;
+            for _ in 0..args.concurrency {
+                let (client, url, body, totals) =
+                    (client.clone(), url.clone(), body.clone(), totals.clone());
+                let items = args.batch as u64;
+                tasks.spawn(async move {
+                    while Instant::now() < deadline {
+                        let o = publish::post(&client, &url, body.clone(), items).await;
+                        totals.outcome(o.accepted, o.elapsed, o.error);
+                    }
+                });
+            }
+        }
+        Api::Grpc => {
+            let Some(g) = grpc_url.clone() else {
+                bail!("--api grpc needs --grpc URL");
+            };
+            let req = PublishRequest {
+                items: (0..args.batch)
+                    .map(|i| publish::grpc_item(&channels[i % channels.len()], &payload, formats))
+                    .collect(),
+            };
+            for _ in 0..args.concurrency {
+                let (tx, mut replies) = publish::grpc_stream(&g).await?;
+                let window = Arc::new(Semaphore::new(args.window.max(1)));
+                let sent_at = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+                let (req, totals2) = (req.clone(), totals.clone());
+                let (w2, s2) = (window.clone(), sent_at.clone());
+                tasks.spawn(async move {
+                    while Instant::now() < deadline {
+                        let Ok(p) = w2.acquire().await else { break };
+                        p.forget();
+                        s2.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push_back(Instant::now());
+                        if tx.send(req.clone()).await.is_err() {
+                            totals2.outcome(0, Duration::ZERO, Some("stream closed".into()));
+                            break;
+                        }
+                    }
+                });
+                let totals3 = totals.clone();
+                tasks.spawn(async move {
+                    loop {
+                        let r = tokio::time::timeout(Duration::from_secs(30), replies.message());
+                        let (items, err) = match r.await {
+                            Ok(Ok(Some(r))) if r.error.is_empty() => (u64::from(r.accepted), None),
+                            Ok(Ok(Some(r))) => (0, Some(r.error)),
+                            Ok(Ok(None)) => break,
+                            Ok(Err(s)) => (0, Some(s.message().to_owned())),
+                            Err(_) => break,
+                        };
+                        let t = sent_at
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .pop_front();
+                        totals3.outcome(items, t.map_or(Duration::ZERO, |t| t.elapsed()), err);
+                        window.add_permits(1);
+                        if Instant::now() >= deadline
+                            && sent_at.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let server_cpu_pct = (!pids.is_empty())
+        .then(|| ((procfs::tree_cpu_secs(&pids) - cpu0) / elapsed * 1000.0).round() / 10.0);
+    if let Some(s) = spawned {
+        s.stop().await;
+    }
+    let items = totals.items.load(Ordering::Relaxed);
+    let latency = totals
+        .latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    Ok(PublishResult {
+        system: args.system.clone(),
+        scenario: args.scenario.clone(),
+        machine,
+        api: Some(args.api),
+        batch: args.batch,
+        concurrency: args.concurrency,
+        window: if args.api == Api::Grpc {
+            args.window
+        } else {
+            1
+        },
+        duration_s: (elapsed * 1000.0).round() / 1000.0,
+        items,
+        calls: totals.calls.load(Ordering::Relaxed),
+        errors: totals.errors.load(Ordering::Relaxed),
+        items_per_s: (items as f64 / elapsed).round(),
+        call_latency: latency.map(|h| Summary::of(&h)).unwrap_or_default(),
+        server_cpu_pct,
+        first_error: totals
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+    })
+}

@@ -1,0 +1,382 @@
+//! The subscribing clients: WebSocket, SSE, HTTP stream and long-poll.
+//!
+//! Each client is one task: it connects (optionally from a chosen 127.0.0.x source address),
+//! reports the connection, then reads until the run ends, decoding every payload it receives
+//! and recording the publish→receive latency and a per-step delivery count.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::http1::{self, Body};
+use crate::msg::{self, LineSplitter};
+use crate::stats::{self, MAX_STEPS, Recorder};
+
+/// How a client subscribes.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// WebSocket (`ws-message` format).
+    Ws,
+    /// Server-sent events (`http-stream` format, `data:` lines).
+    Sse,
+    /// HTTP streaming (`http-stream` format, one line per message).
+    Stream,
+    /// Long-polling (`http-response` format), re-polling after every answer.
+    Poll,
+}
+
+impl Transport {
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::Stream => "stream",
+            Transport::Poll => "poll",
+        }
+    }
+}
+
+/// Connection state of a client slot (0 = not connected yet).
+pub mod state {
+    /// Subscribed and reading.
+    pub const CONNECTED: u8 = 1;
+    /// Could not connect.
+    pub const FAILED: u8 = 2;
+    /// Was connected, then lost.
+    pub const CLOSED: u8 = 3;
+}
+
+/// Per-client counters.
+#[derive(Debug, Default)]
+pub struct Slot {
+    /// Messages received, by the step that published them.
+    pub received: [AtomicU64; MAX_STEPS],
+    /// Messages that arrived with a sequence number not above the previous one.
+    pub reordered: AtomicU64,
+    /// One of [`state`].
+    pub state: AtomicU8,
+}
+
+/// State shared by every client of a run.
+pub struct Shared {
+    /// Latencies.
+    pub recorder: Recorder,
+    /// One per client.
+    pub slots: Vec<Slot>,
+    /// Clients connected so far.
+    pub connected: AtomicU64,
+    /// Clients that failed to connect.
+    pub failed: AtomicU64,
+    /// Clients that were connected and then lost their connection.
+    pub disconnected: AtomicU64,
+    /// Messages received in total (progress display).
+    pub delivered: AtomicU64,
+    /// Connection setup times (µs).
+    pub connect_latency: Mutex<Histogram<u64>>,
+    /// Failure and disconnect reasons, counted.
+    pub errors: Mutex<BTreeMap<String, u64>>,
+    /// The first few out-of-order arrivals: `(client, previous seq, seq)`.
+    pub reorder_samples: Mutex<Vec<(usize, u64, u64)>>,
+}
+
+impl Shared {
+    /// State for `n` clients.
+    pub fn new(n: usize) -> Shared {
+        Shared {
+            recorder: Recorder::default(),
+            slots: (0..n).map(|_| Slot::default()).collect(),
+            connected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            disconnected: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            connect_latency: Mutex::new(stats::new_hist()),
+            errors: Mutex::new(BTreeMap::new()),
+            reorder_samples: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn error(&self, what: &str, e: &anyhow::Error) {
+        let mut msg = format!("{what}: {e:#}");
+        // Group by kind: drop addresses/ports and cap the length.
+        msg = msg
+            .split(|c: char| c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("N");
+        msg.truncate(120);
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(msg)
+            .or_default() += 1;
+    }
+}
+
+/// Where and how one client connects.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Index into [`Shared::slots`].
+    pub idx: usize,
+    /// Transport.
+    pub transport: Transport,
+    /// Edge address.
+    pub addr: SocketAddr,
+    /// `Host` header / authority.
+    pub host: Arc<str>,
+    /// Path and query, e.g. `/ws?channel=c0`.
+    pub path: String,
+    /// Source address to bind, if any.
+    pub source: Option<IpAddr>,
+}
+
+/// How long one connection attempt (TCP + handshake / response head) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source {
+        sock.set_reuseaddr(true)?;
+        sock.bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("bind {ip}"))?;
+    }
+    let s = sock.connect(addr).await.context("connect")?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Decodes payloads for one client and records them.
+struct Receiver<'a> {
+    idx: usize,
+    shared: &'a Shared,
+    last_seq: Option<u64>,
+}
+
+impl Receiver<'_> {
+    fn on_payload(&mut self, line: &[u8]) {
+        let Some((seq, ts)) = msg::decode(line) else {
+            return;
+        };
+        let lat = msg::now_us().saturating_sub(ts);
+        let step = msg::seq_step(seq).min(MAX_STEPS - 1);
+        self.shared.recorder.record(self.idx, step, lat);
+        let slot = &self.shared.slots[self.idx];
+        slot.received[step].fetch_add(1, Ordering::Relaxed);
+        if let Some(l) = self.last_seq.filter(|&l| seq <= l) {
+            slot.reordered.fetch_add(1, Ordering::Relaxed);
+            let mut samples = self
+                .shared
+                .reorder_samples
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if samples.len() < 5 {
+                samples.push((self.idx, l, seq));
+            }
+        }
+        self.last_seq = Some(seq);
+        self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn request(plan: &Plan, accept: &str) -> String {
+    format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: gripmesh-loadtest\r\nAccept: {accept}\r\n\r\n",
+        plan.path, plan.host
+    )
+}
+
+/// Runs one client until its task is aborted. `permit` (connection concurrency) is released
+/// once connected or failed.
+pub async fn run(plan: Plan, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
+    let started = Instant::now();
+    let slot = &shared.slots[plan.idx];
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect(&plan)).await;
+    drop(permit);
+    let conn = match conn {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            slot.state.store(state::FAILED, Ordering::Relaxed);
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.error("connect", &e);
+            return;
+        }
+        Err(_) => {
+            slot.state.store(state::FAILED, Ordering::Relaxed);
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.error("connect", &anyhow::anyhow!("timed out"));
+            return;
+        }
+    };
+    stats::record(
+        &mut shared
+            .connect_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+        started.elapsed().as_micros() as u64,
+    );
+    slot.state.store(state::CONNECTED, Ordering::Relaxed);
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    let mut rx = Receiver {
+        idx: plan.idx,
+        shared: &shared,
+        last_seq: None,
+    };
+    let res = match conn {
+        Conn::Ws(ws) => read_ws(ws, &mut rx).await,
+        Conn::Stream(tcp, buf, body) => read_stream(tcp, buf, body, &mut rx).await,
+        Conn::Poll(tcp, buf) => poll_loop(&plan, tcp, buf, &mut rx).await,
+    };
+    slot.state.store(state::CLOSED, Ordering::Relaxed);
+    shared.disconnected.fetch_add(1, Ordering::Relaxed);
+    let e = res
+        .err()
+        .unwrap_or_else(|| anyhow::anyhow!("closed by server"));
+    shared.error(&format!("{} disconnected", plan.transport.name()), &e);
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+enum Conn {
+    Ws(Box<Ws>),
+    Stream(TcpStream, Vec<u8>, Body),
+    Poll(TcpStream, Vec<u8>),
+}
+
+async fn connect(plan: &Plan) -> Result<Conn> {
+    let mut tcp = tcp_connect(plan.addr, plan.source).await?;
+    match plan.transport {
+        Transport::Ws => {
+            let cfg = WebSocketConfig::default()
+                .read_buffer_size(4096)
+                .write_buffer_size(0);
+            let url = format!("ws://{}{}", plan.host, plan.path);
+            let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(cfg))
+                .await
+                .context("websocket handshake")?;
+            Ok(Conn::Ws(Box::new(ws)))
+        }
+        Transport::Stream | Transport::Sse => {
+            let accept = if plan.transport == Transport::Sse {
+                "text/event-stream"
+            } else {
+                "*/*"
+            };
+            tcp.write_all(request(plan, accept).as_bytes()).await?;
+            let mut buf = Vec::with_capacity(1024);
+            let head = http1::read_head(&mut tcp, &mut buf).await?;
+            if head.status != 200 {
+                bail!("status {}", head.status);
+            }
+            Ok(Conn::Stream(tcp, buf, Body::for_head(&head)))
+        }
+        Transport::Poll => {
+            tcp.write_all(request(plan, "*/*").as_bytes()).await?;
+            Ok(Conn::Poll(tcp, Vec::with_capacity(1024)))
+        }
+    }
+}
+
+async fn read_ws(mut ws: Box<Ws>, rx: &mut Receiver<'_>) -> Result<()> {
+    while let Some(m) = ws.next().await {
+        match m? {
+            Message::Text(t) => rx.on_payload(t.as_bytes()),
+            Message::Binary(b) => rx.on_payload(&b),
+            Message::Close(c) => bail!("close frame {:?}", c.map(|c| u16::from(c.code))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn read_stream(
+    mut tcp: TcpStream,
+    mut buf: Vec<u8>,
+    mut body: Body,
+    rx: &mut Receiver<'_>,
+) -> Result<()> {
+    let mut lines = LineSplitter::default();
+    let mut chunk = vec![0u8; 8192];
+    let mut pending = std::mem::take(&mut buf);
+    loop {
+        body.feed(&pending, |b| lines.feed(b, |l| rx.on_payload(l)))?;
+        if body.done() {
+            bail!("stream ended");
+        }
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed");
+        }
+        pending.clear();
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn poll_loop(
+    plan: &Plan,
+    mut tcp: TcpStream,
+    mut buf: Vec<u8>,
+    rx: &mut Receiver<'_>,
+) -> Result<()> {
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        let head = http1::read_head(&mut tcp, &mut buf).await?;
+        let mut body = Body::for_head(&head);
+        let mut content = Vec::new();
+        loop {
+            let used = body.feed(&buf, |b| content.extend_from_slice(b))?;
+            buf.drain(..used);
+            if body.done() {
+                break;
+            }
+            let n = tcp.read(&mut chunk).await?;
+            if n == 0 {
+                if matches!(body, Body::UntilClose) {
+                    break;
+                }
+                bail!("connection closed mid-body");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        if head.status != 200 {
+            bail!("status {}", head.status);
+        }
+        let trimmed = content.strip_suffix(b"\n").unwrap_or(&content);
+        rx.on_payload(trimmed);
+        if head.close || matches!(body, Body::UntilClose) {
+            tcp = tcp_connect(plan.addr, plan.source).await?;
+            buf.clear();
+        }
+        tcp.write_all(request(plan, "*/*").as_bytes()).await?;
+    }
+}
