@@ -19,6 +19,7 @@ mod procfs;
 mod publish;
 mod report;
 mod run;
+mod soak;
 mod spawn;
 mod stats;
 
@@ -52,6 +53,9 @@ enum Cmd {
     Smoke(SmokeArgs),
     /// Print markdown table rows (gripmesh next to Pushpin) from result JSON files.
     Table(TableArgs),
+    /// Churn clients and publishes for a long time, sampling the server's RSS and fds; fail if
+    /// they keep growing once warm.
+    Soak(soak::SoakArgs),
     /// Render the HTML report of a `run` result JSON file.
     Report(ReportArgs),
 }
@@ -206,6 +210,7 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Cmd::Smoke(a) => cmd_smoke(&a).await,
+        Cmd::Soak(a) => soak::soak(&a).await,
         Cmd::Table(a) => {
             let rs = a
                 .files
