@@ -1296,8 +1296,7 @@ async fn fault_routes_file_replaced_by_garbage() {
 
     let mut binary: Vec<u8> = (0u8..=255).cycle().take(4096).collect();
     binary.extend_from_slice(b"\xff\xfe\x00");
-    // The empty file is left out here: it is currently accepted as an empty table (see
-    // `fault_routes_file_emptied_keeps_old_table`, ignored until that is decided and fixed).
+    // The empty file has its own test: `fault_routes_file_emptied_keeps_old_table`.
     let cases: [(&str, Option<Vec<u8>>); 3] = [
         (
             "garbage text",
@@ -1313,9 +1312,9 @@ async fn fault_routes_file_replaced_by_garbage() {
             Some(bytes) => std::fs::write(&env.routes_file, bytes).expect("write routes"),
             None => std::fs::remove_file(&env.routes_file).expect("delete routes"),
         }
-        // Give the watcher (1 s poll) three chances to see the change.
+        // The watcher polls every second; allow for a loaded machine.
         let changed_at = Instant::now();
-        let counted = tokio::time::timeout(Duration::from_millis(3500), async {
+        let counted = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 let now = metric_value(env.admin(), errors_query).await.unwrap_or(0.0);
                 if now > before {
@@ -1329,7 +1328,7 @@ async fn fault_routes_file_replaced_by_garbage() {
         if counted.is_none() {
             // Not counted (yet): wait out the poll so the serving check below sees the result.
             tokio::time::sleep(Duration::from_millis(
-                3500u64.saturating_sub(changed_at.elapsed().as_millis() as u64),
+                10_000u64.saturating_sub(changed_at.elapsed().as_millis() as u64),
             ))
             .await;
         }
