@@ -123,13 +123,7 @@ impl Shared {
     }
 
     fn error(&self, what: &str, e: &anyhow::Error) {
-        let mut msg = format!("{what}: {e:#}");
-        // Group by kind: drop addresses/ports and cap the length.
-        msg = msg
-            .split(|c: char| c.is_ascii_digit())
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("N");
+        let mut msg = group_key(&format!("{what}: {e:#}"));
         msg.truncate(120);
         *self
             .errors
@@ -138,6 +132,31 @@ impl Shared {
             .entry(msg)
             .or_default() += 1;
     }
+}
+
+/// Groups error texts by kind: runs of digits and dots longer than 4 characters (addresses,
+/// ports, os error numbers stay; status and close codes stay) become `N`.
+fn group_key(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() > 4 {
+            out.push('N');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in msg.chars() {
+        if c.is_ascii_digit() || (c == '.' && !run.is_empty()) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// Where and how one client connects.
@@ -378,5 +397,26 @@ async fn poll_loop(
             buf.clear();
         }
         tcp.write_all(request(plan, "*/*").as_bytes()).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_key;
+
+    #[test]
+    fn error_keys_drop_addresses_but_keep_codes() {
+        assert_eq!(
+            group_key("connect: bind 127.4.5.1: Address already in use (os error 98)"),
+            "connect: bind N: Address already in use (os error 98)"
+        );
+        assert_eq!(
+            group_key("ws disconnected: close frame Some(1013)"),
+            "ws disconnected: close frame Some(1013)"
+        );
+        assert_eq!(
+            group_key("handshake: HTTP error: 502 Bad Gateway, port 34567"),
+            "handshake: HTTP error: 502 Bad Gateway, port N"
+        );
     }
 }

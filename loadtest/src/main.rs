@@ -9,6 +9,8 @@
 //!   and Pushpin can be driven through the same origin.
 //! * `smoke` — a few-second end-to-end check for CI (exit non-zero on loss).
 //! * `table` / `report` — markdown rows from result files; HTML from a result file.
+//! * `soak` — churning clients with steady publishing; fails when the server's RSS or open
+//!   files keep growing once warm.
 
 mod bench_publish;
 mod clients;

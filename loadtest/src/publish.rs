@@ -136,16 +136,16 @@ impl Batch {
     }
 }
 
-/// Splits one tick (`per_channel` new messages, numbered from `first`, on each of `channels`
-/// channels) into batches of at most `max_items`.
-pub fn plan_tick(channels: usize, first: u64, per_channel: u64, max_items: u64) -> Vec<Batch> {
+/// Splits one tick's `(channel, first message number, count)` runs into batches of at most
+/// `max_items`, in order.
+pub fn plan_tick(runs: &[(usize, u64, u64)], max_items: u64) -> Vec<Batch> {
     let max_items = max_items.max(1);
     let mut out = Vec::new();
     let mut cur = Batch::default();
     let mut room = max_items;
-    for ch in 0..channels {
+    for &(ch, first, count) in runs {
         let mut n = first;
-        let mut left = per_channel;
+        let mut left = count;
         while left > 0 {
             let take = left.min(room);
             cur.runs.push((ch, n, take));
@@ -412,16 +412,17 @@ mod tests {
 
     #[test]
     fn ticks_split_into_batches() {
-        let b = plan_tick(3, 10, 2, 4);
+        let b = plan_tick(&[(0, 10, 2), (1, 10, 2), (2, 10, 2)], 4);
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].runs, vec![(0, 10, 2), (1, 10, 2)]);
         assert_eq!(b[1].runs, vec![(2, 10, 2)]);
-        let b = plan_tick(1, 0, 5, 2);
+        let b = plan_tick(&[(0, 0, 5)], 2);
         assert_eq!(
             b.iter().map(|b| b.runs.clone()).collect::<Vec<_>>(),
             vec![vec![(0, 0, 2)], vec![(0, 2, 2)], vec![(0, 4, 1)]]
         );
-        assert!(plan_tick(5, 0, 0, 10).is_empty());
-        assert_eq!(plan_tick(1000, 0, 1, 1000).len(), 1);
+        assert!(plan_tick(&[], 10).is_empty());
+        let many: Vec<_> = (0..1000).map(|c| (c, 0, 1)).collect();
+        assert_eq!(plan_tick(&many, 1000).len(), 1);
     }
 }

@@ -110,6 +110,11 @@ pub struct RunArgs {
     /// by default the remaining, higher steps are skipped.
     #[arg(long)]
     pub continue_after_collapse: bool,
+    /// Publish every channel's messages at the same instants instead of spreading the channels'
+    /// phases over the period (bursty: with 1,000 channels at 1 msg/s, one call of 1,000 items
+    /// per second instead of 50 items per tick).
+    #[arg(long)]
+    pub no_stagger: bool,
     /// Exit non-zero on any loss, connection failure or disconnect.
     #[arg(long)]
     pub fail_on_loss: bool,
@@ -278,6 +283,16 @@ pub async fn run(args: &RunArgs) -> Result<(RunResult, bool)> {
                 .iter()
                 .all(|s| s.disconnected == 0 && s.publish_errors == 0));
     Ok((r, ok))
+}
+
+/// Messages a channel with `phase` (0..1 of a period) should have published `el` seconds into
+/// a step of `duration` seconds at `rate` per second: all `total` once the step is over.
+fn due(rate: f64, el: f64, duration: f64, phase: f64, total: u64) -> u64 {
+    if el >= duration {
+        total
+    } else {
+        ((rate * el + phase).floor() as u64).min(total)
+    }
 }
 
 /// A pseudo-random 127.X.Y.1 (X in 1..=250).
@@ -707,8 +722,21 @@ async fn run_step(
     let mut iv = tokio::time::interval(tick);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let total_per_channel = (rate * args.duration).round() as u64;
-    let mut sent = 0u64;
-    let mut published = vec![0u64; ctx.channels.len()];
+    let nch = ctx.channels.len();
+    // Each channel's messages are due at its own phase within the period (channel j is offset
+    // by j/C of 1/rate), so many slow channels spread over the ticks instead of all landing in
+    // the same one; a single channel is unaffected.
+    let phase: Vec<f64> = (0..nch)
+        .map(|j| {
+            if args.no_stagger {
+                0.0
+            } else {
+                j as f64 / nch as f64
+            }
+        })
+        .collect();
+    let mut sent = vec![0u64; nch];
+    let mut published = vec![0u64; nch];
     let mut calls = 0u64;
     let mut errors = 0u64;
     let mut first_error = None;
@@ -717,24 +745,25 @@ async fn run_step(
     // A server that accepts publishes much slower than asked would stretch the step forever.
     let overrun_at = Duration::from_secs_f64(args.duration * 2.0 + 5.0);
     let mut overran = false;
-    while sent < total_per_channel {
+    while sent.iter().any(|&s| s < total_per_channel) {
         if t0.elapsed() > overrun_at {
             overran = true;
             break;
         }
         iv.tick().await;
         let el = t0.elapsed().as_secs_f64().min(args.duration);
-        let due = ((rate * el).floor() as u64).min(total_per_channel);
-        let due = if el >= args.duration {
-            total_per_channel
-        } else {
-            due
-        };
-        let n = due - sent;
-        if n == 0 {
+        let mut runs = Vec::new();
+        for ch in 0..nch {
+            let due = due(rate, el, args.duration, phase[ch], total_per_channel);
+            if due > sent[ch] {
+                runs.push((ch, sent[ch], due - sent[ch]));
+                sent[ch] = due;
+            }
+        }
+        if runs.is_empty() {
             continue;
         }
-        let batches = publish::plan_tick(ctx.channels.len(), sent, n, args.max_batch);
+        let batches = publish::plan_tick(&runs, args.max_batch);
         let outcomes = publisher
             .publish_tick(
                 &batches,
@@ -759,7 +788,6 @@ async fn run_step(
                 }
             }
         }
-        sent = due;
         let pos = (step as f64 * args.duration + el) as u64;
         if pos != last_pos {
             pb.set_position(pos);
@@ -842,4 +870,41 @@ async fn run_step(
         first_error,
     };
     Ok((result, loss_checked))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staggered_channels_spread_over_ticks_and_sum_up() {
+        // 1,000 channels at 1 msg/s, 50 ms ticks over 2 s: each tick publishes ~50 items, and
+        // every channel gets exactly 2 messages.
+        let (rate, dur, nch, total) = (1.0, 2.0, 1000usize, 2u64);
+        let mut sent = vec![0u64; nch];
+        let mut per_tick = Vec::new();
+        for k in 1..=40 {
+            let el = f64::from(k) * 0.05;
+            let mut n = 0;
+            for (ch, s) in sent.iter_mut().enumerate() {
+                let d = due(rate, el, dur, ch as f64 / nch as f64, total);
+                n += d - *s;
+                *s = d;
+            }
+            per_tick.push(n);
+        }
+        assert!(sent.iter().all(|&s| s == total));
+        assert!(per_tick.iter().all(|&n| n <= 60), "{per_tick:?}");
+        // Without a phase, every channel fires in the same tick.
+        assert_eq!(due(1.0, 0.99, 2.0, 0.0, 2), 0);
+        assert_eq!(due(1.0, 1.0, 2.0, 0.0, 2), 1);
+        assert_eq!(due(1.0, 5.0, 2.0, 0.0, 2), 2);
+    }
+
+    #[test]
+    fn random_source_addresses_are_loopback() {
+        let ip = random_loopback();
+        assert!(ip.is_loopback());
+        assert_ne!(ip.octets()[1], 0);
+    }
 }
