@@ -201,6 +201,13 @@ pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, Fatal> {
         .map_err(|e| config_err(format!("{flag} {addr}: {e}")))
 }
 
+/// Binds a listener (failures name the flag) and announces it as `name`.
+pub async fn listen(flag: &str, name: &str, addr: SocketAddr) -> Result<TcpListener, Fatal> {
+    let listener = bind(flag, addr).await?;
+    announce(name, &listener);
+    Ok(listener)
+}
+
 /// Prints `listening <name> <addr>` on stdout (tests and scripts read the bound ports).
 pub fn announce(name: &str, listener: &TcpListener) {
     if let Ok(addr) = listener.local_addr() {

@@ -75,19 +75,16 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     .map_err(|e| Fatal::Runtime(e.to_string()))?;
     let control = Control::new(ControlConfig::default(), bus.clone(), store.clone());
 
-    let edge_listener = common::bind("--listen", args.listen).await?;
-    let publish_listener = common::bind("--publish-listen", args.publish_listen).await?;
-    let grpc_listener = common::bind("--grpc-listen", args.grpc_listen).await?;
-    let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
+    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
+    let publish_listener =
+        common::listen("--publish-listen", "publish", args.publish_listen).await?;
+    let grpc_listener = common::listen("--grpc-listen", "grpc", args.grpc_listen).await?;
+    let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
     let edge_addr = local_addr(&edge_listener)?;
     let publish_addr = local_addr(&publish_listener)?;
     let admin_addr = local_addr(&admin_listener)?;
     println!("listening gateway {gateway_addr}");
     println!("listening origin {origin_addr}");
-    common::announce("edge", &edge_listener);
-    common::announce("publish", &publish_listener);
-    common::announce("grpc", &grpc_listener);
-    common::announce("admin", &admin_listener);
 
     tiers::spawn_authz_tasks(&edge, Some(&authorizer), &bus, 300, &stop_background);
     let admin = tokio::spawn(runtime::admin::serve(

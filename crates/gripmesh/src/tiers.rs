@@ -210,14 +210,11 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         store.clone(),
     );
 
-    let edge_listener = common::bind("--listen", args.listen).await?;
-    let publish_listener = common::bind("--publish-listen", args.publish_listen).await?;
-    let grpc_listener = common::bind("--grpc-listen", args.grpc_listen).await?;
-    let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
-    common::announce("edge", &edge_listener);
-    common::announce("publish", &publish_listener);
-    common::announce("grpc", &grpc_listener);
-    common::announce("admin", &admin_listener);
+    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
+    let publish_listener =
+        common::listen("--publish-listen", "publish", args.publish_listen).await?;
+    let grpc_listener = common::listen("--grpc-listen", "grpc", args.grpc_listen).await?;
+    let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
 
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
@@ -300,10 +297,8 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
             "waiting for the route table from control",
         );
     }
-    let edge_listener = common::bind("--listen", args.listen).await?;
-    let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
-    common::announce("edge", &edge_listener);
-    common::announce("admin", &admin_listener);
+    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
+    let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
 
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
@@ -368,12 +363,10 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         bus,
         store.clone(),
     );
-    let publish_listener = common::bind("--publish-listen", args.publish_listen).await?;
-    let grpc_listener = common::bind("--grpc-listen", args.grpc_listen).await?;
-    let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
-    common::announce("publish", &publish_listener);
-    common::announce("grpc", &grpc_listener);
-    common::announce("admin", &admin_listener);
+    let publish_listener =
+        common::listen("--publish-listen", "publish", args.publish_listen).await?;
+    let grpc_listener = common::listen("--grpc-listen", "grpc", args.grpc_listen).await?;
+    let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
 
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
@@ -428,10 +421,8 @@ pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
         }
         None => None,
     };
-    let listener = common::bind("--listen", args.listen).await?;
-    let admin_listener = common::bind("--admin-listen", args.admin_listen).await?;
-    common::announce("authz", &listener);
-    common::announce("admin", &admin_listener);
+    let listener = common::listen("--listen", "authz", args.listen).await?;
+    let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
     let admin = tokio::spawn(runtime::admin::serve(
