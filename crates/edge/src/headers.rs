@@ -1,6 +1,6 @@
 //! Header rules between client, edge and origin.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones Pushpin never forwards.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -28,6 +28,15 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect()
+}
+
+/// A copy of `value` in its own allocation. Values hyper parsed share the connection's read
+/// buffer; anything kept beyond the request (a WebSocket session's replayed headers) must not
+/// pin that buffer.
+pub fn detach(value: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
 }
 
 /// True for `Grip-*` header names.

@@ -97,34 +97,46 @@ fn check_client_handshake(req: &Request<Incoming>) -> Result<ClientHandshake, &'
 }
 
 /// Client handshake headers as replayed to the origin on every request.
+///
+/// The session keeps them for its whole life, so every value is copied into its own
+/// allocation: values parsed by hyper are slices of the connection's 8 KiB read buffer, and
+/// keeping one of them alive would keep that whole buffer (measured: 17.3 → 9.4 KiB RSS per
+/// idle WebSocket without it, BENCHMARKS.md).
 fn replay_headers(client: &HeaderMap) -> HeaderMap {
-    let mut h = headers::to_origin(client);
-    let drop: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            n.starts_with("meta-")
-                || n == "sec-websocket-extensions"
-                || n == "content-length"
-                || n == "content-type"
-                || n == "accept"
-                || n == "connection-id"
-        })
-        .cloned()
-        .collect();
-    for n in drop {
-        h.remove(n);
+    let h = headers::to_origin(client);
+    let keep = |n: &HeaderName| {
+        let n = n.as_str();
+        !(n.starts_with("meta-")
+            || n == "sec-websocket-extensions"
+            || n == "content-length"
+            || n == "content-type"
+            || n == "accept"
+            || n == "connection-id")
+    };
+    let mut out = HeaderMap::with_capacity(h.keys().filter(|n| keep(n)).count());
+    for (name, value) in &h {
+        if keep(name) {
+            out.append(name.clone(), headers::detach(value));
+        }
     }
-    h
+    out
 }
+
+/// tungstenite's read buffer per client WebSocket, allocated with the connection. Clients
+/// mostly receive; a larger client message is read in chunks of this size.
+const CLIENT_READ_BUFFER: usize = 4096;
+/// Bytes of frames buffered before tungstenite writes without waiting for the flush.
+const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
 
 /// The WebSocket settings for client connections.
 pub(crate) fn client_ws_config(edge: &EdgeInner) -> WebSocketConfig {
     let max = edge.config.max_ws_message_size;
     WebSocketConfig::default()
         // Small buffers: most connections are idle most of the time.
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .read_buffer_size(CLIENT_READ_BUFFER)
+        // Frames fed by one session batch collect here and leave in one `send()` at the
+        // flush (tungstenite allocates it on the first write, not per idle connection).
+        .write_buffer_size(CLIENT_WRITE_BUFFER)
         .max_write_buffer_size(
             edge.config
                 .max_ws_message_size
@@ -477,5 +489,15 @@ mod tests {
         let mut names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(names, ["sec-websocket-key", "user-agent"]);
+        // Owned copies: a kept value must not pin the buffer the request was parsed from.
+        let shared = Bytes::from_static(b"ua-from-a-big-read-buffer");
+        h.insert(
+            "user-agent",
+            HeaderValue::from_maybe_shared(shared.clone()).expect("valid"),
+        );
+        let out = replay_headers(&h);
+        let kept = out.get("user-agent").expect("kept");
+        assert_eq!(kept.as_bytes(), shared.as_ref());
+        assert_ne!(kept.as_bytes().as_ptr(), shared.as_ptr());
     }
 }
