@@ -100,7 +100,7 @@ fn check_client_handshake(req: &Request<Incoming>) -> Result<ClientHandshake, &'
 ///
 /// The session keeps them for its whole life, so every value is copied into its own
 /// allocation: values parsed by hyper are slices of the connection's 8 KiB read buffer, and
-/// keeping one of them alive would keep that whole buffer (measured: 17.3 → 9.4 KiB RSS per
+/// keeping one of them alive would keep that whole buffer (measured: 17.3 → 10.9 KiB RSS per
 /// idle WebSocket without it, BENCHMARKS.md).
 fn replay_headers(client: &HeaderMap) -> HeaderMap {
     let h = headers::to_origin(client);
@@ -124,7 +124,7 @@ fn replay_headers(client: &HeaderMap) -> HeaderMap {
 
 /// tungstenite's read buffer per client WebSocket, allocated with the connection. Clients
 /// mostly receive; a larger client message is read in chunks of this size.
-const CLIENT_READ_BUFFER: usize = 4096;
+const CLIENT_READ_BUFFER: usize = 1024;
 /// Bytes of frames buffered before tungstenite writes without waiting for the flush.
 const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
 

@@ -217,7 +217,11 @@ impl Session {
     }
 
     /// Runs the connection until either side ends it.
-    pub(crate) async fn run(mut self, upgraded: hyper::upgrade::Upgraded) {
+    ///
+    /// Takes the session boxed: the task's future then holds a pointer instead of a copy of
+    /// the session (an async fn keeps both its argument and the moved-in local), which keeps
+    /// every idle WebSocket's task small.
+    pub(crate) async fn run(mut self: Box<Self>, upgraded: hyper::upgrade::Upgraded) {
         // The upgraded socket leaves hyper's connection count; it counts here until closed.
         let _slot = self.guard.edge().config.server.connections.take();
         let config = client_ws_config(self.guard.edge());
@@ -262,7 +266,11 @@ impl Session {
                 }
                 _ => None,
             };
-            let close_deadline = state.closing;
+            // One timer for keep-alives, keep-alive-interval requests and the close deadline.
+            let timer = [ka_deadline, kai_deadline, state.closing]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 biased;
                 reason = self.guard.conn.closed(), if state.closing.is_none() => {
@@ -355,22 +363,27 @@ impl Session {
                         break;
                     }
                 }
-                _ = sleep_until_opt(ka_deadline) => {
-                    if let Some(ka) = &mut self.keep_alive {
-                        ka.deadline = Instant::now() + ka.period;
+                _ = sleep_until_opt(timer) => {
+                    let now = Instant::now();
+                    if state.closing.is_some_and(|d| now >= d) {
+                        break;
+                    }
+                    if ka_deadline.is_some_and(|d| now >= d)
+                        && let Some(ka) = &mut self.keep_alive
+                    {
+                        ka.deadline = now + ka.period;
                         let msg = ka.message.clone();
                         if !self.write(&mut client, [msg], &mut state).await {
                             break;
                         }
                     }
-                }
-                _ = sleep_until_opt(kai_deadline) => {
-                    if let Some(Upstream::OverHttp(oh)) = &self.upstream {
+                    if kai_deadline.is_some_and(|d| now >= d)
+                        && let Some(Upstream::OverHttp(oh)) = &self.upstream
+                    {
                         in_flight = Some(Box::pin(oh.request(Vec::new())));
-                        last_request = Instant::now();
+                        last_request = now;
                     }
                 }
-                _ = sleep_until_opt(close_deadline) => break,
             }
         }
         self.finish(&mut client, &mut state).await;
