@@ -125,7 +125,7 @@ stop_pushpin() {
 # Scenario flags (the same for both systems). Fan-outs connect gently (32 opens in flight:
 # Pushpin 1.36 answers part of a larger burst of WebSocket-over-HTTP opens with 502, which would
 # leave it fewer subscribers). ws-ramp opens 10k WebSockets-over-HTTP with 100 in flight (below
-# gripmesh's listen backlog of 128), ws-ramp-burst with 1000 in flight.
+# the 128 that tokio's default listen backlog would queue), ws-ramp-burst with 1000 in flight.
 scenario_args() {
   local q=$QUICK gentle="--connect-concurrency 32"
   case "$1" in

@@ -196,9 +196,7 @@ pub fn track_bus(bus: &Arc<dyn Bus>, health: &Health) {
 
 /// Binds a listener; failures name the flag.
 pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, Fatal> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| config_err(format!("{flag} {addr}: {e}")))
+    runtime::server::bind(addr).map_err(|e| config_err(format!("{flag} {addr}: {e}")))
 }
 
 /// Binds a listener (failures name the flag) and announces it as `name`.

@@ -84,6 +84,25 @@ impl Default for ServerOptions {
     }
 }
 
+/// Pending-connection queue asked of `listen(2)`; the kernel caps it at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4). `tokio::net::TcpListener::bind`
+/// (through mio) asks for 128: a burst of opens beyond the queue loses SYNs, and those
+/// clients retry only after a second.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, so a restarted process
+/// can bind while old connections linger in `TIME_WAIT`).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves HTTP/1.1 on `listener` until `shutdown` is cancelled, then stops accepting and waits
 /// for in-flight exchanges to finish (bound the wait with a timeout at the call site).
 ///
@@ -250,4 +269,37 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     );
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(resp.as_bytes())).await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of connections to a listener that has not accepted yet all complete their
+    /// handshake: the kernel queues them (a backlog of 128 would leave the rest waiting for a
+    /// SYN retry that can never succeed while nobody accepts).
+    #[tokio::test]
+    async fn listener_queues_a_burst_beyond_128_connections() {
+        let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut connects = Vec::new();
+        for _ in 0..600 {
+            connects.push(tokio::spawn(tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect(addr),
+            )));
+        }
+        let mut connected = Vec::new();
+        for c in connects {
+            if let Ok(Ok(Ok(stream))) = c.await {
+                connected.push(stream);
+            }
+        }
+        assert_eq!(
+            connected.len(),
+            600,
+            "connections completed without an accept"
+        );
+        drop(listener);
+    }
 }
