@@ -133,15 +133,15 @@ scenario_args() {
     ws-ramp)          echo "run --transport ws --clients $([ "$q" = 1 ] && echo 500 || echo 10000) --settle 0 --connect-concurrency 100" ;;
     ws-ramp-burst)    echo "run --transport ws --clients $([ "$q" = 1 ] && echo 500 || echo 10000) --settle 0 --connect-concurrency 1000" ;;
     ws-fanout-1k)     [ "$q" = 1 ] && echo "run --transport ws --clients 100 --rate 100,1000 $gentle" \
-                                   || echo "run --transport ws --clients 1000 --rate 100,250,500,1000 $gentle" ;;
+                                   || echo "run --transport ws --clients 1000 --rate 100,250,500,1000,2000 $gentle" ;;
     ws-fanout-10k)    [ "$q" = 1 ] && echo "run --transport ws --clients 300 --rate 10,100 $gentle" \
-                                   || echo "run --transport ws --clients 10000 --rate 10,25,50,100 $gentle" ;;
+                                   || echo "run --transport ws --clients 10000 --rate 2,5,10,25,50,100 $gentle" ;;
     ws-1kch-10)       [ "$q" = 1 ] && echo "run --transport ws --clients 200 --channels 20 --rate 1,10 $gentle" \
-                                   || echo "run --transport ws --clients 10000 --channels 1000 --rate 1,2,5,10,20 $gentle" ;;
+                                   || echo "run --transport ws --clients 10000 --channels 1000 --rate 1,2,5,10,20,50 $gentle" ;;
     stream-fanout-1k) [ "$q" = 1 ] && echo "run --transport stream --clients 100 --rate 100,1000 $gentle" \
-                                   || echo "run --transport stream --clients 1000 --rate 100,250,500,1000 $gentle" ;;
+                                   || echo "run --transport stream --clients 1000 --rate 100,250,500,1000,2000 $gentle" ;;
     sse-fanout-1k)    [ "$q" = 1 ] && echo "run --transport sse --clients 100 --rate 100,1000 $gentle" \
-                                   || echo "run --transport sse --clients 1000 --rate 100,250,500,1000 $gentle" ;;
+                                   || echo "run --transport sse --clients 1000 --rate 100,250,500,1000,2000 $gentle" ;;
     publish-http)     echo "publish --api http --batch 100 --concurrency 4" ;;
     *) echo "unknown scenario $1" >&2; return 1 ;;
   esac
