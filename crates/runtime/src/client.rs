@@ -138,16 +138,23 @@ impl OriginClient {
                 Ok(n) => n,
                 Err(e) => return Err(err(format!("invalid TLS server name: {e}"))),
             };
-            let connector = tokio_rustls::TlsConnector::from(config);
-            let stream =
-                match tokio::time::timeout(connect_timeout, connector.connect(server_name, tcp))
-                    .await
+            // Boxed: the TLS handshake's state is large (several KiB), and every caller's
+            // future (each WebSocket-over-HTTP request) would otherwise carry it inline.
+            Box::pin(async move {
+                let connector = tokio_rustls::TlsConnector::from(config);
+                let stream = match tokio::time::timeout(
+                    connect_timeout,
+                    connector.connect(server_name, tcp),
+                )
+                .await
                 {
                     Err(_) => return Err(err("TLS handshake timed out".into())),
                     Ok(Err(e)) => return Err(err(format!("TLS: {e}"))),
                     Ok(Ok(s)) => s,
                 };
-            handshake(stream).await.map_err(|e| err(e.to_string()))
+                handshake(stream).await.map_err(|e| err(e.to_string()))
+            })
+            .await
         }
     }
 

@@ -397,11 +397,9 @@ impl Session {
         }
         match self.upstream.take() {
             Some(Upstream::OverHttp(oh)) if state.disconnect_origin && !self.detached => {
-                // Best effort; the session is over whatever the origin answers.
-                let fut = oh.request(vec![WsEvent::Disconnect]);
-                tokio::spawn(async move {
-                    let _ = fut.await;
-                });
+                // Best effort; the session is over whatever the origin answers. Spawned as is
+                // (not wrapped in another async block, which would hold the future twice).
+                drop(tokio::spawn(oh.request(vec![WsEvent::Disconnect])));
             }
             Some(Upstream::Passthrough(mut ws)) => {
                 let _ =
