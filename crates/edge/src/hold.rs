@@ -2,9 +2,9 @@
 
 use crate::EdgeInner;
 use crate::conn::{CloseReason, ConnHandle, ConnQueue, Transport};
-use crate::delivery::StreamOut;
+use crate::delivery::{Delivery, StreamOut};
 use crate::registry::SubscribeError;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use grip::instruct::{KeepAlive, KeepAliveMode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use runtime::server::{Body, BoxError};
@@ -169,11 +169,21 @@ impl NextState {
     }
 }
 
+/// Most queued deliveries joined into one body chunk.
+const MAX_COALESCE: usize = 64;
+/// A chunk stops growing past this many bytes.
+const MAX_COALESCE_BYTES: usize = 16 * 1024;
+
 /// The body of a stream hold: the initial body, then every published chunk, keep-alives in
 /// between; ends cleanly on a `close` publish or drain, aborts on overflow.
+///
+/// Deliveries already queued when the body is polled leave as one chunk (one write for the
+/// batch instead of one per message); a lone delivery is passed on without a copy.
 pub struct StreamBody {
     initial: Option<Body>,
     rx: ConnQueue,
+    /// A `close` or `hint` taken from the queue while joining data; acted on next.
+    pending: Option<Arc<Delivery>>,
     keep_alive: Option<KeepAliveTimer>,
     next: Option<NextState>,
     guard: HoldGuard,
@@ -192,6 +202,7 @@ impl StreamBody {
         StreamBody {
             initial: Some(initial),
             rx,
+            pending: None,
             keep_alive: keep_alive.map(KeepAliveTimer::new),
             next: next.map(|(fetcher, link)| {
                 let period = Duration::from_secs(link.timeout_secs.max(1));
@@ -207,12 +218,78 @@ impl StreamBody {
         }
     }
 
+    /// `first` plus the data deliveries queued behind it, as one chunk, and how many
+    /// deliveries it holds. A `close` or `hint` met on the way is kept in `pending`.
+    fn join_queued(&mut self, first: &Bytes, first_accepted: u64) -> (Bytes, u64) {
+        let metrics = &self.guard.edge.metrics;
+        metrics.record_latency(first_accepted);
+        let rx = &mut self.rx;
+        let joined = join_stream_data(
+            first,
+            || rx.try_recv(),
+            |d| {
+                metrics.record_latency(d.accepted_unix_nanos);
+            },
+        );
+        self.pending = joined.pending;
+        (joined.data, joined.count)
+    }
+
     fn wrote(&mut self) {
         if let Some(ka) = &mut self.keep_alive
             && ka.mode == KeepAliveMode::Idle
         {
             ka.restart();
         }
+    }
+}
+
+/// Data deliveries joined into one stream chunk.
+struct Joined {
+    data: Bytes,
+    count: u64,
+    /// A `close` or `hint` that ended the batch; it is acted on after `data`.
+    pending: Option<Arc<Delivery>>,
+}
+
+/// Joins `first` with the data deliveries `next` yields, up to [`MAX_COALESCE`] deliveries
+/// or [`MAX_COALESCE_BYTES`]; `on_joined` sees each delivery added after `first`. A lone
+/// delivery is returned as is (no copy).
+fn join_stream_data(
+    first: &Bytes,
+    mut next: impl FnMut() -> Option<Arc<Delivery>>,
+    mut on_joined: impl FnMut(&Delivery),
+) -> Joined {
+    let mut joined: Option<BytesMut> = None;
+    let mut count = 1u64;
+    let mut len = first.len();
+    let mut pending = None;
+    while count < MAX_COALESCE as u64 && len < MAX_COALESCE_BYTES {
+        let Some(d) = next() else { break };
+        match &d.stream {
+            Some(StreamOut::Data(more)) => {
+                let buf = joined.get_or_insert_with(|| {
+                    let mut b = BytesMut::with_capacity(MAX_COALESCE_BYTES.min(len * 8));
+                    b.extend_from_slice(first);
+                    b
+                });
+                buf.extend_from_slice(more);
+                len += more.len();
+                count += 1;
+                on_joined(&d);
+            }
+            Some(StreamOut::Close | StreamOut::Hint) => {
+                pending = Some(d);
+                break;
+            }
+            // Nothing for stream holds in this item.
+            None => {}
+        }
+    }
+    Joined {
+        data: joined.map_or_else(|| first.clone(), BytesMut::freeze),
+        count,
+        pending,
     }
 }
 
@@ -257,19 +334,23 @@ impl HttpBody for StreamBody {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        match this.rx.poll_recv(cx) {
+        let polled = match this.pending.take() {
+            Some(d) => Poll::Ready(Some(d)),
+            None => this.rx.poll_recv(cx),
+        };
+        match polled {
             Poll::Ready(Some(delivery)) => match &delivery.stream {
                 Some(StreamOut::Data(data)) => {
-                    let data = data.clone();
+                    let (data, n) = this.join_queued(data, delivery.accepted_unix_nanos);
                     if let Some(next) = this.next.as_mut() {
                         next.activity();
                     }
-                    let edge = &this.guard.edge;
-                    edge.metrics
+                    this.guard
+                        .edge
+                        .metrics
                         .transport(Transport::HttpStream)
                         .sent
-                        .increment(1);
-                    edge.metrics.record_latency(delivery.accepted_unix_nanos);
+                        .increment(n);
                     this.wrote();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
@@ -338,5 +419,69 @@ impl HttpBody for StreamBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    fn delivery(stream: Option<StreamOut>) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            stream,
+            response: None,
+            ws: None,
+            accepted_unix_nanos: 0,
+            channel: Arc::from("c"),
+            prev_id: None,
+        })
+    }
+
+    fn data(s: &'static str) -> Arc<Delivery> {
+        delivery(Some(StreamOut::Data(Bytes::from_static(s.as_bytes()))))
+    }
+
+    #[test]
+    fn queued_data_leaves_as_one_chunk_up_to_a_close() {
+        let mut queue: VecDeque<_> = [
+            data("b\n"),
+            delivery(None),
+            data("c\n"),
+            delivery(Some(StreamOut::Close)),
+            data("after close\n"),
+        ]
+        .into();
+        let mut seen = 0;
+        let first = Bytes::from_static(b"a\n");
+        let j = join_stream_data(&first, || queue.pop_front(), |_| seen += 1);
+        assert_eq!(j.data, Bytes::from_static(b"a\nb\nc\n"));
+        assert_eq!((j.count, seen), (3, 2));
+        assert_eq!(
+            j.pending.as_ref().and_then(|d| d.stream.clone()),
+            Some(StreamOut::Close)
+        );
+        assert_eq!(queue.len(), 1, "nothing is taken past the close");
+    }
+
+    #[test]
+    fn a_lone_delivery_is_not_copied_and_batches_are_bounded() {
+        let first = Bytes::from_static(b"only\n");
+        let j = join_stream_data(&first, || None, |_| {});
+        assert_eq!(j.data.as_ptr(), first.as_ptr());
+        assert_eq!(j.count, 1);
+
+        let mut queue: VecDeque<_> = (0..200).map(|_| data("x")).collect();
+        let j = join_stream_data(&Bytes::from_static(b"x"), || queue.pop_front(), |_| {});
+        assert_eq!(j.count, MAX_COALESCE as u64);
+        assert_eq!(j.data.len(), MAX_COALESCE);
+        assert_eq!(queue.len(), 200 - (MAX_COALESCE - 1));
+
+        let big = Bytes::from(vec![b'y'; MAX_COALESCE_BYTES / 2]);
+        let mut queue: VecDeque<_> = (0..10)
+            .map(|_| delivery(Some(StreamOut::Data(big.clone()))))
+            .collect();
+        let j = join_stream_data(&big, || queue.pop_front(), |_| {});
+        assert_eq!(j.count, 2, "stops once the chunk reaches the byte limit");
     }
 }
