@@ -32,6 +32,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once) and returns the handle that renders
@@ -44,6 +47,21 @@ pub fn install_metrics() -> PrometheusHandle {
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
+            // Histogram samples collect in the recorder until they are drained into their
+            // buckets, which otherwise happens only when `/metrics` is scraped: without a
+            // scraper, every delivery's latency sample (8 bytes) would stay in memory.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_PERIOD);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::warn!(error = %err, "cannot start the metrics upkeep thread");
+            }
             // Fails only if another recorder is installed (e.g. in a test binary); the handle
             // then renders an empty page, which is acceptable there.
             let _ = metrics::set_global_recorder(recorder);
