@@ -461,6 +461,36 @@ async fn woh_messages_in_order_one_request_at_a_time() {
     }
 }
 
+/// WebSocket-over-HTTP requests reuse idle keep-alive connections to the origin instead of
+/// opening one per event; a connection the origin closed is replaced, not reported.
+#[tokio::test]
+async fn woh_requests_reuse_origin_connections() {
+    let origin = WohOrigin::echo().await;
+    let env = start_woh(&origin, &[]).await;
+    let mut client = WsConn::connect(env.edge(), "/ws/reuse", &[]).await;
+    for i in 0..20 {
+        let text = format!("reuse-{i:02}");
+        client.send_text(text.clone()).await;
+        assert_eq!(client.expect_text(WAIT).await, text);
+    }
+    let requests = origin.origin().request_count();
+    let connections = origin.origin().connection_count();
+    assert!(
+        requests >= 21,
+        "OPEN and 20 messages reached the origin ({requests})"
+    );
+    assert!(
+        connections <= 2,
+        "{requests} requests took {connections} origin connections"
+    );
+
+    // Idle connections are dropped after a while (and the origin may close them any time):
+    // the next message still goes through, on a new connection when needed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    client.send_text("after-idle").await;
+    assert_eq!(client.expect_text(WAIT).await, "after-idle");
+}
+
 /// Binary messages both ways, and text whose byte length differs from its character count
 /// and contains CRLF (the event length is a byte count).
 #[tokio::test]

@@ -1,17 +1,30 @@
 //! Outbound HTTP/1.1 connections: TCP (with a connect timeout), optional TLS (rustls, WebPKI
 //! roots, or no verification for `insecure` endpoints).
 //!
-//! Each request gets its own connection. That keeps failover exact — an endpoint is skipped
-//! only when connecting to it fails, before any of the request was sent — and lets WebSocket
-//! passthrough upgrade the same connection later.
+//! Proxied requests get their own connection ([`OriginClient::connect`]). That keeps failover
+//! exact — an endpoint is skipped only when connecting to it fails, before any of the request
+//! was sent — and lets WebSocket passthrough upgrade the same connection later.
+//!
+//! Requests whose answers are read to the end (WebSocket-over-HTTP events) may instead reuse
+//! an idle keep-alive connection ([`OriginClient::send_pooled`], [`OriginClient::checkin`]):
+//! one connection per event would leave a `TIME_WAIT` socket per request and cap the edge at
+//! a few hundred requests per second to one origin address.
 
 use crate::server::Body;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
+/// Idle keep-alive connections kept per endpoint.
+const POOL_MAX_IDLE_PER_ENDPOINT: usize = 64;
+/// How long an idle connection is kept: below common origin keep-alive timeouts (Node.js
+/// closes idle connections after 5 s), so a connection is rarely reused just as the origin
+/// closes it.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Where to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// Host name or IP address.
     pub host: String,
@@ -54,13 +67,26 @@ impl OriginError {
 /// A connected origin, ready for one request.
 pub type OriginSender = hyper::client::conn::http1::SendRequest<Body>;
 
-/// Builds outbound connections.
+/// An idle pooled connection.
+struct Idle {
+    sender: OriginSender,
+    since: Instant,
+}
+
+impl Idle {
+    fn usable(&self) -> bool {
+        self.since.elapsed() < POOL_IDLE_TIMEOUT && !self.sender.is_closed()
+    }
+}
+
+/// Builds outbound connections (and keeps idle ones for [`OriginClient::send_pooled`]).
 #[derive(Clone)]
 pub struct OriginClient {
     verified: Arc<rustls::ClientConfig>,
     insecure: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    idle: Arc<Mutex<HashMap<Endpoint, Vec<Idle>>>>,
 }
 
 impl OriginClient {
@@ -88,7 +114,69 @@ impl OriginClient {
             insecure: Arc::new(insecure),
             connect_timeout,
             response_timeout,
+            idle: Arc::default(),
         })
+    }
+
+    /// Sends `req` on an idle connection to `endpoint` when there is one, else on a new
+    /// connection; returns the response and the connection, which the caller hands back with
+    /// [`OriginClient::checkin`] once it has read the response body to the end.
+    ///
+    /// An idle connection that turns out unusable before any of the request was written
+    /// (closed by the origin, not ready) is dropped and the next one, or a new connection,
+    /// is tried. Only a failure to make a new connection is [`OriginError::Connect`].
+    pub async fn send_pooled(
+        &self,
+        endpoint: &Endpoint,
+        mut req: http::Request<Body>,
+    ) -> Result<(http::Response<hyper::body::Incoming>, OriginSender), OriginError> {
+        while let Some(mut sender) = self.checkout(endpoint) {
+            match tokio::time::timeout(self.response_timeout, sender.try_send_request(req)).await {
+                Err(_) => return Err(OriginError::Timeout),
+                Ok(Ok(resp)) => return Ok((resp, sender)),
+                Ok(Err(mut err)) => match err.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(OriginError::Request(err.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(endpoint).await?;
+        let resp = tokio::time::timeout(self.response_timeout, sender.send_request(req))
+            .await
+            .map_err(|_| OriginError::Timeout)?
+            .map_err(OriginError::Request)?;
+        Ok((resp, sender))
+    }
+
+    /// Returns a connection whose last response was read to the end, for reuse.
+    pub fn checkin(&self, endpoint: &Endpoint, sender: OriginSender) {
+        if sender.is_closed() {
+            return;
+        }
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let list = idle.entry(endpoint.clone()).or_default();
+        list.retain(Idle::usable);
+        if list.len() < POOL_MAX_IDLE_PER_ENDPOINT {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// The most recently used idle connection to `endpoint` that is still usable.
+    fn checkout(&self, endpoint: &Endpoint) -> Option<OriginSender> {
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.get_mut(endpoint)?;
+        while let Some(conn) = list.pop() {
+            if conn.usable() {
+                return Some(conn.sender);
+            }
+        }
+        idle.remove(endpoint);
+        None
     }
 
     /// Opens a connection to `endpoint` and performs the HTTP/1.1 handshake.

@@ -163,6 +163,7 @@ pub struct Origin {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
     body_bytes: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -185,17 +186,20 @@ impl Origin {
         let addr = listener.local_addr().expect("origin local addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let body_bytes = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let handler: Arc<Handler> = Arc::new(handler);
         let task = tokio::spawn(accept_loop(
             listener,
             handler,
             requests.clone(),
             body_bytes.clone(),
+            connections.clone(),
         ));
         Origin {
             addr,
             requests,
             body_bytes,
+            connections,
             task,
         }
     }
@@ -232,6 +236,12 @@ impl Origin {
         self.body_bytes.load(Ordering::SeqCst)
     }
 
+    /// TCP connections accepted so far (keep-alive reuse shows as fewer connections than
+    /// requests).
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
     /// Waits until at least `n` requests have arrived; returns them all.
     pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<RecordedRequest> {
         wait_until(
@@ -264,6 +274,7 @@ async fn accept_loop(
     handler: Arc<Handler>,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
     body_bytes: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
 ) {
     // Connection tasks live in the set, so aborting this task closes them all.
     let mut conns = JoinSet::new();
@@ -271,6 +282,7 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                connections.fetch_add(1, Ordering::SeqCst);
                 let handler = handler.clone();
                 let requests = requests.clone();
                 let body_bytes = body_bytes.clone();

@@ -3,13 +3,14 @@
 
 use crate::EdgeInner;
 use crate::metrics::EdgeMetrics;
-use crate::origin::OriginError;
+use crate::origin::{OriginClient, OriginError, OriginSender};
 use crate::test_origin;
 use bytes::Bytes;
 use grip::wsevents::{self, WsEvent, WsEventsError};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use routes::{Route, TargetAddr};
+use runtime::client::Endpoint;
 use runtime::server::{Body, full};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -112,13 +113,14 @@ impl OverHttp {
     /// Sends `OPEN` and interprets the answer.
     pub(crate) async fn open(&mut self) -> Result<OpenReply, OverHttpError> {
         let body = wsevents::encode_to_bytes(&[WsEvent::Open]);
-        let resp = self.send(body).await?;
+        let (resp, conn) = self.send(body).await?;
         let (parts, body) = resp.into_parts();
         let events_ok = parts.status == StatusCode::OK && is_events(&parts.headers);
         if !events_ok {
             return Ok(OpenReply::Rejected(super::reject_with(parts, body).await));
         }
         let body = read_limited(body).await?;
+        conn.checkin();
         let mut events = wsevents::decode(body)?;
         if events.first() != Some(&WsEvent::Open) {
             return Err(OverHttpError::NoOpen);
@@ -168,9 +170,9 @@ impl OverHttp {
         };
         async move {
             let mut attempt = 0;
-            let resp = loop {
+            let (resp, conn) = loop {
                 match this.send(body.clone()).await {
-                    Ok(resp) => break resp,
+                    Ok(answer) => break answer,
                     Err(err) if err.is_connect() && attempt < MAX_RETRIES => {
                         let backoff = Duration::from_secs(1 << attempt)
                             + Duration::from_millis(fastrand::u64(0..1000));
@@ -189,6 +191,7 @@ impl OverHttp {
                 return Err(OverHttpError::ContentType);
             }
             let body = read_limited(body).await?;
+            conn.checkin();
             let events = wsevents::decode(body)?;
             Ok(Reply {
                 headers: parts.headers,
@@ -211,8 +214,10 @@ impl OverHttp {
         }
     }
 
-    /// One POST to the target (or the built-in test origin).
-    async fn send(&self, body: Bytes) -> Result<Response<Body>, OverHttpError> {
+    /// One POST to the target (or the built-in test origin), on a pooled keep-alive
+    /// connection when one is idle. The connection comes back with the answer; hand it to
+    /// [`Reusable::checkin`] once the body is read to the end.
+    async fn send(&self, body: Bytes) -> Result<(Response<Body>, Reusable), OverHttpError> {
         let Some(target) = self.route.targets.get(self.target) else {
             return Err(OverHttpError::Body("route changed".into()));
         };
@@ -222,9 +227,11 @@ impl OverHttp {
             } else {
                 wsevents::decode(body)?
             };
-            return Ok(test_origin::ws_reply(&self.path, &events));
+            return Ok((test_origin::ws_reply(&self.path, &events), Reusable(None)));
         }
-        let sender = crate::origin::connect(&self.edge.origin, target).await?;
+        let Some(endpoint) = crate::origin::endpoint(target) else {
+            return Err(OverHttpError::Body("target has no address".into()));
+        };
         let mut h = crate::proxy::origin_headers(&self.edge, &self.replay, &self.route, target);
         let events_type = HeaderValue::from_static(wsevents::CONTENT_TYPE);
         h.insert("sec-websocket-extensions", HeaderValue::from_static("grip"));
@@ -250,14 +257,29 @@ impl OverHttp {
         }
         let req = builder.body(full(body))?;
         let started = std::time::Instant::now();
-        let result = self.edge.origin.send(sender, req).await;
+        let result = self.edge.origin.send_pooled(&endpoint, req).await;
         self.edge
             .metrics
             .origin_duration
             .record(started.elapsed().as_secs_f64());
-        EdgeMetrics::origin_request(result.as_ref().ok().map(|r| r.status().as_u16()));
-        let resp = result?;
-        Ok(resp.map(crate::proxy::BoxedErr::boxed_unsync_err))
+        EdgeMetrics::origin_request(result.as_ref().ok().map(|(r, _)| r.status().as_u16()));
+        let (resp, sender) = result?;
+        Ok((
+            resp.map(crate::proxy::BoxedErr::boxed_unsync_err),
+            Reusable(Some((self.edge.origin.clone(), endpoint, sender))),
+        ))
+    }
+}
+
+/// An origin connection whose answer is being read; back to the pool once it was read whole.
+pub(crate) struct Reusable(Option<(OriginClient, Endpoint, OriginSender)>);
+
+impl Reusable {
+    /// The answer was read to the end: the connection may carry the next request.
+    fn checkin(self) {
+        if let Some((client, endpoint, sender)) = self.0 {
+            client.checkin(&endpoint, sender);
+        }
     }
 }
 
