@@ -79,28 +79,7 @@ pub fn respond_http(path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
 
 /// The answer to a WebSocket-over-HTTP request carrying `events`.
 pub fn respond_ws(query: Option<&str>, events: &[WsEvent]) -> Response<Full<Bytes>> {
-    let mut out = Vec::new();
-    for ev in events {
-        match ev {
-            WsEvent::Open => {
-                out.push(WsEvent::Open);
-                let sub = serde_json::json!({"type": "subscribe", "channel": channel(query)});
-                out.push(WsEvent::Text(Bytes::from(format!("c:{sub}"))));
-            }
-            WsEvent::Text(t) => {
-                let mut m = b"m:".to_vec();
-                m.extend_from_slice(t);
-                out.push(WsEvent::Text(m.into()));
-            }
-            WsEvent::Binary(b) => {
-                let mut m = b"m:".to_vec();
-                m.extend_from_slice(b);
-                out.push(WsEvent::Binary(m.into()));
-            }
-            WsEvent::Close(p) => out.push(WsEvent::Close(p.clone())),
-            WsEvent::Ping(_) | WsEvent::Pong(_) | WsEvent::Disconnect => {}
-        }
-    }
+    let out = wsevents::echo_answer(events, &channel(query));
     let mut r = Response::new(Full::new(wsevents::encode_to_bytes(&out)));
     set(&mut r, "content-type", wsevents::CONTENT_TYPE);
     set(&mut r, "sec-websocket-extensions", "grip");
@@ -110,11 +89,7 @@ pub fn respond_ws(query: Option<&str>, events: &[WsEvent]) -> Response<Full<Byte
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
-    let is_ws = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(wsevents::CONTENT_TYPE));
+    let is_ws = wsevents::is_events_body(req.headers());
     if req.method() == Method::POST && is_ws {
         if path != "/ws" {
             return Ok(text(StatusCode::NOT_FOUND, "Not Found\n"));

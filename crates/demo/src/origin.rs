@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use grip::wsevents::{self, WsEvent};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use runtime::server::{Body, ServerOptions, full, text};
 use tokio::net::TcpListener;
@@ -41,7 +41,7 @@ async fn handle(req: Request<hyper::body::Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    if is_events(req.headers()) {
+    if wsevents::is_events_body(req.headers()) {
         let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
             .collect()
             .await
@@ -132,14 +132,6 @@ fn stream_hold(sse: bool) -> Response<Body> {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     resp
-}
-
-fn is_events(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(wsevents::CONTENT_TYPE))
 }
 
 #[cfg(test)]

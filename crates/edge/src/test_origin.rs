@@ -65,7 +65,6 @@ pub fn respond(path: &str, query: Option<&str>) -> Response<Body> {
 /// The built-in origin's WebSocket-over-HTTP answer (`/ws?channel=C`): `OPEN` subscribes the
 /// connection to `C` (default `test`); text and binary messages are echoed back.
 pub fn ws_reply(path_and_query: &str, events: &[grip::wsevents::WsEvent]) -> Response<Body> {
-    use grip::wsevents::WsEvent;
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
@@ -75,28 +74,7 @@ pub fn ws_reply(path_and_query: &str, events: &[grip::wsevents::WsEvent]) -> Res
         *resp.status_mut() = StatusCode::NOT_FOUND;
         return resp;
     }
-    let mut out = Vec::new();
-    for ev in events {
-        match ev {
-            WsEvent::Open => {
-                out.push(WsEvent::Open);
-                let sub = serde_json::json!({"type": "subscribe", "channel": channel(query)});
-                out.push(WsEvent::Text(bytes::Bytes::from(format!("c:{sub}"))));
-            }
-            WsEvent::Text(t) => {
-                let mut m = b"m:".to_vec();
-                m.extend_from_slice(t);
-                out.push(WsEvent::Text(m.into()));
-            }
-            WsEvent::Binary(b) => {
-                let mut m = b"m:".to_vec();
-                m.extend_from_slice(b);
-                out.push(WsEvent::Binary(m.into()));
-            }
-            WsEvent::Close(p) => out.push(WsEvent::Close(p.clone())),
-            WsEvent::Ping(_) | WsEvent::Pong(_) | WsEvent::Disconnect => {}
-        }
-    }
+    let out = grip::wsevents::echo_answer(events, &channel(query));
     let mut resp = Response::new(full(grip::wsevents::encode_to_bytes(&out)));
     let h = resp.headers_mut();
     h.insert(

@@ -126,6 +126,46 @@ pub fn encode(events: &[WsEvent], out: &mut BytesMut) {
     }
 }
 
+/// True when `headers` declare an `application/websocket-events` body (parameters ignored).
+pub fn is_events_body(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(CONTENT_TYPE))
+}
+
+/// The answer of a GRIP echo origin (gripmesh's built-in `test` target, the load tool's
+/// origin): `OPEN` ⇒ `OPEN` and a `c:` message subscribing the connection to `channel`;
+/// `TEXT`/`BINARY` ⇒ echoed with the `m:` prefix; `CLOSE` ⇒ echoed; the rest ⇒ nothing.
+pub fn echo_answer(events: &[WsEvent], channel: &str) -> Vec<WsEvent> {
+    use crate::wscontrol::{CONTROL_PREFIX, DEFAULT_MESSAGE_PREFIX};
+    let prefixed = |prefix: &[u8], data: &[u8]| {
+        let mut m = BytesMut::with_capacity(prefix.len() + data.len());
+        m.put_slice(prefix);
+        m.put_slice(data);
+        m.freeze()
+    };
+    let mut out = Vec::new();
+    for ev in events {
+        match ev {
+            WsEvent::Open => {
+                out.push(WsEvent::Open);
+                let sub = serde_json::json!({"type": "subscribe", "channel": channel});
+                out.push(WsEvent::Text(prefixed(
+                    CONTROL_PREFIX,
+                    sub.to_string().as_bytes(),
+                )));
+            }
+            WsEvent::Text(t) => out.push(WsEvent::Text(prefixed(DEFAULT_MESSAGE_PREFIX, t))),
+            WsEvent::Binary(b) => out.push(WsEvent::Binary(prefixed(DEFAULT_MESSAGE_PREFIX, b))),
+            WsEvent::Close(p) => out.push(WsEvent::Close(p.clone())),
+            WsEvent::Ping(_) | WsEvent::Pong(_) | WsEvent::Disconnect => {}
+        }
+    }
+    out
+}
+
 /// Encodes `events` into a fresh buffer.
 pub fn encode_to_bytes(events: &[WsEvent]) -> Bytes {
     let mut out = BytesMut::new();
@@ -535,5 +575,49 @@ mod tests {
             }
             let _ = dec(&body);
         }
+    }
+
+    #[test]
+    fn events_body_detection_ignores_case_and_parameters() {
+        let mut h = http::HeaderMap::new();
+        assert!(!is_events_body(&h));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("Application/WebSocket-Events; charset=utf-8"),
+        );
+        assert!(is_events_body(&h));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/websocket-eventsX"),
+        );
+        assert!(!is_events_body(&h));
+    }
+
+    #[test]
+    fn echo_answer_subscribes_on_open_and_prefixes_messages() {
+        let out = echo_answer(
+            &[
+                WsEvent::Open,
+                WsEvent::Text(Bytes::from_static(b"hi")),
+                WsEvent::Binary(Bytes::from_static(b"\x00\x01")),
+                WsEvent::Ping(Bytes::new()),
+                WsEvent::close(1000, "bye"),
+            ],
+            "ch",
+        );
+        assert_eq!(out[0], WsEvent::Open);
+        let WsEvent::Text(sub) = &out[1] else {
+            panic!("expected the subscribe message, got {:?}", out[1]);
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(sub.strip_prefix(b"c:").unwrap_or_default()).unwrap_or_default();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "subscribe", "channel": "ch"})
+        );
+        assert_eq!(out[2], WsEvent::Text(Bytes::from_static(b"m:hi")));
+        assert_eq!(out[3], WsEvent::Binary(Bytes::from_static(b"m:\x00\x01")));
+        assert_eq!(out[4], WsEvent::close(1000, "bye"));
+        assert_eq!(out.len(), 5);
     }
 }

@@ -115,7 +115,7 @@ impl OverHttp {
         let body = wsevents::encode_to_bytes(&[WsEvent::Open]);
         let (resp, conn) = self.send(body).await?;
         let (parts, body) = resp.into_parts();
-        let events_ok = parts.status == StatusCode::OK && is_events(&parts.headers);
+        let events_ok = parts.status == StatusCode::OK && wsevents::is_events_body(&parts.headers);
         if !events_ok {
             return Ok(OpenReply::Rejected(super::reject_with(parts, body).await));
         }
@@ -187,7 +187,7 @@ impl OverHttp {
             if parts.status != StatusCode::OK {
                 return Err(OverHttpError::Status(parts.status));
             }
-            if !is_events(&parts.headers) {
+            if !wsevents::is_events_body(&parts.headers) {
                 return Err(OverHttpError::ContentType);
             }
             let body = read_limited(body).await?;
@@ -281,14 +281,6 @@ impl Reusable {
             client.checkin(&endpoint, sender);
         }
     }
-}
-
-fn is_events(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(wsevents::CONTENT_TYPE))
 }
 
 async fn read_limited(body: Body) -> Result<Bytes, OverHttpError> {
