@@ -25,6 +25,14 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// Prints `ready`, logs that `tier` started, then runs until a signal and drains.
+    pub(crate) async fn announce_and_wait(self, tier: &str) -> Result<(), Fatal> {
+        common::announce_ready();
+        tracing::info!("gripmesh {tier} started");
+        self.wait_and_drain().await;
+        Ok(())
+    }
+
     pub(crate) async fn wait_and_drain(self) {
         let signal = runtime::signal::shutdown_signal().await;
         let held = self.edge.as_ref().map_or(0, |(e, _)| e.held_count());
@@ -246,8 +254,6 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     }
     tokio::spawn(follow_store(store, table, stop_background.clone()));
     health.set_ready("routes");
-    common::announce_ready();
-    tracing::info!("gripmesh standalone started");
     Running {
         health,
         edge: Some((edge, edge_task)),
@@ -257,9 +263,8 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         admin,
         drain_timeout: Duration::from_secs(args.common.drain_timeout),
     }
-    .wait_and_drain()
-    .await;
-    Ok(())
+    .announce_and_wait("standalone")
+    .await
 }
 
 /// `gripmesh edge`.
@@ -330,8 +335,6 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
         }
     }
     let edge_task = serve_edge(&edge, edge_listener, &stop_accepting);
-    common::announce_ready();
-    tracing::info!("gripmesh edge started");
     Running {
         health,
         edge: Some((edge, edge_task)),
@@ -341,9 +344,8 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
         admin,
         drain_timeout: Duration::from_secs(args.common.drain_timeout),
     }
-    .wait_and_drain()
-    .await;
-    Ok(())
+    .announce_and_wait("edge")
+    .await
 }
 
 /// `gripmesh control`.
@@ -391,8 +393,6 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
     });
     let servers = serve_control(&control, publish_listener, grpc_listener, &stop_accepting);
     health.set_ready("routes");
-    common::announce_ready();
-    tracing::info!("gripmesh control started");
     Running {
         health,
         edge: None,
@@ -402,9 +402,8 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         admin,
         drain_timeout: Duration::from_secs(args.common.drain_timeout),
     }
-    .wait_and_drain()
-    .await;
-    Ok(())
+    .announce_and_wait("control")
+    .await
 }
 
 /// `gripmesh authz`.
@@ -441,8 +440,6 @@ pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
     });
     // Readiness does not depend on the gateway: a gateway outage is the routes' fail policy's
     // business, not a reason to take the sidecar out of rotation.
-    common::announce_ready();
-    tracing::info!("gripmesh authz started");
     Running {
         health,
         edge: None,
@@ -452,7 +449,6 @@ pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
         admin,
         drain_timeout: Duration::from_secs(args.common.drain_timeout),
     }
-    .wait_and_drain()
-    .await;
-    Ok(())
+    .announce_and_wait("authz")
+    .await
 }

@@ -120,7 +120,7 @@ impl OverHttp {
             return Ok(OpenReply::Rejected(super::reject_with(parts, body).await));
         }
         let body = read_limited(body).await?;
-        conn.checkin();
+        conn.checkin(&self.edge.origin);
         let mut events = wsevents::decode(body)?;
         if events.first() != Some(&WsEvent::Open) {
             return Err(OverHttpError::NoOpen);
@@ -191,7 +191,7 @@ impl OverHttp {
                 return Err(OverHttpError::ContentType);
             }
             let body = read_limited(body).await?;
-            conn.checkin();
+            conn.checkin(&this.edge.origin);
             let events = wsevents::decode(body)?;
             Ok(Reply {
                 headers: parts.headers,
@@ -266,18 +266,18 @@ impl OverHttp {
         let (resp, sender) = result?;
         Ok((
             resp.map(crate::proxy::BoxedErr::boxed_unsync_err),
-            Reusable(Some((self.edge.origin.clone(), endpoint, sender))),
+            Reusable(Some((endpoint, sender))),
         ))
     }
 }
 
 /// An origin connection whose answer is being read; back to the pool once it was read whole.
-pub(crate) struct Reusable(Option<(OriginClient, Endpoint, OriginSender)>);
+pub(crate) struct Reusable(Option<(Endpoint, OriginSender)>);
 
 impl Reusable {
     /// The answer was read to the end: the connection may carry the next request.
-    fn checkin(self) {
-        if let Some((client, endpoint, sender)) = self.0 {
+    fn checkin(self, client: &OriginClient) {
+        if let Some((endpoint, sender)) = self.0 {
             client.checkin(&endpoint, sender);
         }
     }
