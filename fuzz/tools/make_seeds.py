@@ -133,6 +133,24 @@ put("routes_parse", [
     "h.example test\nh.example test\n",
 ])
 
+# path_normalize: request paths, including the issue-13 bypass spellings.
+put("path_normalize", [
+    "/private/x",
+    "/%70rivate/x",
+    "/private%2Fx",
+    "/%2e/private/x",
+    "/./private/x",
+    "/public/../private/x",
+    "//private//x/",
+    "/a/b/../../..",
+    "/a%3bb/%7Euser/%25",
+    "/private%5Cx",
+    "/private\\x",
+    "/a%zz",
+    "*",
+    "relative",
+])
+
 # sig_verify: key \0 iss \0 token.
 put("sig_verify", [
     b"secret\x00pushpin\x00",

@@ -11,6 +11,7 @@ mod common;
 mod demo;
 mod faults;
 mod grpc;
+mod hardening_client;
 mod jwt;
 mod keepalive;
 mod passthrough;

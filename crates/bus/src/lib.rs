@@ -26,6 +26,23 @@ pub enum BusError {
     /// The bus is not connected (or was shut down).
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// The bus would refuse this request whatever its state (a subject longer than
+    /// [`subject::MAX_SUBJECT_LEN`]): it is never sent, so the server never drops the
+    /// connection over it.
+    #[error("bus refuses: {0}")]
+    Refused(String),
+}
+
+/// Refuses a subject the server would drop the connection over.
+pub(crate) fn check_subject(subject: &str) -> Result<(), BusError> {
+    if subject.len() > subject::MAX_SUBJECT_LEN {
+        return Err(BusError::Refused(format!(
+            "subject of {} bytes is longer than {}",
+            subject.len(),
+            subject::MAX_SUBJECT_LEN
+        )));
+    }
+    Ok(())
 }
 
 /// A publish/subscribe message bus carrying opaque payloads on subjects.

@@ -168,6 +168,7 @@ impl NatsBus {
 impl Bus for NatsBus {
     fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
         async move {
+            crate::check_subject(&subject)?;
             // Fail fast while disconnected rather than queue behind a dead connection.
             if *self.state.borrow() != BusState::Connected {
                 return Err(BusError::Unavailable("not connected to NATS".into()));
@@ -182,6 +183,7 @@ impl Bus for NatsBus {
 
     fn subscribe(&self, subject: String) -> BoxFuture<'_, Result<Subscription, BusError>> {
         async move {
+            crate::check_subject(&subject)?;
             let sub = self
                 .client
                 .subscribe(subject)

@@ -7,6 +7,16 @@
 /// Prefix of every channel subject.
 pub const CHANNEL_PREFIX: &str = "gripmesh.ch.";
 
+/// Longest subject the bus is asked to carry. NATS refuses a protocol line longer than its
+/// `max_control_line` (4096 bytes by default) and drops the whole connection; a `SUB` or
+/// `HPUB` line is the subject plus a few dozen bytes (verb, reply inbox, sizes, sid).
+pub const MAX_SUBJECT_LEN: usize = 3584;
+
+/// Largest channel-name limit (`--max-channel-length`) a tier accepts: a channel of this many
+/// bytes, every one escaped (3 bytes each), still makes a subject under [`MAX_SUBJECT_LEN`]
+/// with room for a longer prefix.
+pub const MAX_CHANNEL_LENGTH: usize = 1024;
+
 /// The bus subject for a channel.
 pub fn channel_subject(channel: &str) -> String {
     let mut out = String::with_capacity(CHANNEL_PREFIX.len() + channel.len());
@@ -71,5 +81,16 @@ mod tests {
         }
         assert_ne!(channel_subject("_"), channel_subject("_5F"));
         assert_eq!(channel_subject("a.b"), "gripmesh.ch.a_2Eb");
+    }
+
+    #[test]
+    fn the_longest_allowed_channel_fits_a_nats_control_line() {
+        let worst = ".".repeat(MAX_CHANNEL_LENGTH);
+        let subject = channel_subject(&worst);
+        assert!(subject.len() <= MAX_SUBJECT_LEN, "{}", subject.len());
+        // `SUB <subject> <sid>\r\n` and `HPUB <subject> <inbox> <hdr> <total>\r\n`.
+        assert!(subject.len() + 128 <= 4096);
+        assert!(crate::check_subject(&subject).is_ok());
+        assert!(crate::check_subject(&"x".repeat(MAX_SUBJECT_LEN + 1)).is_err());
     }
 }

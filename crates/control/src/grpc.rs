@@ -200,6 +200,12 @@ impl PublishApi {
             ControlMetrics::rejected("invalid_item");
             Status::invalid_argument(err.to_string())
         })?;
+        if let Some(index) = crate::publish::overlong_channel(&self.inner, &items) {
+            ControlMetrics::rejected("invalid_channel");
+            return Err(Status::invalid_argument(format!(
+                "item {index}: Invalid channel."
+            )));
+        }
         crate::publish::publish_items(&self.inner, &items)
             .await
             .map_err(|err| {
@@ -837,6 +843,31 @@ mod tests {
             items: vec![stream_item("c", "marker")],
         };
         api.publish(Request::new(marker)).await.expect("marker");
+        assert_eq!(content(&next_item(&mut sub).await), "marker");
+    }
+
+    /// A channel over `--max-channel-length` refuses the batch whole (it could make a bus
+    /// subject NATS drops the connection over).
+    #[tokio::test]
+    async fn overlong_channel_is_refused() {
+        let fx = Fixture::new(PublishAuth::Open);
+        let mut sub = fx.subscribe("c").await;
+        let api = fx.publisher();
+        let long = "x".repeat(ControlConfig::default().max_channel_length + 1);
+        let bad = pb::PublishRequest {
+            items: vec![stream_item("c", "not-sent"), stream_item(&long, "x")],
+        };
+        let status = api
+            .publish(Request::new(bad))
+            .await
+            .expect_err("overlong channel");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "item 1: Invalid channel.");
+        let at_limit = "y".repeat(ControlConfig::default().max_channel_length);
+        let ok = pb::PublishRequest {
+            items: vec![stream_item(&at_limit, "fits"), stream_item("c", "marker")],
+        };
+        api.publish(Request::new(ok)).await.expect("at the limit");
         assert_eq!(content(&next_item(&mut sub).await), "marker");
     }
 

@@ -25,6 +25,10 @@ pub struct ControlConfig {
     pub auth: PublishAuth,
     /// Largest publish request body in bytes; larger ⇒ 413.
     pub max_body: usize,
+    /// Longest channel name in bytes; a batch with a longer one ⇒ 400 `Invalid channel.`.
+    pub max_channel_length: usize,
+    /// Client connection options of the HTTP publish listener (header and body timeouts).
+    pub server: runtime::server::ServerOptions,
 }
 
 impl Default for ControlConfig {
@@ -32,6 +36,8 @@ impl Default for ControlConfig {
         ControlConfig {
             auth: PublishAuth::Open,
             max_body: 1_000_000,
+            max_channel_length: 512,
+            server: runtime::server::ServerOptions::default(),
         }
     }
 }
@@ -86,7 +92,7 @@ impl Control {
         let inner = self.inner.clone();
         runtime::server::serve(
             listener,
-            runtime::server::ServerOptions::default(),
+            self.inner.config.server.clone(),
             shutdown,
             move |req, _peer| publish::handle(inner.clone(), req),
         )

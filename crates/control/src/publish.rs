@@ -18,7 +18,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 enum Reply {
     Text(StatusCode, String),
     Json(StatusCode, String),
-    Published { json: bool },
+    Published {
+        json: bool,
+    },
+    /// 413; the connection is closed after it.
+    TooLarge,
+    /// The body timed out (408) or was malformed (400).
+    BodyFault(runtime::body::BodyFault),
 }
 
 impl Reply {
@@ -33,6 +39,13 @@ impl Reply {
                 );
                 r
             }
+            Reply::TooLarge => {
+                let mut r = text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.\n");
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r
+            }
+            Reply::BodyFault(fault) => fault.response(),
             Reply::Published { json: false } => text(StatusCode::OK, "Published\n"),
             Reply::Published { json: true } => {
                 let mut r = text(StatusCode::OK, "{\"message\":\"Published\"}\n");
@@ -168,43 +181,51 @@ fn require_auth(inner: &Inner, req: &Request<Incoming>) -> Result<(), Reply> {
     ))
 }
 
-/// The whole body, at most `max` bytes (`413` beyond, declared or actual).
+/// Most of an over-limit body read (and dropped) before its 413 is sent, so a client still
+/// sending can read the answer instead of losing it to the reset that closing a socket with
+/// unread data causes (nginx's lingering close). Beyond it, or after [`DRAIN_TIME`], the
+/// connection is just closed.
+const DRAIN_OVER_LIMIT: usize = 32 << 20;
+/// Longest time spent draining an over-limit body.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The whole body, at most `max` bytes (`413` beyond, declared or actual; `408` when it
+/// stalls for `--client-body-timeout`; `400` when malformed or cut short).
 async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Reply> {
     let too_large = || {
         ControlMetrics::rejected("too_large");
-        Reply::Text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request body too large.\n".into(),
-        )
+        Reply::TooLarge
     };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = runtime::body::client_body(req).into_body();
+    let faults = body.faults();
     if declared.is_some_and(|n| n > max as u64) {
+        runtime::body::drain(&mut body, DRAIN_OVER_LIMIT, DRAIN_TIME).await;
         return Err(too_large());
     }
-    match http_body_util::Limited::new(req.into_body(), max)
-        .collect()
-        .await
-    {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(err)
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Err(_) => {
-            ControlMetrics::rejected("bad_request");
-            Err(Reply::Text(
-                StatusCode::BAD_REQUEST,
-                "Failed to read request body.\n".into(),
-            ))
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            let fault = faults.get().unwrap_or(runtime::body::BodyFault::Malformed);
+            ControlMetrics::rejected(match fault {
+                runtime::body::BodyFault::Timeout => "body_timeout",
+                runtime::body::BodyFault::Malformed => "bad_request",
+            });
+            return Err(Reply::BodyFault(fault));
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                runtime::body::drain(&mut body, DRAIN_OVER_LIMIT, DRAIN_TIME).await;
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
         }
     }
+    Ok(buf.freeze())
 }
 
 async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>) -> Reply {
@@ -233,6 +254,10 @@ async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>)
             return Reply::Text(StatusCode::BAD_REQUEST, format!("{err}\n"));
         }
     };
+    if overlong_channel(inner, &items).is_some() {
+        ControlMetrics::rejected("invalid_channel");
+        return Reply::Text(StatusCode::BAD_REQUEST, "Invalid channel.\n".into());
+    }
     match publish_items(inner, &items).await {
         Ok(()) => {
             inner.metrics.items_http.increment(items.len() as u64);
@@ -329,6 +354,14 @@ async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
             format!("Method not allowed: {}.\n", req.method()),
         ),
     }
+}
+
+/// Index of the first item whose channel is longer than `--max-channel-length` (the batch is
+/// refused whole: such a name could make a bus subject the bus refuses, SPEC §9).
+pub(crate) fn overlong_channel(inner: &Inner, items: &[PublishItem]) -> Option<usize> {
+    items
+        .iter()
+        .position(|i| i.channel.len() > inner.config.max_channel_length)
 }
 
 /// Publishes a validated batch in order.

@@ -59,6 +59,11 @@ pub struct EdgeConfig {
     pub origin_connect_timeout: Duration,
     /// Time allowed for an origin to send its response head.
     pub origin_response_timeout: Duration,
+    /// Client WebSocket messages waiting for an in-flight WebSocket-over-HTTP request, at
+    /// most: at the bound the session stops reading the client (backpressure).
+    pub ws_upstream_queue_messages: usize,
+    /// Bytes of such messages, at most (one message may cross the bound).
+    pub ws_upstream_queue_bytes: usize,
     /// Client connection options (header size limit, header read timeout).
     pub server: ServerOptions,
     /// Channel interest, de-dup and sequencing.
@@ -79,6 +84,8 @@ impl Default for EdgeConfig {
             send_queue_bytes: 1 << 20,
             origin_connect_timeout: Duration::from_secs(5),
             origin_response_timeout: Duration::from_secs(60),
+            ws_upstream_queue_messages: 256,
+            ws_upstream_queue_bytes: 1 << 20,
             server: ServerOptions::default(),
             registry: RegistryConfig::default(),
             drain_rate: 10_000,

@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use routes::{Route, RouteRequest, Target, TargetAddr};
+use runtime::body::{BodyFaults, ClientBody};
 use runtime::server::{Body, full, text};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub(crate) enum ProxyError {
     BadRequest(String),
     #[error("request body too large for a GRIP hold")]
     TooLargeForGrip,
+    /// The client's request body failed (timed out or malformed): its fault, not the origin's.
+    #[error("client request body: {0:?}")]
+    ClientBody(runtime::body::BodyFault),
 }
 
 impl ProxyError {
@@ -58,6 +62,17 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 "Request too large to accept GRIP instruct.\n",
             ),
+            ProxyError::ClientBody(fault) => fault.response(),
+        }
+    }
+}
+
+impl From<crate::registry::SubscribeError> for ProxyError {
+    fn from(e: crate::registry::SubscribeError) -> ProxyError {
+        if e.invalid_channel {
+            ProxyError::BadGateway(e.to_string())
+        } else {
+            ProxyError::Unavailable(e.to_string())
         }
     }
 }
@@ -90,7 +105,10 @@ async fn handle_inner(
         Ok(resp) => resp,
         Err(err) => {
             match &err {
-                ProxyError::NoRoute(_) | ProxyError::EventsForbidden => {
+                ProxyError::NoRoute(_)
+                | ProxyError::EventsForbidden
+                | ProxyError::BadRequest(_)
+                | ProxyError::ClientBody(_) => {
                     tracing::debug!(%peer, %method, %path, error = %err, "request refused");
                 }
                 _ => tracing::warn!(%peer, %method, %path, error = %err, "request failed"),
@@ -144,6 +162,10 @@ async fn proxy(
         req.headers_mut()
             .insert(forwarded_proto, HeaderValue::from_static("https"));
     }
+    // Route, authorize and proxy one spelling of the path (SPEC §9 "Paths").
+    if let Some(uri) = normalized_uri(req.uri())? {
+        *req.uri_mut() = uri;
+    }
     let table = edge.routes.load();
     let route = table
         .resolve(&RouteRequest {
@@ -175,6 +197,29 @@ async fn proxy(
     Ok(resp)
 }
 
+/// The request URI with its path in canonical form ([`routes::path::normalize`]), or `None`
+/// when it already is; a path that cannot be made canonical is the client's error.
+fn normalized_uri(uri: &Uri) -> Result<Option<Uri>, ProxyError> {
+    let path = uri.path();
+    let canonical =
+        routes::path::normalize(path).map_err(|e| ProxyError::BadRequest(format!("path: {e}")))?;
+    if canonical == path {
+        return Ok(None);
+    }
+    let pq = match uri.query() {
+        Some(q) => format!("{canonical}?{q}"),
+        None => canonical,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(pq)
+            .map_err(|e| ProxyError::BadRequest(format!("path: {e}")))?,
+    );
+    Uri::from_parts(parts)
+        .map(Some)
+        .map_err(|e| ProxyError::BadRequest(format!("path: {e}")))
+}
+
 /// The plain-HTTP part of [`proxy`]: authz, origin, GRIP.
 async fn proxy_http(
     edge: Arc<EdgeInner>,
@@ -192,7 +237,7 @@ async fn proxy_http(
             crate::authz::Gate::Pass(a) => a,
             crate::authz::Gate::Reject(resp) => return Ok(resp),
         };
-    let (parts, body) = req.into_parts();
+    let (parts, body) = runtime::body::client_body(req).into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut origin_req = OriginRequest {
         method: parts.method.clone(),
@@ -294,40 +339,60 @@ async fn proxy_http(
 const MAX_REREQUESTS: usize = 5;
 
 /// The client's request body toward the origin: kept in memory when small enough that a GRIP
-/// hold may re-request the origin with it, streamed otherwise.
+/// hold may re-request the origin with it, streamed otherwise. Either way it carries the
+/// client-body timeout, and its failures are reported as the client's (400/408), not 502.
 pub(crate) enum ReqBody {
     Buffered(Bytes),
-    Streamed(Option<Incoming>),
+    Streamed(Option<ClientBody>, BodyFaults),
 }
 
 impl ReqBody {
-    async fn new(body: Incoming, max: usize) -> Result<ReqBody, ProxyError> {
+    async fn new(body: ClientBody, max: usize) -> Result<ReqBody, ProxyError> {
         use http_body::Body as _;
         let exact = body.size_hint().exact();
         match exact {
             Some(0) if body.is_end_stream() => Ok(ReqBody::Buffered(Bytes::new())),
             Some(n) if n <= max as u64 => {
+                let faults = body.faults();
                 let bytes = body
                     .collect()
                     .await
-                    .map_err(|e| ProxyError::BadRequest(format!("request body: {e}")))?
+                    .map_err(|_| {
+                        ProxyError::ClientBody(
+                            faults.get().unwrap_or(runtime::body::BodyFault::Malformed),
+                        )
+                    })?
                     .to_bytes();
                 Ok(ReqBody::Buffered(bytes))
             }
             _ if body.is_end_stream() => Ok(ReqBody::Buffered(Bytes::new())),
-            _ => Ok(ReqBody::Streamed(Some(body))),
+            _ => {
+                let faults = body.faults();
+                Ok(ReqBody::Streamed(Some(body), faults))
+            }
         }
     }
 
     fn is_streamed(&self) -> bool {
-        matches!(self, ReqBody::Streamed(_))
+        matches!(self, ReqBody::Streamed(..))
+    }
+
+    /// How the client's body failed, if it did.
+    fn fault(&self) -> Option<runtime::body::BodyFault> {
+        match self {
+            ReqBody::Buffered(_) => None,
+            ReqBody::Streamed(_, faults) => faults.get(),
+        }
     }
 
     /// The body for one origin request (a streamed body can be sent once).
     fn take(&mut self) -> Body {
         match self {
             ReqBody::Buffered(b) => full(b.clone()),
-            ReqBody::Streamed(b) => b.take().map_or_else(|| full(""), |b| b.boxed_unsync_err()),
+            ReqBody::Streamed(b, _) => b.take().map_or_else(
+                || full(""),
+                |b| b.map_err(box_client_body_error).boxed_unsync(),
+            ),
         }
     }
 }
@@ -403,6 +468,10 @@ pub(crate) async fn ask_origin<'r>(
                 Ok((resp.map(|b| b.boxed_unsync_err()), target))
             }
             Err(err) => {
+                // A request that failed because the client's body did is the client's error.
+                if let Some(fault) = req.body.fault() {
+                    return Err(ProxyError::ClientBody(fault));
+                }
                 EdgeMetrics::origin_request(None);
                 Err(ProxyError::BadGateway(err.to_string()))
             }
@@ -604,7 +673,7 @@ async fn response_hold(
     guard
         .subscribe_all(channels)
         .await
-        .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+        .map_err(ProxyError::from)?;
     // The origin answered from an older state than this edge has seen: ask again now.
     let stale = expected.iter().any(|(full, _, prev)| {
         edge.registry
@@ -708,7 +777,7 @@ async fn stream_hold(
     guard
         .subscribe_all(channels)
         .await
-        .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+        .map_err(ProxyError::from)?;
     let next = extras.fetcher.zip(instruct.next_link.clone());
     let body = StreamBody::new(initial, rx, instruct.keep_alive.as_ref(), guard, next);
     build_response(code, &instruct.status, hdrs, body.boxed_unsync())
@@ -727,6 +796,11 @@ pub(crate) trait BoxedErr {
 /// Boxes a hyper error (a named function: closures here trip a rustc lifetime inference
 /// limitation around `Send` futures).
 pub(crate) fn box_hyper_error(e: hyper::Error) -> runtime::server::BoxError {
+    Box::new(e)
+}
+
+/// Boxes a client body error (a named function for the same reason as [`box_hyper_error`]).
+fn box_client_body_error(e: runtime::body::ClientBodyError) -> runtime::server::BoxError {
     Box::new(e)
 }
 

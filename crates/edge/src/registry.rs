@@ -30,6 +30,9 @@ pub struct RegistryConfig {
     pub dedup_window: Duration,
     /// How long an out-of-order item waits for its predecessor.
     pub sequence_wait: Duration,
+    /// Longest channel name (bytes) a connection may subscribe; longer ⇒ refused, never sent
+    /// to the bus (SPEC §9).
+    pub max_channel_length: usize,
 }
 
 impl Default for RegistryConfig {
@@ -38,6 +41,7 @@ impl Default for RegistryConfig {
             linger: Duration::from_secs(10),
             dedup_window: Duration::from_secs(60),
             sequence_wait: Duration::from_secs(5),
+            max_channel_length: DEFAULT_MAX_CHANNEL_LENGTH,
         }
     }
 }
@@ -72,14 +76,19 @@ struct Inner {
     next_generation: AtomicU64,
 }
 
-/// Subscribing failed because the bus could not subscribe the channel.
+/// Default of [`RegistryConfig::max_channel_length`] (`--max-channel-length`).
+pub const DEFAULT_MAX_CHANNEL_LENGTH: usize = 512;
+
+/// Subscribing failed: the channel name is refused, or the bus could not subscribe it.
 #[derive(Debug, thiserror::Error)]
 #[error("could not subscribe channel {channel}: {reason}")]
 pub struct SubscribeError {
-    /// Channel.
+    /// Channel (cut to its first 64 bytes for logs when too long).
     pub channel: String,
-    /// Bus error text.
+    /// Why.
     pub reason: String,
+    /// The name itself is refused (the origin's fault: 502), not the bus (503).
+    pub invalid_channel: bool,
 }
 
 impl SubscriberRegistry {
@@ -106,6 +115,22 @@ impl SubscriberRegistry {
         conn: &Arc<ConnHandle>,
         channel: &str,
     ) -> Result<(), SubscribeError> {
+        // The one door every subscription passes: no name over the limit reaches the bus.
+        if channel.len() > self.inner.config.max_channel_length {
+            let mut cut = 64.min(channel.len());
+            while !channel.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            return Err(SubscribeError {
+                channel: format!("{}...", &channel[..cut]),
+                reason: format!(
+                    "name of {} bytes is longer than {}",
+                    channel.len(),
+                    self.inner.config.max_channel_length
+                ),
+                invalid_channel: true,
+            });
+        }
         let mut state = {
             let inner = &self.inner;
             match inner.channels.entry(Arc::from(channel)) {
@@ -148,10 +173,12 @@ impl SubscriberRegistry {
             Ok(ChannelState::Failed(reason)) => Err(SubscribeError {
                 channel: channel.to_owned(),
                 reason,
+                invalid_channel: false,
             }),
             Ok(ChannelState::Pending) | Err(_) => Err(SubscribeError {
                 channel: channel.to_owned(),
                 reason: "channel task ended".to_owned(),
+                invalid_channel: false,
             }),
         }
     }

@@ -195,7 +195,7 @@ pub fn parse_headers(headers: &HeaderMap) -> Result<Instruct, InstructError> {
             parse_non_negative(v).map_err(|e| herr("Grip-Timeout", format!("Grip-Timeout {e}")))?
         }
     }
-    .max(MIN_HOLD_TIMEOUT_SECS);
+    .clamp(MIN_HOLD_TIMEOUT_SECS, crate::MAX_DURATION_SECS);
 
     let keep_alive = match first_header(headers, "grip-keep-alive", "Grip-Keep-Alive")? {
         None => None,
@@ -340,7 +340,7 @@ fn parse_json_hold(hold: &Obj, out: &mut Instruct) -> Result<(), String> {
     }
 
     if let Some(t) = jsonutil::opt_uint(hold, pn, "timeout")? {
-        out.timeout_secs = t.max(MIN_HOLD_TIMEOUT_SECS);
+        out.timeout_secs = t.clamp(MIN_HOLD_TIMEOUT_SECS, crate::MAX_DURATION_SECS);
     }
 
     if let Some(ka) = jsonutil::opt_obj(hold, pn, "keep-alive")? {
@@ -355,7 +355,7 @@ fn parse_json_hold(hold: &Obj, out: &mut Instruct) -> Result<(), String> {
         };
         let timeout_secs = jsonutil::opt_uint(ka, kpn, "timeout")?
             .unwrap_or(DEFAULT_KEEP_ALIVE_SECS)
-            .max(MIN_KEEP_ALIVE_SECS);
+            .clamp(MIN_KEEP_ALIVE_SECS, crate::MAX_DURATION_SECS);
         let mode = match jsonutil::opt_str(ka, kpn, "mode")? {
             None | Some("") | Some("idle") => KeepAliveMode::Idle,
             Some("interval") => KeepAliveMode::Interval,
@@ -608,7 +608,7 @@ fn parse_keep_alive(value: &str) -> Result<KeepAlive, InstructError> {
             parse_non_negative(t).map_err(|e| herr(H, format!("Grip-Keep-Alive timeout {e}")))?
         }
     }
-    .max(MIN_KEEP_ALIVE_SECS);
+    .clamp(MIN_KEEP_ALIVE_SECS, crate::MAX_DURATION_SECS);
     let content = match param(&params, "format") {
         None | Some("") | Some("raw") => data.as_bytes().to_vec(),
         Some("cstring") => unescape_cstring(data)
@@ -706,7 +706,8 @@ fn parse_link_entry(entry: &str) -> Result<Option<NextLink>, InstructError> {
     let timeout_secs = match param(&params, "timeout") {
         None => DEFAULT_NEXT_LINK_TIMEOUT_SECS,
         Some(t) => parse_non_negative(t).map_err(|e| herr(H, format!("Grip-Link timeout {e}")))?,
-    };
+    }
+    .clamp(1, crate::MAX_DURATION_SECS);
     Ok(Some(NextLink {
         url: url.to_owned(),
         timeout_secs,
@@ -959,6 +960,27 @@ mod tests {
         assert_eq!(ok(&[("Grip-Timeout", "5")]).timeout_secs, 5);
         assert_eq!(ok(&[("Grip-Timeout", "6")]).timeout_secs, 6);
         assert_eq!(ok(&[("Grip-Timeout", " 120 ")]).timeout_secs, 120);
+    }
+
+    /// Durations from the origin are clamped to [`crate::MAX_DURATION_SECS`], so a deadline
+    /// built from them cannot overflow (issue 13: `Grip-Timeout: 2^64-1` panicked the task).
+    #[test]
+    fn durations_from_the_origin_are_clamped() {
+        let max = crate::MAX_DURATION_SECS;
+        let huge = u64::MAX.to_string();
+        assert_eq!(ok(&[("Grip-Timeout", &huge)]).timeout_secs, max);
+        let ka = ok(&[("Grip-Keep-Alive", &format!("x; timeout={huge}"))]);
+        assert_eq!(ka.keep_alive.expect("ka").timeout_secs, max);
+        let link = ok(&[("Grip-Link", &format!("</n>; rel=next; timeout={huge}"))]);
+        assert_eq!(link.next_link.expect("link").timeout_secs, max);
+        let link = ok(&[("Grip-Link", "</n>; rel=next; timeout=0")]);
+        assert_eq!(link.next_link.expect("link").timeout_secs, 1);
+        let json = format!(
+            r#"{{"hold":{{"mode":"stream","timeout":{huge},"channels":[{{"name":"a"}}],"keep-alive":{{"content":"k","timeout":{huge}}}}}}}"#
+        );
+        let i = parse_json(json.as_bytes()).expect("json");
+        assert_eq!(i.timeout_secs, max);
+        assert_eq!(i.keep_alive.expect("ka").timeout_secs, max);
     }
 
     #[test]

@@ -187,7 +187,7 @@ fn parse_value(v: &Value) -> Result<ControlMessage, String> {
                     content,
                     timeout_secs: timeout
                         .unwrap_or(DEFAULT_WS_KEEP_ALIVE_SECS)
-                        .max(MIN_KEEP_ALIVE_SECS),
+                        .clamp(MIN_KEEP_ALIVE_SECS, crate::MAX_DURATION_SECS),
                     mode,
                 })
             } else {
@@ -197,7 +197,9 @@ fn parse_value(v: &Value) -> Result<ControlMessage, String> {
                 Ok(ControlMessage::SendDelayed {
                     kind,
                     content,
-                    timeout_secs: timeout.unwrap_or(DEFAULT_SEND_DELAYED_SECS),
+                    timeout_secs: timeout
+                        .unwrap_or(DEFAULT_SEND_DELAYED_SECS)
+                        .min(crate::MAX_DURATION_SECS),
                 })
             }
         }
@@ -209,6 +211,23 @@ fn parse_value(v: &Value) -> Result<ControlMessage, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_clamped() {
+        let huge = u64::MAX;
+        let ka = ok(&format!(
+            r#"{{"type":"keep-alive","content":"k","timeout":{huge}}}"#
+        ));
+        assert!(
+            matches!(ka, ControlMessage::KeepAlive { timeout_secs, .. } if timeout_secs == crate::MAX_DURATION_SECS)
+        );
+        let sd = ok(&format!(
+            r#"{{"type":"send-delayed","content":"k","timeout":{huge}}}"#
+        ));
+        assert!(
+            matches!(sd, ControlMessage::SendDelayed { timeout_secs, .. } if timeout_secs == crate::MAX_DURATION_SECS)
+        );
+    }
 
     fn ok(json: &str) -> ControlMessage {
         parse(json.as_bytes()).expect("should parse")

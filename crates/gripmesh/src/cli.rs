@@ -116,6 +116,39 @@ pub struct EdgeFlags {
     /// Seconds allowed for an origin to send its response head.
     #[arg(long, env = "GRIPMESH_ORIGIN_RESPONSE_TIMEOUT", default_value_t = 60)]
     pub origin_response_timeout: u64,
+
+    /// Client WebSocket messages waiting for an in-flight WebSocket-over-HTTP request, at
+    /// most; at the bound the edge stops reading the client until the origin catches up.
+    #[arg(
+        long,
+        env = "GRIPMESH_WS_UPSTREAM_QUEUE_MESSAGES",
+        default_value_t = 256
+    )]
+    pub ws_upstream_queue_messages: usize,
+
+    /// Bytes of client WebSocket messages waiting for an in-flight WebSocket-over-HTTP
+    /// request, at most (one message may cross it); then the edge stops reading the client.
+    #[arg(long, env = "GRIPMESH_WS_UPSTREAM_QUEUE_BYTES", default_value_t = 1 << 20)]
+    pub ws_upstream_queue_bytes: usize,
+}
+
+/// Client-facing limits shared by the edge and control listeners (SPEC §9).
+#[derive(Debug, Args)]
+pub struct ClientLimitFlags {
+    /// Seconds allowed for a client to send a complete request head (client and publish
+    /// listeners); slower connections are closed.
+    #[arg(long, env = "GRIPMESH_CLIENT_HEADER_TIMEOUT", default_value_t = 30)]
+    pub client_header_timeout: u64,
+
+    /// Seconds a request body may go without a byte before the request fails with 408 (client
+    /// and publish listeners).
+    #[arg(long, env = "GRIPMESH_CLIENT_BODY_TIMEOUT", default_value_t = 30)]
+    pub client_body_timeout: u64,
+
+    /// Longest channel name in bytes (at most 1024): longer names in origin instructions ⇒ 502,
+    /// in publishes ⇒ 400 `Invalid channel.`.
+    #[arg(long, env = "GRIPMESH_MAX_CHANNEL_LENGTH", default_value_t = 512)]
+    pub max_channel_length: usize,
 }
 
 /// Auth sidecar behaviour.
@@ -214,6 +247,10 @@ pub struct StandaloneArgs {
     #[command(flatten)]
     pub edge: EdgeFlags,
 
+    /// Client-facing limits.
+    #[command(flatten)]
+    pub limits: ClientLimitFlags,
+
     /// Auth sidecar settings (with --authz-gateway).
     #[command(flatten)]
     pub authz: AuthzFlags,
@@ -258,6 +295,10 @@ pub struct EdgeArgs {
     #[command(flatten)]
     pub edge: EdgeFlags,
 
+    /// Client-facing limits.
+    #[command(flatten)]
+    pub limits: ClientLimitFlags,
+
     /// Common settings.
     #[command(flatten)]
     pub common: CommonFlags,
@@ -294,6 +335,10 @@ pub struct ControlArgs {
     /// Publish API settings.
     #[command(flatten)]
     pub publish: PublishFlags,
+
+    /// Client-facing limits (publish listener timeouts, channel names).
+    #[command(flatten)]
+    pub limits: ClientLimitFlags,
 
     /// Common settings.
     #[command(flatten)]

@@ -1,6 +1,6 @@
 //! Plumbing shared by the subcommands: validation (exit 64), listeners, bus, health, drain.
 
-use crate::cli::{AuthzFlags, CommonFlags, EdgeFlags, LogFormat, PublishFlags};
+use crate::cli::{AuthzFlags, ClientLimitFlags, CommonFlags, EdgeFlags, LogFormat, PublishFlags};
 use bus::{Bus, BusState, MemoryBus, NatsBus, NatsOptions};
 use control::PublishAuth;
 use edge::EdgeConfig;
@@ -36,6 +36,10 @@ pub fn init_logging(common: &CommonFlags) {
         LogFormat::Text => runtime::telemetry::LogFormat::Text,
         LogFormat::Json => runtime::telemetry::LogFormat::Json,
     });
+    // Every tier: the open-file limit goes up before any listener or connection exists.
+    if let Some(limit) = nofile_limit() {
+        tracing::debug!(open_file_limit = limit, "open-file limit");
+    }
 }
 
 /// A routes file to load: the flag, else `./routes` if it exists.
@@ -106,8 +110,59 @@ pub fn watch_tls(
     }
 }
 
+/// Client listener options (timeouts, header size, connection limit that fits under the
+/// open-file limit) from flags; `max_connections` is `--max-connections` where the listener
+/// has one.
+pub fn server_options(
+    limits: &ClientLimitFlags,
+    max_header_bytes: usize,
+    max_connections: Option<usize>,
+) -> Result<runtime::server::ServerOptions, Fatal> {
+    for (flag, secs) in [
+        ("--client-header-timeout", limits.client_header_timeout),
+        ("--client-body-timeout", limits.client_body_timeout),
+    ] {
+        if secs == 0 || secs > grip::MAX_DURATION_SECS {
+            return Err(config_err(format!(
+                "{flag} {secs}: must be 1..={}",
+                grip::MAX_DURATION_SECS
+            )));
+        }
+    }
+    Ok(runtime::server::ServerOptions {
+        max_header_bytes,
+        header_read_timeout: Duration::from_secs(limits.client_header_timeout),
+        body_timeout: Duration::from_secs(limits.client_body_timeout),
+        // A listener without --max-connections (control's) takes what fits, silently.
+        max_connections: match max_connections {
+            Some(n) => runtime::fdlimit::fit_connections(n, nofile_limit()),
+            None => runtime::fdlimit::budget(nofile_limit()),
+        },
+        ..Default::default()
+    })
+}
+
+/// `--max-channel-length`, checked against what the bus can carry.
+pub fn max_channel_length(limits: &ClientLimitFlags) -> Result<usize, Fatal> {
+    let n = limits.max_channel_length;
+    if n == 0 || n > bus::subject::MAX_CHANNEL_LENGTH {
+        return Err(config_err(format!(
+            "--max-channel-length {n}: must be 1..={} (longer names make bus subjects NATS refuses)",
+            bus::subject::MAX_CHANNEL_LENGTH
+        )));
+    }
+    Ok(n)
+}
+
+/// The soft open-file limit, raised to the hard limit on first use (every tier calls this at
+/// startup through [`init_logging`]).
+pub fn nofile_limit() -> Option<u64> {
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(runtime::fdlimit::raise_nofile_limit)
+}
+
 /// The edge configuration from flags.
-pub fn edge_config(flags: &EdgeFlags) -> Result<EdgeConfig, Fatal> {
+pub fn edge_config(flags: &EdgeFlags, limits: &ClientLimitFlags) -> Result<EdgeConfig, Fatal> {
     let sig_key = flags
         .sig_key
         .as_deref()
@@ -123,9 +178,11 @@ pub fn edge_config(flags: &EdgeFlags) -> Result<EdgeConfig, Fatal> {
         send_queue_bytes: flags.send_queue_bytes,
         origin_connect_timeout: Duration::from_secs(flags.origin_connect_timeout),
         origin_response_timeout: Duration::from_secs(flags.origin_response_timeout),
-        server: runtime::server::ServerOptions {
-            max_header_bytes: flags.max_header_size,
-            max_connections: flags.max_connections,
+        ws_upstream_queue_messages: flags.ws_upstream_queue_messages.max(1),
+        ws_upstream_queue_bytes: flags.ws_upstream_queue_bytes.max(1),
+        server: server_options(limits, flags.max_header_size, Some(flags.max_connections))?,
+        registry: edge::registry::RegistryConfig {
+            max_channel_length: max_channel_length(limits)?,
             ..Default::default()
         },
         ..EdgeConfig::default()

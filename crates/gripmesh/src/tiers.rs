@@ -189,7 +189,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     let (store, routes_path) = route_store(args.routes.as_deref())?;
     let (_, table) = common::load_routes(routes_path.as_deref())?;
     let tls = common::edge_tls(&args.edge)?;
-    let mut edge_config = common::edge_config(&args.edge)?;
+    let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     let auth = common::publish_auth(&args.publish, args.publish_listen)?;
 
@@ -213,6 +213,8 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         ControlConfig {
             auth,
             max_body: args.publish.publish_max_body,
+            max_channel_length: common::max_channel_length(&args.limits)?,
+            server: common::server_options(&args.limits, 16 * 1024, None)?,
         },
         bus,
         store.clone(),
@@ -271,7 +273,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
 pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
     let tls = common::edge_tls(&args.edge)?;
-    let mut edge_config = common::edge_config(&args.edge)?;
+    let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     let file = match &args.routes {
         Some(p) => Some((p.clone(), common::load_routes(Some(p))?.1)),
@@ -361,6 +363,8 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         ControlConfig {
             auth,
             max_body: args.publish.publish_max_body,
+            max_channel_length: common::max_channel_length(&args.limits)?,
+            server: common::server_options(&args.limits, 16 * 1024, None)?,
         },
         bus,
         store.clone(),

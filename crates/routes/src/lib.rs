@@ -8,6 +8,7 @@
 //! [`Route::rewrite_path`] for path rewriting.
 
 mod lex;
+pub mod path;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv6Addr;

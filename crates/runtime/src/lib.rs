@@ -2,7 +2,9 @@
 //! initialisation, the admin server, and a small HTTP/1 server loop with graceful shutdown.
 
 pub mod admin;
+pub mod body;
 pub mod client;
+pub mod fdlimit;
 pub mod file_watch;
 pub mod health;
 pub mod server;

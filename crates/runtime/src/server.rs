@@ -45,8 +45,11 @@ pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response<Body> 
 pub struct ServerOptions {
     /// Largest request head (request line + headers) accepted; larger ⇒ 431.
     pub max_header_bytes: usize,
-    /// Time allowed for a client to send a complete request head.
+    /// Time allowed for a client to send a complete request head (`--client-header-timeout`).
     pub header_read_timeout: Duration,
+    /// Longest wait for the next byte of a request body (`--client-body-timeout`); handlers
+    /// wrap bodies with [`crate::body::client_body`], which answers 408 past it.
+    pub body_timeout: Duration,
     /// Open connections at most; beyond it new ones get a 503 and are closed.
     pub max_connections: usize,
     /// The open-connection count (shared, so upgraded connections can keep their slot).
@@ -54,6 +57,11 @@ pub struct ServerOptions {
     /// Serve TLS with this (swappable) configuration instead of plain HTTP.
     pub tls: Option<crate::tls::SharedTls>,
 }
+
+/// Default `--client-header-timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `--client-body-timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Counts open connections.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +84,8 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             max_header_bytes: 16 * 1024,
-            header_read_timeout: Duration::from_secs(30),
+            header_read_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: usize::MAX,
             connections: ConnectionCounter::default(),
             tls: None,
@@ -123,11 +132,23 @@ pub async fn serve<H, Fut>(
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         .max_buf_size(options.max_header_bytes.max(8192));
+    let mut spare = SpareFd::new();
     loop {
+        spare.refill();
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
+                Err(err) if is_out_of_fds(&err) && spare.release() => {
+                    // Out of descriptors: the spare one takes the waiting client, which gets
+                    // a 503 instead of waiting unanswered in the kernel's queue.
+                    if let Ok(Ok((stream, _))) =
+                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
+                    {
+                        tracker.spawn(refuse(stream));
+                    }
+                    continue;
+                }
                 Err(err) => {
                     // Out of file descriptors and similar: back off instead of spinning.
                     tracing::warn!(error = %err, "accept failed");
@@ -148,12 +169,14 @@ pub async fn serve<H, Fut>(
         let shutdown = shutdown.clone();
         let tls = options.tls.as_ref().map(|t| t.load_full());
         let handshake_timeout = options.header_read_timeout;
+        let body_timeout = options.body_timeout;
         tracker.spawn(async move {
             let _slot = slot;
             let info = ConnInfo {
                 peer,
                 tls: tls.is_some(),
                 abort: CancellationToken::new(),
+                body_timeout,
             };
             match tls {
                 None => {
@@ -186,6 +209,35 @@ pub async fn serve<H, Fut>(
     tracker.wait().await;
 }
 
+/// One descriptor held back for answering clients when the process runs out (the classic
+/// reserve-descriptor trick): `accept` cannot hand over a client without a free descriptor.
+struct SpareFd(Option<std::fs::File>);
+
+impl SpareFd {
+    fn new() -> SpareFd {
+        let mut spare = SpareFd(None);
+        spare.refill();
+        spare
+    }
+
+    /// Takes the descriptor back when one is free again.
+    fn refill(&mut self) {
+        if self.0.is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok();
+        }
+    }
+
+    /// Frees the descriptor; false when there was none to free.
+    fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+}
+
+fn is_out_of_fds(err: &std::io::Error) -> bool {
+    // EMFILE (per process) and ENFILE (system-wide).
+    matches!(err.raw_os_error(), Some(24 | 23))
+}
+
 /// What the handler may want to know about a request's connection (a request extension).
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -196,6 +248,8 @@ pub struct ConnInfo {
     /// Cancelling it drops the connection at once (no graceful end): for clients that stopped
     /// reading, whose responses hyper can no longer make progress on.
     pub abort: CancellationToken,
+    /// The listener's `--client-body-timeout`.
+    pub body_timeout: Duration,
 }
 
 async fn serve_connection<IO, H, Fut>(

@@ -344,10 +344,13 @@ impl Accepted {
         guard.authorize(authorized);
         let mut session =
             session::Session::new(guard, rx, self.grip, Some(self.upstream), route, target);
-        session
-            .prepare(self.first_events)
-            .await
-            .map_err(|e| WsError::Unavailable(e.to_string()))?;
+        session.prepare(self.first_events).await.map_err(|e| {
+            if e.invalid_channel {
+                WsError::BadGateway(e.to_string())
+            } else {
+                WsError::Unavailable(e.to_string())
+            }
+        })?;
         Ok(Handshake::Accept {
             response: switching_protocols(self.response_headers, client),
             session: Box::new(session),

@@ -151,7 +151,9 @@ impl OverHttp {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
         {
-            self.keep_alive_interval = Some(Duration::from_secs(secs.max(MIN_KEEP_ALIVE_INTERVAL)));
+            self.keep_alive_interval = Some(Duration::from_secs(
+                secs.clamp(MIN_KEEP_ALIVE_INTERVAL, grip::MAX_DURATION_SECS),
+            ));
         }
     }
 

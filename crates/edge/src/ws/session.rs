@@ -236,6 +236,13 @@ impl Session {
         }
         let mut in_flight: Option<InFlight> = None;
         let mut last_request = Instant::now();
+        let upstream_bound = {
+            let config = &self.guard.edge().config;
+            (
+                config.ws_upstream_queue_messages,
+                config.ws_upstream_queue_bytes,
+            )
+        };
         loop {
             if state
                 .closing
@@ -248,7 +255,7 @@ impl Session {
                 && !state.outbox.is_empty()
                 && !self.detached
             {
-                let batch = take_batch(&mut state.outbox, oh.one_event());
+                let batch = state.outbox.take_batch(oh.one_event());
                 in_flight = Some(Box::pin(oh.request(batch)));
                 last_request = Instant::now();
             }
@@ -312,7 +319,9 @@ impl Session {
                         break;
                     }
                 }
-                msg = client.next(), if !state.client_done => {
+                // Backpressure: while the queue toward the origin is full the client is not
+                // read (TCP pushes back on it) instead of its messages piling up here.
+                msg = client.next(), if !state.client_done && (self.detached || !state.outbox.is_full(upstream_bound)) => {
                     match msg {
                         Some(Ok(m)) => self.on_client_message(m, &mut state).await,
                         Some(Err(err)) => {
@@ -345,7 +354,7 @@ impl Session {
                                 }
                                 Err(err) => {
                                     tracing::warn!(error = %err, "subscribe failed");
-                                    self.close_client(&mut client, Some((1011, "internal error".into())), &mut state).await;
+                                    self.close_client(&mut client, Some(subscribe_failure_close(&err)), &mut state).await;
                                 }
                             }
                         }
@@ -506,7 +515,9 @@ impl Session {
             Ok(actions) => self.apply(client, actions, state).await || state.closing.is_some(),
             Err(err) => {
                 tracing::warn!(error = %err, "subscribe failed");
-                false
+                self.close_client(client, Some(subscribe_failure_close(&err)), state)
+                    .await;
+                true
             }
         }
     }
@@ -643,7 +654,7 @@ impl Session {
 #[derive(Default)]
 struct LoopState {
     /// Events waiting for the next WebSocket-over-HTTP request.
-    outbox: Vec<WsEvent>,
+    outbox: Outbox,
     /// Set once a close handshake started: the session ends by this deadline.
     closing: Option<Instant>,
     /// The client's side is finished (closed or errored).
@@ -662,20 +673,56 @@ impl LoopState {
     }
 }
 
-fn take_batch(outbox: &mut Vec<WsEvent>, one_event: bool) -> Vec<WsEvent> {
-    if one_event {
-        return vec![outbox.remove(0)];
+/// Client events waiting for the next WebSocket-over-HTTP request, with their encoded size,
+/// so the session can bound them (`--ws-upstream-queue-messages`/`-bytes`).
+#[derive(Default)]
+struct Outbox {
+    events: std::collections::VecDeque<WsEvent>,
+    bytes: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, ev: WsEvent) {
+        self.bytes = self.bytes.saturating_add(ev.encoded_len());
+        self.events.push_back(ev);
     }
-    let mut size = 0;
-    let mut n = 0;
-    for ev in outbox.iter() {
-        size += ev.encoded_len();
-        if n > 0 && size > MAX_BATCH_BYTES {
-            break;
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// At or over either bound `(messages, bytes)`: stop reading the client.
+    fn is_full(&self, (messages, bytes): (usize, usize)) -> bool {
+        self.events.len() >= messages || self.bytes >= bytes
+    }
+
+    /// The next request's events: one (origin asked for one event per request), or as many
+    /// as fit [`MAX_BATCH_BYTES`] (at least one).
+    fn take_batch(&mut self, one_event: bool) -> Vec<WsEvent> {
+        let mut size = 0;
+        let mut n = 0;
+        for ev in &self.events {
+            size += ev.encoded_len();
+            if n > 0 && (one_event || size > MAX_BATCH_BYTES) {
+                break;
+            }
+            n += 1;
         }
-        n += 1;
+        let batch: Vec<WsEvent> = self.events.drain(..n).collect();
+        let taken: usize = batch.iter().map(WsEvent::encoded_len).sum();
+        self.bytes = self.bytes.saturating_sub(taken);
+        batch
     }
-    outbox.drain(..n).collect()
+}
+
+/// The close frame for a subscription the edge could not make: the origin asked for a channel
+/// name over `--max-channel-length` (its fault, said plainly), or the bus failed.
+fn subscribe_failure_close(err: &SubscribeError) -> (u16, String) {
+    if err.invalid_channel {
+        (1011, "channel name too long".to_owned())
+    } else {
+        (1011, "internal error".to_owned())
+    }
 }
 
 fn ws_message(kind: WsMessageType, data: Bytes) -> Option<Message> {
@@ -716,23 +763,37 @@ mod tests {
 
     #[test]
     fn batches_respect_one_event_and_size() {
-        let mut outbox = vec![
-            WsEvent::Text(Bytes::from_static(b"a")),
-            WsEvent::Text(Bytes::from_static(b"b")),
-        ];
-        assert_eq!(take_batch(&mut outbox, true).len(), 1);
-        assert_eq!(outbox.len(), 1);
+        let mut outbox = Outbox::default();
+        outbox.push(WsEvent::Text(Bytes::from_static(b"a")));
+        outbox.push(WsEvent::Text(Bytes::from_static(b"b")));
+        assert_eq!(outbox.take_batch(true).len(), 1);
+        assert_eq!(outbox.events.len(), 1);
         let big = Bytes::from(vec![b'x'; MAX_BATCH_BYTES]);
-        let mut outbox = vec![
-            WsEvent::Binary(big.clone()),
-            WsEvent::Binary(big),
-            WsEvent::Open,
-        ];
+        let mut outbox = Outbox::default();
+        outbox.push(WsEvent::Binary(big.clone()));
+        outbox.push(WsEvent::Binary(big));
+        outbox.push(WsEvent::Open);
         assert_eq!(
-            take_batch(&mut outbox, false).len(),
+            outbox.take_batch(false).len(),
             1,
             "a batch stops at the size limit"
         );
-        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox.events.len(), 2);
+    }
+
+    #[test]
+    fn outbox_counts_bytes_and_reports_full() {
+        let mut outbox = Outbox::default();
+        assert!(!outbox.is_full((2, 100)));
+        outbox.push(WsEvent::Text(Bytes::from_static(b"hello")));
+        assert!(!outbox.is_full((2, 100)));
+        let one = outbox.bytes;
+        assert!(one >= 5);
+        assert!(outbox.is_full((2, one)), "byte bound reached");
+        outbox.push(WsEvent::Text(Bytes::from_static(b"hello")));
+        assert!(outbox.is_full((2, 1000)), "message bound reached");
+        assert_eq!(outbox.take_batch(false).len(), 2);
+        assert_eq!(outbox.bytes, 0);
+        assert!(!outbox.is_full((2, one)));
     }
 }
