@@ -37,7 +37,7 @@ pub fn init_logging(common: &CommonFlags) {
         LogFormat::Json => runtime::telemetry::LogFormat::Json,
     });
     // Every tier: the open-file limit goes up before any listener or connection exists.
-    if let Some(limit) = nofile_limit() {
+    if let Some(limit) = runtime::fdlimit::raise_nofile_limit() {
         tracing::debug!(open_file_limit = limit, "open-file limit");
     }
 }
@@ -133,11 +133,9 @@ pub fn server_options(
         max_header_bytes,
         header_read_timeout: Duration::from_secs(limits.client_header_timeout),
         body_timeout: Duration::from_secs(limits.client_body_timeout),
-        // A listener without --max-connections (control's) takes what fits, silently.
-        max_connections: match max_connections {
-            Some(n) => runtime::fdlimit::fit_connections(n, nofile_limit()),
-            None => runtime::fdlimit::budget(nofile_limit()),
-        },
+        // Lowered to what fits under the open-file limit when the listener starts; a listener
+        // without --max-connections (control's) takes what fits, silently.
+        max_connections: max_connections.unwrap_or(usize::MAX),
         ..Default::default()
     })
 }
@@ -152,13 +150,6 @@ pub fn max_channel_length(limits: &ClientLimitFlags) -> Result<usize, Fatal> {
         )));
     }
     Ok(n)
-}
-
-/// The soft open-file limit, raised to the hard limit on first use (every tier calls this at
-/// startup through [`init_logging`]).
-pub fn nofile_limit() -> Option<u64> {
-    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(runtime::fdlimit::raise_nofile_limit)
 }
 
 /// The edge configuration from flags.

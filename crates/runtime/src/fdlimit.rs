@@ -25,6 +25,13 @@ pub fn raise_nofile_limit() -> Option<u64> {
     }
 }
 
+/// The soft open-file limit in force (`None` where it cannot be read).
+pub fn current_nofile_limit() -> Option<u64> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
+
 /// Client connections that fit under `nofile` descriptors (unbounded when unknown).
 pub fn budget(nofile: Option<u64>) -> usize {
     nofile.map_or(usize::MAX, |n| {

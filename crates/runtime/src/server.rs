@@ -50,7 +50,10 @@ pub struct ServerOptions {
     /// Longest wait for the next byte of a request body (`--client-body-timeout`); handlers
     /// wrap bodies with [`crate::body::client_body`], which answers 408 past it.
     pub body_timeout: Duration,
-    /// Open connections at most; beyond it new ones get a 503 and are closed.
+    /// Open connections at most; beyond it new ones get a 503 and are closed. Lowered, with
+    /// a warning, to what fits under the open-file limit when the server starts
+    /// ([`crate::fdlimit`]); `usize::MAX` (a listener without a limit of its own) is lowered
+    /// silently.
     pub max_connections: usize,
     /// The open-connection count (shared, so upgraded connections can keep their slot).
     pub connections: ConnectionCounter,
@@ -132,6 +135,14 @@ pub async fn serve<H, Fut>(
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         .max_buf_size(options.max_header_bytes.max(8192));
+    // Checked here, once the process is about to serve (after configuration errors had their
+    // chance to end it with one line).
+    let nofile = crate::fdlimit::current_nofile_limit();
+    let max_connections = if options.max_connections == usize::MAX {
+        crate::fdlimit::budget(nofile)
+    } else {
+        crate::fdlimit::fit_connections(options.max_connections, nofile)
+    };
     let mut spare = SpareFd::new();
     loop {
         spare.refill();
@@ -158,7 +169,7 @@ pub async fn serve<H, Fut>(
             },
         };
         let _ = stream.set_nodelay(true);
-        if open.current() >= options.max_connections {
+        if open.current() >= max_connections {
             // A clear answer instead of a silent reset, written off the accept loop.
             tracker.spawn(refuse(stream));
             continue;
