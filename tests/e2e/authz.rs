@@ -303,8 +303,9 @@ async fn bad_or_missing_key_gets_gateway_refusal_and_origin_is_untouched() {
     );
 }
 
-/// 70 connections with one key opened at once share the gateway's answer: at most a few
-/// gateway calls (single-flight, then the cache), not one per connection.
+/// 70 identical connections with one key opened at once share the gateway's answer: at most a
+/// few gateway calls (single-flight, then the cache), not one per connection. (A decision is
+/// shared only by identical requests: SPEC §7.)
 #[tokio::test]
 async fn concurrent_connections_with_one_key_share_gateway_calls() {
     let gw = Gateway::start(&["shared"]).await;
@@ -312,9 +313,8 @@ async fn concurrent_connections_with_one_key_share_gateway_calls() {
     gw.set_delay(Duration::from_millis(300));
     let env = start("*,authz test\n", &["--authz-gateway", &gw.url()]).await;
     let edge = env.edge();
-    let clients = futures_util::future::join_all((0..70).map(|i| async move {
-        let path = format!("/stream?channel=sf-{i}&apikey=shared");
-        StreamClient::open(edge, &path, &[]).await
+    let clients = futures_util::future::join_all((0..70).map(|_| async move {
+        StreamClient::open(edge, "/stream?channel=sf&apikey=shared", &[]).await
     }))
     .await;
     for c in &clients {
@@ -455,11 +455,8 @@ async fn revocation_closes_only_the_revoked_keys_connections() {
         WAIT,
     )
     .await;
-    assert_eq!(
-        gw.calls_for("key-a"),
-        1,
-        "three connections, one cached allow"
-    );
+    // Three different requests (a decision is reused only for the same request): three calls.
+    assert_eq!(gw.calls_for("key-a"), 3);
 
     let started = Instant::now();
     revoke(env.publish(), "key-a").await;
@@ -482,10 +479,10 @@ async fn revocation_closes_only_the_revoked_keys_connections() {
     assert_eq!(ws_b.expect_text(WAIT).await, "b-still-here");
     stream_b.read_until("b-still-here\n", WAIT).await;
 
-    // The cached allow was dropped: a new connection with key-a asks the gateway again.
-    let again = StreamClient::open(edge, "/stream?channel=rv&apikey=key-a", &[]).await;
+    // The cached allow was dropped: the same request as stream_a asks the gateway again.
+    let again = StreamClient::open(edge, "/stream?channel=rv", &[("X-Api-Key", "key-a")]).await;
     assert_eq!(again.status, 200);
-    assert_eq!(gw.calls_for("key-a"), 2);
+    assert_eq!(gw.calls_for("key-a"), 4);
     wait_metric_at_least(env.admin(), "gripmesh_authz_revocations_total", 1.0, WAIT).await;
 }
 
@@ -636,8 +633,8 @@ async fn separate_sidecar_serves_two_edges_and_hears_revocations() {
     publish_both(cluster.control.publish_addr(), "cl", "b-lives").await;
     stream_b.read_until("b-lives\n", WAIT).await;
 
-    let again = StreamClient::open(e0, "/stream?channel=cl&apikey=key-a", &[]).await;
-    assert_eq!(again.status, 200);
+    // The same request as ws0's: answered by the gateway, not the dropped cached decision.
+    let _again = WsConn::connect(e0, "/ws?channel=cl&apikey=key-a", &[]).await;
     assert_eq!(
         gw.calls_for("key-a"),
         2,
@@ -729,6 +726,7 @@ async fn measure_authz_connect_latency() {
         time_stream("/stream?channel=m".into()).await;
         time_stream("/a/stream?channel=m&apikey=warm".into()).await;
     }
+    time_ws("/a/ws?channel=m&apikey=warm".into()).await;
     let stream_cases: [Case; 3] = [
         ("http-stream no-authz", |_| "/stream?channel=m".to_owned()),
         ("http-stream authz warm", |_| {
@@ -784,5 +782,9 @@ async fn measure_authz_connect_latency() {
             *p99 as i128 - b99 as i128
         );
     }
-    assert_eq!(gw.calls_for("warm"), 1, "warm cache: one gateway call");
+    assert_eq!(
+        gw.calls_for("warm"),
+        2,
+        "warm cache: one gateway call per distinct request (stream and WebSocket)"
+    );
 }

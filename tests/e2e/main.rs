@@ -12,6 +12,7 @@ mod demo;
 mod faults;
 mod grpc;
 mod hardening_client;
+mod hardening_control;
 mod jwt;
 mod keepalive;
 mod passthrough;

@@ -6,8 +6,12 @@ use http::{Request, Uri, header};
 use runtime::client::{Endpoint, OriginClient};
 use std::time::Duration;
 
-/// Largest gateway body kept (it is relayed to denied clients).
-const MAX_BODY: usize = 64 * 1024;
+/// Largest gateway body kept (it is relayed to denied clients and cached): longer ones are cut
+/// here (SPEC §7), so a gateway's or attacker-chosen fault page cannot fill the cache.
+pub const MAX_DENY_BODY: usize = 4 * 1024;
+
+/// Largest total of gateway header names and values kept; headers past it are dropped.
+pub const MAX_DENY_HEADERS: usize = 4 * 1024;
 
 /// A gateway call that did not produce an answer.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +102,7 @@ impl Gateway {
                 .await
                 .map_err(|e| GatewayError::Unreachable(e.to_string()))?;
             let status = resp.status().as_u16();
+            let mut kept = 0usize;
             let headers: Vec<(String, String)> = resp
                 .headers()
                 .iter()
@@ -112,12 +117,17 @@ impl Gateway {
                     )
                 })
                 .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .take_while(|(n, v)| {
+                    kept = kept.saturating_add(n.len() + v.len());
+                    kept <= MAX_DENY_HEADERS
+                })
                 .collect();
-            let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY);
-            let body = http_body_util::BodyExt::collect(body)
-                .await
-                .map_err(|e| GatewayError::Body(e.to_string()))?
-                .to_bytes();
+            // Only a refusal's body is relayed; an allow's is not even read.
+            let body = if (200..300).contains(&status) {
+                Bytes::new()
+            } else {
+                read_prefix(resp.into_body(), MAX_DENY_BODY).await?
+            };
             Ok(Reply {
                 status,
                 headers,
@@ -128,4 +138,21 @@ impl Gateway {
             .await
             .map_err(|_| GatewayError::Unreachable("timed out".into()))?
     }
+}
+
+/// The first `max` bytes of a body; the rest is not read (the connection is dropped with it).
+async fn read_prefix(mut body: hyper::body::Incoming, max: usize) -> Result<Bytes, GatewayError> {
+    use http_body_util::BodyExt;
+    let mut out = bytes::BytesMut::new();
+    while out.len() < max {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| GatewayError::Body(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            let room = max - out.len();
+            out.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok(out.freeze())
 }

@@ -6,6 +6,7 @@
 //! `gripmesh.v1.Authorization/Check`. Standalone embeds an [`Authorizer`] directly.
 
 mod breaker;
+mod cache;
 pub mod credential;
 mod gateway;
 mod metrics;
@@ -13,11 +14,13 @@ mod metrics;
 use breaker::Breaker;
 use bus::Bus;
 use bytes::Bytes;
+use cache::DecisionCache;
 use dashmap::DashMap;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use proto::v1::{AuthzHeader, CheckRequest, CheckResponse, Decision};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +49,10 @@ pub struct AuthzConfig {
     pub breaker_threshold: u32,
     /// How long an open circuit fails checks without calling the gateway.
     pub breaker_cooldown: Duration,
+    /// Cached decisions at most (`--authz-cache-entries`).
+    pub cache_entries: usize,
+    /// Bytes of cached decisions at most (`--authz-cache-bytes`), bookkeeping included.
+    pub cache_bytes: usize,
 }
 
 impl AuthzConfig {
@@ -62,6 +69,8 @@ impl AuthzConfig {
             gateway_timeout: Duration::from_secs(5),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(10),
+            cache_entries: 100_000,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -81,6 +90,16 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// Bytes this outcome holds (for the cache's byte bound).
+    fn weight(&self) -> usize {
+        let pairs = |v: &[(String, String)]| v.iter().map(|(n, v)| n.len() + v.len() + 48).sum();
+        match self {
+            Outcome::Allow { headers } => pairs(headers),
+            Outcome::Deny { headers, body, .. } => pairs(headers) + body.len(),
+            Outcome::Error(reason) => reason.len(),
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self {
             Outcome::Allow { .. } => "allow",
@@ -88,11 +107,6 @@ impl Outcome {
             Outcome::Error(_) => "error",
         }
     }
-}
-
-struct CacheEntry {
-    outcome: Outcome,
-    expires: Instant,
 }
 
 type InFlight = Shared<BoxFuture<'static, Outcome>>;
@@ -106,8 +120,12 @@ pub struct Authorizer {
 struct Inner {
     config: AuthzConfig,
     gateway: gateway::Gateway,
-    cache: DashMap<String, CacheEntry>,
-    inflight: DashMap<String, InFlight>,
+    cache: DecisionCache,
+    /// Gateway calls in flight, by decision key (concurrent identical checks share one).
+    inflight: DashMap<cache::Key, InFlight>,
+    /// Bumped by every revocation: a gateway answer that started before one is not cached,
+    /// so a decision in flight while its credential is revoked cannot outlive the revocation.
+    revocations: AtomicU64,
     breaker: Breaker,
     metrics: metrics::AuthzMetrics,
 }
@@ -125,10 +143,14 @@ impl Authorizer {
         Ok(Authorizer {
             inner: Arc::new(Inner {
                 breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+                cache: DecisionCache::new(cache::Bounds {
+                    entries: config.cache_entries,
+                    bytes: config.cache_bytes,
+                }),
                 config,
                 gateway,
-                cache: DashMap::new(),
                 inflight: DashMap::new(),
+                revocations: AtomicU64::new(0),
                 metrics: metrics::AuthzMetrics::new(),
             }),
         })
@@ -137,27 +159,22 @@ impl Authorizer {
     /// Decides one request.
     pub async fn check(&self, req: CheckRequest) -> CheckResponse {
         let inner = &self.inner;
-        let found = credential::find(&inner.config.sources, &req.query, &req.headers);
-        let hash = found
-            .as_ref()
-            .map(|(c, _)| credential::hash(c))
-            .unwrap_or_default();
-        // Hashed credential + route: decisions may differ per route (API products).
-        let key = format!("{hash}|{}", req.route_id);
-        if let Some(entry) = inner.cache.get(&key)
-            && entry.expires > Instant::now()
-        {
-            let outcome = entry.outcome.clone();
-            drop(entry);
+        let presented = credential::presented(&inner.config.sources, &req.query, &req.headers);
+        let hashes = credential::hashes(&presented);
+        // Reused only for exactly what the gateway decided on: route, method, path, query and
+        // every credential presented (SPEC §7).
+        let key = credential::decision_key(&inner.config.sources, &req, &presented);
+        if let Some(outcome) = inner.cache.get(&key, Instant::now()) {
             inner.metrics.check(outcome.label(), true);
-            return self.response(&outcome, hash, true);
+            return self.response(&outcome, hashes, true);
         }
+        let revocations_before = inner.revocations.load(Ordering::Acquire);
         let fut = inner
             .inflight
-            .entry(key.clone())
+            .entry(key)
             .or_insert_with(|| {
                 let this = self.clone();
-                let forwarded: Vec<(String, String)> = forwarded_headers(&req);
+                let forwarded = forwarded_headers(&inner.config.sources, &req);
                 let path_and_query = if req.query.is_empty() {
                     req.path.clone()
                 } else {
@@ -177,17 +194,19 @@ impl Authorizer {
             Outcome::Deny { .. } => Some(inner.config.deny_ttl),
             Outcome::Error(_) => None,
         };
-        if let Some(ttl) = ttl.filter(|t| !t.is_zero()) {
-            inner.cache.insert(
-                key,
-                CacheEntry {
-                    outcome: outcome.clone(),
-                    expires: Instant::now() + ttl,
-                },
-            );
+        let now = Instant::now();
+        if let Some(expires) = ttl
+            .filter(|t| !t.is_zero())
+            .and_then(|t| now.checked_add(t))
+            && inner.revocations.load(Ordering::Acquire) == revocations_before
+        {
+            let size = inner
+                .cache
+                .insert(key, outcome.clone(), hashes.clone(), expires, now);
+            inner.metrics.cache_size(size.entries, size.bytes);
         }
         inner.metrics.check(outcome.label(), false);
-        self.response(&outcome, hash, false)
+        self.response(&outcome, hashes, false)
     }
 
     async fn ask_gateway(&self, path_and_query: String, headers: Vec<(String, String)>) -> Outcome {
@@ -234,7 +253,7 @@ impl Authorizer {
         outcome
     }
 
-    fn response(&self, outcome: &Outcome, credential_hash: String, cached: bool) -> CheckResponse {
+    fn response(&self, outcome: &Outcome, hashes: Vec<String>, cached: bool) -> CheckResponse {
         let pairs = |v: &[(String, String)]| -> Vec<AuthzHeader> {
             v.iter()
                 .map(|(name, value)| AuthzHeader {
@@ -245,7 +264,8 @@ impl Authorizer {
         };
         let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
         let mut resp = CheckResponse {
-            credential_hash,
+            credential_hash: hashes.first().cloned().unwrap_or_default(),
+            credential_hashes: hashes,
             cached,
             ..Default::default()
         };
@@ -274,13 +294,14 @@ impl Authorizer {
         resp
     }
 
-    /// Forgets every cached decision for a credential hash; returns how many were dropped.
+    /// Forgets every cached decision made for a request that presented the credential (in
+    /// any source, alongside any other); returns how many were dropped.
     pub fn revoke(&self, credential_hash: &str) -> usize {
-        let prefix = format!("{credential_hash}|");
-        let before = self.inner.cache.len();
-        self.inner.cache.retain(|k, _| !k.starts_with(&prefix));
+        self.inner.revocations.fetch_add(1, Ordering::AcqRel);
+        let (dropped, size) = self.inner.cache.revoke(credential_hash);
+        self.inner.metrics.cache_size(size.entries, size.bytes);
         self.inner.metrics.revoked();
-        before.saturating_sub(self.inner.cache.len())
+        dropped
     }
 
     /// Applies revocations broadcast on the bus until `shutdown`.
@@ -294,34 +315,36 @@ impl Authorizer {
 }
 
 /// Headers the gateway gets: those of the request named by a header credential source, plus
-/// `User-Agent` and `X-Forwarded-For` for its analytics.
-fn forwarded_headers(req: &CheckRequest) -> Vec<(String, String)> {
+/// `User-Agent` and `X-Request-Id` for its analytics, and `X-Forwarded-For` set to the real
+/// client address alone. A client-sent `X-Forwarded-For` is dropped (Pushpin's
+/// `x_forwarded_for=truncate:0,append`): the gateway's IP allow-lists and rate limits must see
+/// the address the edge saw, whichever entry they read.
+fn forwarded_headers(sources: &[credential::Source], req: &CheckRequest) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = req
         .headers
         .iter()
         .filter(|h| {
             let n = h.name.to_ascii_lowercase();
-            n == "x-api-key"
-                || n == "authorization"
-                || n == "user-agent"
-                || n == "x-forwarded-for"
+            n == "user-agent"
                 || n == "x-request-id"
+                || sources
+                    .iter()
+                    .any(|s| matches!(s, credential::Source::Header(name) if *name == n))
         })
         .map(|h| (h.name.clone(), h.value.clone()))
         .collect();
-    if !req.client_addr.is_empty()
-        && !out
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
-    {
-        let ip = req
-            .client_addr
-            .rsplit_once(':')
-            .map_or(req.client_addr.as_str(), |(ip, _)| ip)
-            .trim_matches(['[', ']']);
-        out.push(("X-Forwarded-For".into(), ip.to_owned()));
+    if let Some(ip) = client_ip(&req.client_addr) {
+        out.push(("X-Forwarded-For".into(), ip.to_string()));
     }
     out
+}
+
+/// The IP of an `ip:port` (or bare IP) client address.
+fn client_ip(addr: &str) -> Option<std::net::IpAddr> {
+    addr.parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| addr.trim_matches(['[', ']']).parse())
+        .ok()
 }
 
 /// Serves `gripmesh.v1.Authorization` on `listener` until `shutdown`.

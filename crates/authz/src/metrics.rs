@@ -19,7 +19,23 @@ impl AuthzMetrics {
             "gripmesh_authz_revocations_total",
             "Revocations applied to the decision cache."
         );
+        metrics::describe_gauge!(
+            "gripmesh_authz_cache_entries",
+            "Decisions in the sidecar's cache (at most --authz-cache-entries)."
+        );
+        metrics::describe_gauge!(
+            "gripmesh_authz_cache_bytes",
+            metrics::Unit::Bytes,
+            "Bytes held by the sidecar's decision cache (at most --authz-cache-bytes)."
+        );
         AuthzMetrics
+    }
+
+    /// Sets the cache gauges.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn cache_size(&self, entries: usize, bytes: usize) {
+        metrics::gauge!("gripmesh_authz_cache_entries").set(entries as f64);
+        metrics::gauge!("gripmesh_authz_cache_bytes").set(bytes as f64);
     }
 
     /// Records the duration of one gateway call.

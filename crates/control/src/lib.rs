@@ -4,6 +4,7 @@
 //! and publishes it on its channel's bus subject; edges do the rest.
 
 mod auth;
+mod browser;
 mod grpc;
 mod metrics;
 mod publish;
@@ -87,14 +88,18 @@ impl Control {
         grpc::serve(self.inner.clone(), listener, shutdown).await;
     }
 
-    /// Serves the HTTP publish API on `listener` until `shutdown` is cancelled.
+    /// Serves the HTTP publish API on `listener` until `shutdown` is cancelled. Browser
+    /// cross-site requests are refused; while unauthenticated on a loopback address it answers
+    /// only loopback `Host` names (DNS rebinding).
     pub async fn serve_publish(&self, listener: TcpListener, shutdown: CancellationToken) {
         let inner = self.inner.clone();
+        let loopback_only = !inner.config.auth.is_authenticated()
+            && listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         runtime::server::serve(
             listener,
             self.inner.config.server.clone(),
             shutdown,
-            move |req, _peer| publish::handle(inner.clone(), req),
+            move |req, _peer| publish::handle(inner.clone(), req, loopback_only),
         )
         .await;
     }

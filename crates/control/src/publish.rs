@@ -60,28 +60,34 @@ impl Reply {
 }
 
 /// Handles one request on the publish listener. Boxed so the server sees one `Send` type.
+/// `loopback_only`: the API is unauthenticated on a loopback address (see [`crate::browser`]).
 pub fn handle(
     inner: Arc<Inner>,
     req: Request<Incoming>,
+    loopback_only: bool,
 ) -> futures_util::future::BoxFuture<'static, Response<Body>> {
     Box::pin(async move {
         let path = req.uri().path().to_owned();
-        let reply = if path == "/" {
-            Reply::Text(StatusCode::OK, "Pushpin API\n".into())
-        } else if path == "/publish" || path == "/publish/" {
-            publish(&inner, req, None).await
-        } else if path == "/routes" || path == "/routes/" {
-            routes(&inner, req).await
-        } else if path == "/authz/revoke" {
-            revoke(&inner, req).await
-        } else if let Some(channel) = channel_path(&path) {
-            match channel {
-                Some(ch) => publish(&inner, req, Some(ch)).await,
-                None => Reply::Text(StatusCode::BAD_REQUEST, "Invalid channel.\n".into()),
-            }
-        } else {
-            Reply::Text(StatusCode::NOT_FOUND, "Not Found\n".into())
-        };
+        let reply =
+            if let Err(refusal) = crate::browser::check(req.headers(), req.uri(), loopback_only) {
+                ControlMetrics::rejected(refusal.reason());
+                Reply::Text(StatusCode::FORBIDDEN, refusal.body().into())
+            } else if path == "/" {
+                Reply::Text(StatusCode::OK, "Pushpin API\n".into())
+            } else if path == "/publish" || path == "/publish/" {
+                publish(&inner, req, None).await
+            } else if path == "/routes" || path == "/routes/" {
+                routes(&inner, req).await
+            } else if path == "/authz/revoke" {
+                revoke(&inner, req).await
+            } else if let Some(channel) = channel_path(&path) {
+                match channel {
+                    Some(ch) => publish(&inner, req, Some(ch)).await,
+                    None => Reply::Text(StatusCode::BAD_REQUEST, "Invalid channel.\n".into()),
+                }
+            } else {
+                Reply::Text(StatusCode::NOT_FOUND, "Not Found\n".into())
+            };
         let mut resp = reply.into_response();
         if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
             let allow = if path.starts_with("/routes") {
@@ -325,7 +331,8 @@ async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
             let body = serde_json::json!({"version": cur.version, "text": cur.text, "routes": ids});
             Reply::Json(StatusCode::OK, format!("{body}\n"))
         }
-        Method::PUT | Method::POST => {
+        // PUT only: a POST is what a cross-site HTML form can send.
+        Method::PUT => {
             let body = match read_body(req, inner.config.max_body).await {
                 Ok(b) => b,
                 Err(reply) => return reply,

@@ -30,8 +30,11 @@ pub trait AuthzCheck: Send + Sync + 'static {
 pub struct Authorized {
     /// Headers to set on origin requests (an empty value removes the header).
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Hex SHA-256 of the credential ("" when none).
+    /// Hex SHA-256 of the credential ("" when none): the first one presented.
     pub credential_hash: String,
+    /// Hex SHA-256 of every credential presented, in any source; revoking any closes the
+    /// connection.
+    pub credential_hashes: Vec<String>,
     /// The check, kept for periodic re-checks.
     pub request: CheckRequest,
 }
@@ -101,12 +104,12 @@ pub(crate) async fn gate(
         },
     };
     match Decision::try_from(resp.decision).unwrap_or(Decision::Unspecified) {
-        Decision::Allow => Gate::Pass(Some(authorized(resp, request))),
+        Decision::Allow => Gate::Pass(Some(authorized(edge, resp, request))),
         Decision::Deny => Gate::Reject(denied(&resp)),
         Decision::Error | Decision::Unspecified => {
             if route.authz_fail_open {
                 tracing::warn!(route = %route.id, error = %resp.error, "authz unavailable; route fails open");
-                Gate::Pass(Some(authorized(resp, request)))
+                Gate::Pass(Some(authorized(edge, resp, request)))
             } else {
                 tracing::warn!(route = %route.id, error = %resp.error, "authz unavailable; route fails closed");
                 Gate::Reject(unavailable())
@@ -115,8 +118,12 @@ pub(crate) async fn gate(
     }
 }
 
-fn authorized(resp: CheckResponse, request: CheckRequest) -> Arc<Authorized> {
-    let headers = resp
+/// The authorization of a connection let through (allowed, or failed open). Every
+/// `--forward-headers` name is listed, with an empty value (remove) unless the sidecar gave one:
+/// a client-sent copy never reaches the origin, whatever the decision and even when the sidecar
+/// could not be asked.
+fn authorized(edge: &EdgeInner, resp: CheckResponse, request: CheckRequest) -> Arc<Authorized> {
+    let mut headers: Vec<(HeaderName, HeaderValue)> = resp
         .allow_headers
         .iter()
         .filter_map(|h| {
@@ -126,9 +133,19 @@ fn authorized(resp: CheckResponse, request: CheckRequest) -> Arc<Authorized> {
             ))
         })
         .collect();
+    for name in &edge.config.forward_headers {
+        if !headers.iter().any(|(n, _)| n == name) {
+            headers.push((name.clone(), HeaderValue::from_static("")));
+        }
+    }
+    let mut credential_hashes = resp.credential_hashes;
+    if !resp.credential_hash.is_empty() && !credential_hashes.contains(&resp.credential_hash) {
+        credential_hashes.insert(0, resp.credential_hash.clone());
+    }
     Arc::new(Authorized {
         headers,
         credential_hash: resp.credential_hash,
+        credential_hashes,
         request,
     })
 }
@@ -160,12 +177,18 @@ fn denied(resp: &CheckResponse) -> Response<Body> {
     out
 }
 
-/// Closes every live connection opened with `credential_hash`; returns how many.
+/// Closes every live connection that presented `credential_hash` in any source; returns how
+/// many.
 pub(crate) fn revoke(edge: &EdgeInner, credential_hash: &str) -> usize {
     let ids: Vec<u64> = edge
         .authorized
         .iter()
-        .filter(|e| e.value().credential_hash == credential_hash)
+        .filter(|e| {
+            e.value()
+                .credential_hashes
+                .iter()
+                .any(|h| h == credential_hash)
+        })
         .map(|e| *e.key())
         .collect();
     for id in &ids {

@@ -70,6 +70,9 @@ pub struct EdgeConfig {
     pub registry: RegistryConfig,
     /// Held connections closed per second while draining.
     pub drain_rate: usize,
+    /// Headers the auth sidecar sets from the gateway's answer (`--forward-headers`, lower
+    /// case): client-sent copies are removed on every `authz` route, whatever the decision.
+    pub forward_headers: Vec<http::HeaderName>,
 }
 
 impl Default for EdgeConfig {
@@ -89,6 +92,9 @@ impl Default for EdgeConfig {
             server: ServerOptions::default(),
             registry: RegistryConfig::default(),
             drain_rate: 10_000,
+            forward_headers: ["x-developer-app", "x-api-product", "x-auth-subject"]
+                .map(http::HeaderName::from_static)
+                .to_vec(),
         }
     }
 }

@@ -181,6 +181,15 @@ pub struct AuthzFlags {
     /// Seconds allowed for one gateway call.
     #[arg(long, env = "GRIPMESH_GATEWAY_TIMEOUT", default_value_t = 5)]
     pub gateway_timeout: u64,
+
+    /// Decisions cached at most; beyond it the one closest to expiry is dropped.
+    #[arg(long, env = "GRIPMESH_AUTHZ_CACHE_ENTRIES", default_value_t = 100_000)]
+    pub authz_cache_entries: usize,
+
+    /// Bytes of cached decisions at most (deny bodies and headers, credential hashes and
+    /// bookkeeping); beyond it the decisions closest to expiry are dropped.
+    #[arg(long, env = "GRIPMESH_AUTHZ_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub authz_cache_bytes: usize,
 }
 
 /// Publish API behaviour.
@@ -194,7 +203,8 @@ pub struct PublishFlags {
     #[arg(long, env = "GRIPMESH_PUBLISH_KEY", hide_env_values = true)]
     pub publish_key: Option<String>,
 
-    /// Allow an unauthenticated publish API on a non-loopback address.
+    /// Allow unauthenticated control listeners (HTTP publish API, gRPC) on a non-loopback
+    /// address.
     #[arg(long, env = "GRIPMESH_PUBLISH_INSECURE")]
     pub publish_insecure: bool,
 
@@ -286,6 +296,15 @@ pub struct EdgeArgs {
     /// The auth sidecar's gRPC URL (`http://127.0.0.1:9191`), for routes with `authz`.
     #[arg(long, env = "GRIPMESH_AUTHZ")]
     pub authz: Option<String>,
+
+    /// Headers the sidecar sets from the gateway's answer (its --forward-headers): client-sent
+    /// copies are removed on `authz` routes whatever the decision, even when the sidecar is down.
+    #[arg(
+        long,
+        env = "GRIPMESH_FORWARD_HEADERS",
+        default_value = "X-Developer-App,X-Api-Product,X-Auth-Subject"
+    )]
+    pub forward_headers: String,
 
     /// Seconds between re-checks of authorized live connections.
     #[arg(long, env = "GRIPMESH_AUTHZ_RECHECK", default_value_t = 300)]

@@ -180,9 +180,14 @@ pub fn edge_config(flags: &EdgeFlags, limits: &ClientLimitFlags) -> Result<EdgeC
     })
 }
 
-/// Publish authentication from flags; refuses an open API on a non-loopback address unless
+/// Publish authentication from flags. One loopback-or-auth rule for every control listener
+/// (`listeners`: flag name and address, the HTTP publish API and gRPC alike): without a
+/// token or key, any of them on a non-loopback address refuses to start unless
 /// `--publish-insecure`.
-pub fn publish_auth(flags: &PublishFlags, listen: SocketAddr) -> Result<PublishAuth, Fatal> {
+pub fn publish_auth(
+    flags: &PublishFlags,
+    listeners: &[(&str, SocketAddr)],
+) -> Result<PublishAuth, Fatal> {
     let auth = match (&flags.publish_token, &flags.publish_key) {
         (Some(_), Some(_)) => {
             return Err(config_err(
@@ -196,10 +201,14 @@ pub fn publish_auth(flags: &PublishFlags, listen: SocketAddr) -> Result<PublishA
             .map_err(|e| config_err(format!("--publish-key: {e}")))?,
         (None, None) => PublishAuth::Open,
     };
-    if !auth.is_authenticated() && !listen.ip().is_loopback() && !flags.publish_insecure {
-        return Err(config_err(format!(
-            "--publish-listen {listen}: a non-loopback publish API needs --publish-token or --publish-key (or --publish-insecure)"
-        )));
+    if !auth.is_authenticated() && !flags.publish_insecure {
+        for (flag, addr) in listeners {
+            if !addr.ip().is_loopback() {
+                return Err(config_err(format!(
+                    "{flag} {addr}: a control listener on a non-loopback address needs --publish-token or --publish-key (or --publish-insecure)"
+                )));
+            }
+        }
     }
     Ok(auth)
 }
@@ -275,18 +284,33 @@ pub async fn within(deadline: tokio::time::Instant, what: &str, fut: impl Future
     }
 }
 
+/// `--forward-headers`: comma-separated header names (lower-cased); a bad name exits 64.
+pub fn forward_headers(text: &str) -> Result<Vec<http::HeaderName>, Fatal> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                .map_err(|_| config_err(format!("--forward-headers: '{h}' is not a header name")))
+        })
+        .collect()
+}
+
 /// The sidecar's configuration from flags.
 pub fn authz_config(gateway: &str, flags: &AuthzFlags) -> Result<authz::Authorizer, Fatal> {
     let sources = authz::credential::parse_sources(&flags.credential_sources)
         .map_err(|e| config_err(format!("--credential-sources: {e}")))?;
+    if flags.authz_cache_entries == 0 {
+        return Err(config_err("--authz-cache-entries: must be at least 1"));
+    }
     let config = authz::AuthzConfig {
         sources,
-        forward_headers: flags
-            .forward_headers
-            .split(',')
-            .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
+        forward_headers: forward_headers(&flags.forward_headers)?
+            .iter()
+            .map(|h| h.as_str().to_owned())
             .collect(),
+        cache_entries: flags.authz_cache_entries,
+        cache_bytes: flags.authz_cache_bytes,
         allow_ttl: Duration::from_secs(flags.authz_allow_ttl),
         deny_ttl: Duration::from_secs(flags.authz_deny_ttl),
         gateway_timeout: Duration::from_secs(flags.gateway_timeout.max(1)),

@@ -23,11 +23,17 @@ const TRADE_INTERVAL: Duration = Duration::from_secs(1);
 /// `gripmesh demo`.
 pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
-    if !args.publish_listen.ip().is_loopback() {
-        return Err(common::config_err(format!(
-            "--publish-listen {}: the demo's publish API is unauthenticated; give a loopback address",
-            args.publish_listen
-        )));
+    // The demo's control listeners are unauthenticated: loopback only (the same rule as
+    // standalone without --publish-token).
+    for (flag, addr) in [
+        ("--publish-listen", args.publish_listen),
+        ("--grpc-listen", args.grpc_listen),
+    ] {
+        if !addr.ip().is_loopback() {
+            return Err(common::config_err(format!(
+                "{flag} {addr}: the demo's control API is unauthenticated; give a loopback address"
+            )));
+        }
     }
     let metrics = runtime::telemetry::install_metrics();
     let health = Health::new();

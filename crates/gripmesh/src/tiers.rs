@@ -191,7 +191,14 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     let tls = common::edge_tls(&args.edge)?;
     let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
-    let auth = common::publish_auth(&args.publish, args.publish_listen)?;
+    edge_config.forward_headers = common::forward_headers(&args.authz.forward_headers)?;
+    let auth = common::publish_auth(
+        &args.publish,
+        &[
+            ("--publish-listen", args.publish_listen),
+            ("--grpc-listen", args.grpc_listen),
+        ],
+    )?;
 
     let metrics = runtime::telemetry::install_metrics();
     let health = Health::new();
@@ -275,6 +282,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     let tls = common::edge_tls(&args.edge)?;
     let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
+    edge_config.forward_headers = common::forward_headers(&args.forward_headers)?;
     let file = match &args.routes {
         Some(p) => Some((p.clone(), common::load_routes(Some(p))?.1)),
         None => None,
@@ -353,7 +361,13 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
 /// `gripmesh control`.
 pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
-    let auth = common::publish_auth(&args.publish, args.publish_listen)?;
+    let auth = common::publish_auth(
+        &args.publish,
+        &[
+            ("--publish-listen", args.publish_listen),
+            ("--grpc-listen", args.grpc_listen),
+        ],
+    )?;
     let (store, path) = route_store(args.routes.as_deref())?;
     let metrics = runtime::telemetry::install_metrics();
     let health = Health::new();
