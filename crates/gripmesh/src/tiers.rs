@@ -186,12 +186,7 @@ pub(crate) async fn follow_store(
 /// `gripmesh standalone`.
 pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
-    let (store, routes_path) = route_store(args.routes.as_deref())?;
-    let (_, table) = common::load_routes(routes_path.as_deref())?;
-    let tls = common::edge_tls(&args.edge)?;
-    let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
-    edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
-    edge_config.forward_headers = common::forward_headers(&args.authz.forward_headers)?;
+    // Before anything that may log: a refused configuration is one line.
     let auth = common::publish_auth(
         &args.publish,
         &[
@@ -199,6 +194,12 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
             ("--grpc-listen", args.grpc_listen),
         ],
     )?;
+    let (store, routes_path) = route_store(args.routes.as_deref())?;
+    let (_, table) = common::load_routes(routes_path.as_deref())?;
+    let tls = common::edge_tls(&args.edge)?;
+    let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
+    edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
+    edge_config.forward_headers = common::forward_headers(&args.authz.forward_headers)?;
 
     let metrics = runtime::telemetry::install_metrics();
     let health = Health::new();
