@@ -424,8 +424,18 @@ async fn over_limit_publish_body_gets_a_readable_413() {
 /// that many: the edge stopped reading the client instead of queueing), and none is lost.
 #[tokio::test]
 async fn websocket_flood_toward_a_slow_origin_is_bounded_and_lossless() {
-    const BOUND: usize = 8;
-    const MESSAGES: usize = 200;
+    flood_slow_origin(Some(8), 200).await;
+}
+
+/// The same with the default bound (256 messages): before the bound existed, a flood of 1,500
+/// messages during one slow request went to the origin as one batch.
+#[tokio::test]
+async fn websocket_flood_default_bound() {
+    flood_slow_origin(None, 1500).await;
+}
+
+async fn flood_slow_origin(flag: Option<usize>, messages: usize) {
+    let bound = flag.unwrap_or(256);
     let origin = WohOrigin::start(|req| {
         let reply = echo_reply(req);
         if req.is_open() {
@@ -435,17 +445,18 @@ async fn websocket_flood_toward_a_slow_origin_is_bounded_and_lossless() {
         }
     })
     .await;
-    let env = start_woh(
-        &origin,
-        &["--ws-upstream-queue-messages", &BOUND.to_string()],
-    )
-    .await;
+    let bound_text = bound.to_string();
+    let args: Vec<&str> = match flag {
+        Some(_) => vec!["--ws-upstream-queue-messages", &bound_text],
+        None => Vec::new(),
+    };
+    let env = start_woh(&origin, &args).await;
     let mut ws = WsConn::connect(env.edge(), "/flood", &[]).await;
-    for i in 0..MESSAGES {
+    for i in 0..messages {
         ws.send_text(format!("m{i}")).await;
     }
-    let echoed = ws.expect_texts(MESSAGES, Duration::from_secs(60)).await;
-    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("m{i}")).collect();
+    let echoed = ws.expect_texts(messages, Duration::from_secs(60)).await;
+    let expected: Vec<String> = (0..messages).map(|i| format!("m{i}")).collect();
     assert_eq!(echoed, expected, "every message, in order");
     let batches: Vec<usize> = origin
         .requests()
@@ -455,10 +466,10 @@ async fn websocket_flood_toward_a_slow_origin_is_bounded_and_lossless() {
         .collect();
     let largest = batches.iter().copied().max().unwrap_or(0);
     assert!(
-        largest <= BOUND,
-        "an origin request carried {largest} messages (bound {BOUND}): {batches:?}"
+        largest <= bound,
+        "an origin request carried {largest} messages (bound {bound}): {batches:?}"
     );
-    assert!(batches.len() >= MESSAGES / BOUND, "{batches:?}");
+    assert!(batches.len() >= messages / bound, "{batches:?}");
 }
 
 /// Under an open-file limit that cannot hold `--max-connections`, the edge says so at startup
