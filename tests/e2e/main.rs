@@ -26,6 +26,7 @@ mod pygrip;
 mod response_hold;
 mod routing;
 mod stream;
+mod usage;
 mod ws;
 mod ws_article;
 mod ws_bad_input;

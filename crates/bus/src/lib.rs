@@ -10,6 +10,7 @@ pub mod metrics;
 mod nats;
 pub mod payload;
 pub mod subject;
+pub mod usage;
 
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, NatsOptions};
@@ -60,6 +61,12 @@ pub trait Bus: Send + Sync + 'static {
     /// Connection state, for readiness and metrics. Backends that cannot disconnect stay
     /// [`BusState::Connected`].
     fn state(&self) -> watch::Receiver<BusState>;
+
+    /// The JetStream context on this bus's connection (NATS only), for cluster state such as
+    /// usage records.
+    fn jetstream(&self) -> Option<async_nats::jetstream::Context> {
+        None
+    }
 }
 
 /// Whether the bus can carry messages right now.

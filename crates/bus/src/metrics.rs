@@ -31,3 +31,13 @@ impl Default for BusMetrics {
         BusMetrics::new()
     }
 }
+
+/// `gripmesh_usage_publish_failures_total`: usage records JetStream did not acknowledge (each
+/// is retried until it is stored).
+pub fn usage_publish_failed(records: usize) {
+    metrics::describe_counter!(
+        "gripmesh_usage_publish_failures_total",
+        "Usage record publishes JetStream did not acknowledge (retried until stored)."
+    );
+    metrics::counter!("gripmesh_usage_publish_failures_total").increment(records as u64);
+}

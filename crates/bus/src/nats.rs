@@ -201,4 +201,8 @@ impl Bus for NatsBus {
     fn state(&self) -> watch::Receiver<BusState> {
         self.state.clone()
     }
+
+    fn jetstream(&self) -> Option<async_nats::jetstream::Context> {
+        Some(async_nats::jetstream::new(self.client.clone()))
+    }
 }

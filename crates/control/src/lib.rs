@@ -10,6 +10,7 @@ mod metrics;
 mod publish;
 mod revoke;
 pub mod routes;
+pub mod webhook;
 
 pub use auth::PublishAuth;
 pub use routes::{RouteStore, RoutesVersion};

@@ -166,6 +166,11 @@ impl ConnHandle {
         }
     }
 
+    /// The reason the connection was asked to close, if it was.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        CloseReason::from_u8(self.closed.load(Ordering::Acquire))
+    }
+
     /// Resolves once the connection was asked to close.
     pub async fn closed(&self) -> CloseReason {
         std::future::poll_fn(|cx| self.poll_closed(cx)).await

@@ -22,6 +22,8 @@ pub struct HoldGuard {
     /// The connection's fan-out handle.
     pub conn: Arc<ConnHandle>,
     channels: Vec<String>,
+    /// Usage counters (connections on `authz` routes).
+    usage: Option<Arc<crate::usage::UsageMeter>>,
 }
 
 impl HoldGuard {
@@ -43,16 +45,28 @@ impl HoldGuard {
                 edge,
                 conn,
                 channels: Vec::new(),
+                usage: None,
             },
             rx,
         )
     }
 
-    /// Records the connection's authorization (for revocation and re-checks).
-    pub fn authorize(&self, authorized: Option<Arc<crate::authz::Authorized>>) {
+    /// Records the connection's authorization (for revocation and re-checks) and starts
+    /// metering its usage on `route`.
+    pub fn authorize(&mut self, authorized: Option<Arc<crate::authz::Authorized>>, route: &str) {
         if let Some(a) = authorized {
+            let meter = self
+                .edge
+                .usage
+                .open(self.conn.id, self.conn.transport, route, &a);
+            self.usage = Some(meter);
             self.edge.authorized.insert(self.conn.id, a);
         }
+    }
+
+    /// The connection's usage counters, when it is metered.
+    pub(crate) fn usage(&self) -> Option<&crate::usage::UsageMeter> {
+        self.usage.as_deref()
     }
 
     /// Subscribes one channel (no-op if already subscribed); returns once it is live.
@@ -100,6 +114,11 @@ impl Drop for HoldGuard {
         }
         self.edge.held.remove(&self.conn.id);
         self.edge.authorized.remove(&self.conn.id);
+        if let Some(meter) = &self.usage {
+            self.edge
+                .usage
+                .close(self.conn.id, meter, self.conn.close_reason());
+        }
         self.edge
             .metrics
             .transport(self.conn.transport)
@@ -188,6 +207,8 @@ pub struct StreamBody {
     next: Option<NextState>,
     guard: HoldGuard,
     done: bool,
+    /// HTTP/1.1 chunked body: usage bytes include the chunk framing.
+    chunked: bool,
 }
 
 impl StreamBody {
@@ -198,6 +219,7 @@ impl StreamBody {
         keep_alive: Option<&KeepAlive>,
         guard: HoldGuard,
         next: Option<(Arc<crate::next_link::NextFetcher>, grip::instruct::NextLink)>,
+        chunked: bool,
     ) -> StreamBody {
         StreamBody {
             initial: Some(initial),
@@ -215,6 +237,7 @@ impl StreamBody {
             }),
             guard,
             done: false,
+            chunked,
         }
     }
 
@@ -351,11 +374,22 @@ impl HttpBody for StreamBody {
                         .transport(Transport::HttpStream)
                         .sent
                         .increment(n);
+                    if let Some(u) = this.guard.usage() {
+                        let wire = if this.chunked {
+                            crate::usage::chunk_len(data.len())
+                        } else {
+                            data.len() as u64
+                        };
+                        u.add(n, wire);
+                    }
                     this.wrote();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(StreamOut::Close) => {
                     this.done = true;
+                    if let Some(u) = this.guard.usage() {
+                        u.ended(crate::usage::EndReason::Origin);
+                    }
                     return Poll::Ready(None);
                 }
                 Some(StreamOut::Hint) => {

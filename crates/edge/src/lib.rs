@@ -4,6 +4,7 @@
 //! An [`Edge`] takes its configuration, a [`bus::Bus`] and a shared route table; the caller
 //! binds the listener and owns shutdown (see `gripmesh standalone`).
 
+mod app_labels;
 pub mod authz;
 pub mod conn;
 mod cors;
@@ -19,6 +20,7 @@ pub mod routes_bus;
 pub mod routes_file;
 pub mod sequencer;
 mod test_origin;
+pub mod usage;
 mod ws;
 
 use crate::conn::{CloseReason, ConnHandle};
@@ -73,6 +75,8 @@ pub struct EdgeConfig {
     /// Headers the auth sidecar sets from the gateway's answer (`--forward-headers`, lower
     /// case): client-sent copies are removed on every `authz` route, whatever the decision.
     pub forward_headers: Vec<http::HeaderName>,
+    /// Usage records and per-app metrics.
+    pub usage: usage::UsageConfig,
 }
 
 impl Default for EdgeConfig {
@@ -95,6 +99,7 @@ impl Default for EdgeConfig {
             forward_headers: ["x-developer-app", "x-api-product", "x-auth-subject"]
                 .map(http::HeaderName::from_static)
                 .to_vec(),
+            usage: usage::UsageConfig::default(),
         }
     }
 }
@@ -120,6 +125,8 @@ pub(crate) struct EdgeInner {
     pub(crate) authz: Option<Arc<dyn authz::AuthzCheck>>,
     /// Live connections that passed an authz check, by connection id.
     pub(crate) authorized: DashMap<u64, Arc<authz::Authorized>>,
+    /// Usage meters, records and per-app metrics.
+    pub(crate) usage: Arc<usage::UsageTracker>,
 }
 
 impl EdgeInner {
@@ -164,6 +171,7 @@ impl Edge {
             config.origin_response_timeout,
         )?;
         let registry = SubscriberRegistry::new(bus, metrics.clone(), config.registry.clone());
+        let usage = usage::UsageTracker::new(config.usage.clone());
         Ok(Edge {
             inner: Arc::new(EdgeInner {
                 config,
@@ -175,6 +183,7 @@ impl Edge {
                 next_conn_id: AtomicU64::new(1),
                 authz,
                 authorized: DashMap::new(),
+                usage,
             }),
         })
     }
@@ -201,6 +210,12 @@ impl Edge {
     /// Re-checks authorized live connections every `every` until `shutdown`.
     pub async fn recheck_authz(&self, every: Duration, shutdown: CancellationToken) {
         authz::recheck(self.inner.clone(), every, shutdown).await;
+    }
+
+    /// The usage tracker: call [`usage::UsageTracker::records`] once to receive records, and
+    /// run [`usage::UsageTracker::run`] for interim records and per-app metrics.
+    pub fn usage(&self) -> &Arc<usage::UsageTracker> {
+        &self.inner.usage
     }
 
     /// Number of held connections.

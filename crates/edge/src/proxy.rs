@@ -238,6 +238,8 @@ async fn proxy_http(
             crate::authz::Gate::Reject(resp) => return Ok(resp),
         };
     let (parts, body) = runtime::body::client_body(req).into_parts();
+    // Stream holds on HTTP/1.1 are chunked: usage bytes count the chunk framing.
+    let chunked = parts.version == http::Version::HTTP_11;
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut origin_req = OriginRequest {
         method: parts.method.clone(),
@@ -302,6 +304,7 @@ async fn proxy_http(
                     channels,
                     authorized.clone(),
                     prefix,
+                    &route.id,
                 )
                 .await?
                 {
@@ -324,6 +327,8 @@ async fn proxy_http(
                     })
                 });
                 let extras = StreamExtras {
+                    route_id: route.id.clone(),
+                    chunked,
                     authorized,
                     fetcher,
                     abort,
@@ -645,6 +650,7 @@ async fn response_hold(
     channels: Vec<String>,
     authorized: Option<Arc<crate::authz::Authorized>>,
     prefix: &str,
+    route_id: &str,
 ) -> Result<HoldOutcome, ProxyError> {
     let (code, hdrs, body) = initial_response(&parts, instruct, origin_body);
     let timeout_response = |hdrs: HeaderMap, body: Bytes| {
@@ -669,7 +675,7 @@ async fn response_hold(
             .collect()
     };
     let (mut guard, mut rx) = HoldGuard::new(edge.clone(), Transport::HttpResponse);
-    guard.authorize(authorized);
+    guard.authorize(authorized, route_id);
     guard
         .subscribe_all(channels)
         .await
@@ -700,6 +706,9 @@ async fn response_hold(
             }
         };
         let Some(delivery) = published else {
+            if let Some(u) = guard.usage() {
+                u.ended(crate::usage::EndReason::Origin);
+            }
             return timeout_response(hdrs, body);
         };
         let Some(r) = &delivery.response else {
@@ -741,6 +750,11 @@ async fn response_hold(
     }
     let m = edge.metrics.transport(Transport::HttpResponse);
     m.sent.increment(1);
+    if let Some(u) = guard.usage() {
+        // The delivered body (the response head is hyper's and not counted).
+        u.add(1, r.body.len() as u64);
+        u.ended(crate::usage::EndReason::Origin);
+    }
     edge.metrics.record_latency(delivery.accepted_unix_nanos);
     let status = Some(StatusOverride {
         code: r.code,
@@ -751,6 +765,9 @@ async fn response_hold(
 
 /// What a stream hold needs besides the origin's answer.
 struct StreamExtras {
+    route_id: String,
+    /// The client speaks HTTP/1.1 (chunked body).
+    chunked: bool,
     authorized: Option<Arc<crate::authz::Authorized>>,
     fetcher: Option<Arc<crate::next_link::NextFetcher>>,
     abort: Option<tokio_util::sync::CancellationToken>,
@@ -773,13 +790,20 @@ async fn stream_hold(
     if let Some(abort) = extras.abort {
         guard.conn.set_abort(abort);
     }
-    guard.authorize(extras.authorized);
+    guard.authorize(extras.authorized, &extras.route_id);
     guard
         .subscribe_all(channels)
         .await
         .map_err(ProxyError::from)?;
     let next = extras.fetcher.zip(instruct.next_link.clone());
-    let body = StreamBody::new(initial, rx, instruct.keep_alive.as_ref(), guard, next);
+    let body = StreamBody::new(
+        initial,
+        rx,
+        instruct.keep_alive.as_ref(),
+        guard,
+        next,
+        extras.chunked,
+    );
     build_response(code, &instruct.status, hdrs, body.boxed_unsync())
 }
 

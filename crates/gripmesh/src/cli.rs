@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A horizontally scalable GRIP realtime proxy.
 #[derive(Debug, Parser)]
@@ -269,6 +270,18 @@ pub struct StandaloneArgs {
     #[command(flatten)]
     pub publish: PublishFlags,
 
+    /// Usage records and per-app metrics.
+    #[command(flatten)]
+    pub usage: UsageFlags,
+
+    /// Usage stream retention (with --nats).
+    #[command(flatten)]
+    pub usage_stream: UsageStreamFlags,
+
+    /// Usage webhook.
+    #[command(flatten)]
+    pub usage_webhook: UsageWebhookFlags,
+
     /// Common settings.
     #[command(flatten)]
     pub common: CommonFlags,
@@ -318,6 +331,14 @@ pub struct EdgeArgs {
     #[command(flatten)]
     pub limits: ClientLimitFlags,
 
+    /// Usage records and per-app metrics.
+    #[command(flatten)]
+    pub usage: UsageFlags,
+
+    /// Usage stream retention.
+    #[command(flatten)]
+    pub usage_stream: UsageStreamFlags,
+
     /// Common settings.
     #[command(flatten)]
     pub common: CommonFlags,
@@ -358,6 +379,14 @@ pub struct ControlArgs {
     /// Client-facing limits (publish listener timeouts, channel names).
     #[command(flatten)]
     pub limits: ClientLimitFlags,
+
+    /// Usage stream retention.
+    #[command(flatten)]
+    pub usage_stream: UsageStreamFlags,
+
+    /// Usage webhook (fed from the usage stream).
+    #[command(flatten)]
+    pub usage_webhook: UsageWebhookFlags,
 
     /// Common settings.
     #[command(flatten)]
@@ -419,4 +448,104 @@ pub struct DemoArgs {
     /// Common settings.
     #[command(flatten)]
     pub common: CommonFlags,
+}
+
+// --- Usage records (SPEC §13) -------------------------------------------------------------
+
+/// Usage records and per-app metrics, where connections are held (edge, standalone).
+#[derive(Debug, Args)]
+pub struct UsageFlags {
+    /// Time between interim usage records of a live connection (`60s`, `500ms`, `2m`; at
+    /// least 100ms).
+    #[arg(long, env = "GRIPMESH_USAGE_INTERVAL", default_value = "60s", value_parser = parse_usage_interval)]
+    pub usage_interval: Duration,
+
+    /// This edge's name in usage records (`edge`). Default: `<hostname>:<client port>`.
+    #[arg(long, env = "GRIPMESH_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Developer apps (the busiest) with their own `app` label in the per-app metrics; the
+    /// rest are `app="other"`.
+    #[arg(long, env = "GRIPMESH_USAGE_TOP_APPS", default_value_t = 100)]
+    pub usage_top_apps: usize,
+}
+
+/// Retention of the JetStream usage stream (edge, control, standalone with --nats).
+#[derive(Debug, Args)]
+pub struct UsageStreamFlags {
+    /// Usage records older than this are discarded from the stream (`7d`, `24h`).
+    #[arg(long, env = "GRIPMESH_USAGE_STREAM_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
+    pub usage_stream_max_age: Duration,
+
+    /// The usage stream keeps at most this many bytes (oldest records discarded first).
+    #[arg(long, env = "GRIPMESH_USAGE_STREAM_MAX_BYTES", default_value_t = 1 << 30)]
+    pub usage_stream_max_bytes: i64,
+}
+
+/// The usage webhook (control, standalone).
+#[derive(Debug, Args)]
+pub struct UsageWebhookFlags {
+    /// POST usage records in batches as JSON lines to this URL (http:// or https://).
+    #[arg(long, env = "GRIPMESH_USAGE_WEBHOOK")]
+    pub usage_webhook: Option<String>,
+
+    /// Records buffered for the webhook at most (standalone; more are dropped and counted).
+    #[arg(long, env = "GRIPMESH_USAGE_WEBHOOK_BUFFER", default_value_t = 10_000)]
+    pub usage_webhook_buffer: usize,
+
+    /// Record bytes buffered for the webhook at most (standalone).
+    #[arg(long, env = "GRIPMESH_USAGE_WEBHOOK_BUFFER_BYTES", default_value_t = 16 << 20)]
+    pub usage_webhook_buffer_bytes: usize,
+
+    /// Time allowed for one webhook POST (connect + answer) before it is retried.
+    #[arg(long, env = "GRIPMESH_USAGE_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub usage_webhook_timeout: Duration,
+}
+
+/// A duration: `500ms`, `10s`, `5m`, `1h`, `7d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}': expected a number with ms, s, m, h or d"))?;
+    let ms_per = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (ms, s, m, h, d)")),
+    };
+    n.checked_mul(ms_per)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("'{s}': too large"))
+}
+
+fn parse_usage_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < edge::usage::MIN_INTERVAL {
+        return Err(format!("'{s}': the shortest usage interval is 100ms"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod usage_flag_tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_usage_interval("50ms").is_err());
+        assert!(parse_usage_interval("100ms").is_ok());
+    }
 }

@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often a trade is published.
 const TRADE_INTERVAL: Duration = Duration::from_secs(1);
+/// Usage records of live connections, and the per-app summary line, this often.
+const USAGE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// `gripmesh demo`.
 pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
@@ -72,16 +74,19 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     common::track_bus(&bus, &health);
     let table = Arc::new(ArcSwap::from_pointee(table));
     let checker: Arc<dyn edge::authz::AuthzCheck> = Arc::new(common::Embedded(authorizer.clone()));
-    let edge = Edge::new(
-        EdgeConfig::default(),
-        bus.clone(),
-        table.clone(),
-        Some(checker),
-    )
-    .map_err(|e| Fatal::Runtime(e.to_string()))?;
+    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
+    let edge_config = EdgeConfig {
+        usage: edge::usage::UsageConfig {
+            interval: USAGE_INTERVAL,
+            node_id: crate::usage::node_id(None, &edge_listener),
+            top_apps: 100,
+        },
+        ..EdgeConfig::default()
+    };
+    let edge = Edge::new(edge_config, bus.clone(), table.clone(), Some(checker))
+        .map_err(|e| Fatal::Runtime(e.to_string()))?;
     let control = Control::new(ControlConfig::default(), bus.clone(), store.clone());
 
-    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
     let publish_listener =
         common::listen("--publish-listen", "publish", args.publish_listen).await?;
     let grpc_listener = common::listen("--grpc-listen", "grpc", args.grpc_listen).await?;
@@ -93,6 +98,13 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     println!("listening origin {origin_addr}");
 
     tiers::spawn_authz_tasks(&edge, Some(&authorizer), &bus, 300, &stop_background);
+    let usage_file =
+        std::env::temp_dir().join(format!("gripmesh-demo-usage-{}.jsonl", std::process::id()));
+    let background = vec![tokio::spawn(usage_to_file(
+        edge.clone(),
+        usage_file.clone(),
+        stop_background.clone(),
+    ))];
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
@@ -109,7 +121,13 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     ));
     health.set_ready("routes");
     common::announce_ready();
-    print_instructions(edge_addr, publish_addr, admin_addr, &routes_text);
+    print_instructions(
+        edge_addr,
+        publish_addr,
+        admin_addr,
+        &routes_text,
+        &usage_file,
+    );
     tracing::info!("gripmesh demo started");
 
     tiers::Running {
@@ -120,6 +138,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
         stop_background,
         admin,
         drain_timeout: Duration::from_secs(args.common.drain_timeout),
+        background,
     }
     .wait_and_drain()
     .await;
@@ -141,7 +160,78 @@ fn client_host(addr: SocketAddr) -> String {
     }
 }
 
-fn print_instructions(edge: SocketAddr, publish: SocketAddr, admin: SocketAddr, routes: &str) {
+/// The demo's usage pipeline: records appended to `path` as JSON lines, and a line per
+/// interval on stdout with each app's connections and what it received since the last line —
+/// the article's "Apigee analytics", for the realtime traffic itself.
+async fn usage_to_file(edge: Edge, path: std::path::PathBuf, stop: CancellationToken) {
+    use tokio::io::AsyncWriteExt;
+    tokio::spawn(edge.usage().clone().run(stop.clone()));
+    let Some(mut rx) = edge.usage().records(4096) else {
+        return;
+    };
+    let mut file = match tokio::fs::File::create(&path).await {
+        Ok(f) => Some(f),
+        Err(err) => {
+            tracing::warn!(path = %path.display(), error = %err, "usage records not written");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(USAGE_INTERVAL);
+    tick.tick().await;
+    let mut before: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    loop {
+        tokio::select! {
+            r = rx.recv() => {
+                let Some(r) = r else { return };
+                if let Some(f) = file.as_mut() {
+                    let mut line = r.json.to_vec();
+                    line.push(b'\n');
+                    let _ = f.write_all(&line).await;
+                }
+            }
+            _ = tick.tick() => {
+                let mut line = String::from("usage:");
+                for app in edge.usage().app_summary() {
+                    let (m0, b0) = before.insert(app.app.clone(), (app.messages, app.bytes)).unwrap_or((0, 0));
+                    if app.connections == 0 && app.messages == m0 {
+                        continue;
+                    }
+                    line.push_str(&format!(
+                        " app={} connections={} messages=+{} bytes=+{}",
+                        app.app,
+                        app.connections,
+                        app.messages.saturating_sub(m0),
+                        app.bytes.saturating_sub(b0),
+                    ));
+                }
+                if line.len() > "usage:".len() {
+                    println!("{line}");
+                }
+            }
+            _ = stop.cancelled() => {
+                while let Ok(r) = rx.try_recv() {
+                    if let Some(f) = file.as_mut() {
+                        let mut line = r.json.to_vec();
+                        line.push(b'\n');
+                        let _ = f.write_all(&line).await;
+                    }
+                }
+                if let Some(f) = file.as_mut() {
+                    let _ = f.flush().await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn print_instructions(
+    edge: SocketAddr,
+    publish: SocketAddr,
+    admin: SocketAddr,
+    routes: &str,
+    usage_file: &std::path::Path,
+) {
     let (e, p, a) = (client_host(edge), client_host(publish), client_host(admin));
     let (key, path) = (::demo::API_KEY, ::demo::FEED_PATH);
     let routes: String = routes.lines().map(|l| format!("    {l}\n")).collect();
@@ -177,7 +267,20 @@ Try it:
 
   # Authorization metrics (checks, cache hits, gateway latency, revocations)
   curl -s http://{a}/metrics | grep gripmesh_authz
+
+Usage — what each key's connections received, for analytics and billing. A record per
+connection every {interval} s and when it closes (JSON lines), appended to
+  {usage}
+  tail -f {usage}
+and a "usage:" line per app every {interval} s here; per-app metrics:
+  curl -s http://{a}/metrics | grep gripmesh_app_
+(In a cluster the records go to the JetStream stream `{stream}` on subject `{subject}`, and
+`--usage-webhook URL` POSTs them as JSON lines.)
 "#,
+        interval = USAGE_INTERVAL.as_secs(),
+        usage = usage_file.display(),
+        stream = bus::usage::USAGE_STREAM,
+        subject = bus::usage::USAGE_SUBJECT,
     );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());

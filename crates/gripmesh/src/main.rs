@@ -6,6 +6,7 @@ mod common;
 mod config_file;
 mod demo;
 mod tiers;
+mod usage;
 
 use std::process::ExitCode;
 

@@ -22,6 +22,8 @@ pub(crate) struct Running {
     pub(crate) stop_background: CancellationToken,
     pub(crate) admin: JoinHandle<()>,
     pub(crate) drain_timeout: Duration,
+    /// Tasks that hand over what they hold after `stop_background` (usage records).
+    pub(crate) background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -55,6 +57,14 @@ impl Running {
         })
         .await;
         self.stop_background.cancel();
+        // Bounded by the tasks themselves (usage records: 5 s), not by the drain deadline:
+        // the connections' final records are made by the drain.
+        let _ = tokio::time::timeout(Duration::from_secs(6), async {
+            for t in self.background {
+                let _ = t.await;
+            }
+        })
+        .await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.admin).await;
         tracing::info!("stopped");
     }
@@ -200,6 +210,8 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     edge_config.forward_headers = common::forward_headers(&args.authz.forward_headers)?;
+    let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
+    let webhook = crate::usage::webhook(&args.usage_webhook)?;
 
     let metrics = runtime::telemetry::install_metrics();
     let health = Health::new();
@@ -214,6 +226,9 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     let checker = authorizer
         .clone()
         .map(|a| Arc::new(common::Embedded(a)) as Arc<dyn edge::authz::AuthzCheck>);
+    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
+    let node_id = crate::usage::node_id(args.usage.node_id.as_deref(), &edge_listener);
+    edge_config.usage = crate::usage::edge_config(&args.usage, node_id);
     let edge = Edge::new(edge_config, bus.clone(), table.clone(), checker)
         .map_err(|e| Fatal::Runtime(e.to_string()))?;
     let control_bus = bus.clone();
@@ -228,7 +243,6 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         store.clone(),
     );
 
-    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
     let publish_listener =
         common::listen("--publish-listen", "publish", args.publish_listen).await?;
     let grpc_listener = common::listen("--grpc-listen", "grpc", args.grpc_listen).await?;
@@ -243,6 +257,19 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         args.authz_recheck,
         &stop_background,
     );
+    let mut background = crate::usage::spawn_edge(
+        &edge,
+        &control_bus,
+        &usage_stream,
+        webhook.as_ref(),
+        &stop_background,
+    );
+    background.extend(crate::usage::spawn_control(
+        &control_bus,
+        &usage_stream,
+        webhook,
+        &stop_background,
+    ));
     common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
@@ -272,6 +299,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         stop_background,
         admin,
         drain_timeout: Duration::from_secs(args.common.drain_timeout),
+        background,
     }
     .announce_and_wait("standalone")
     .await
@@ -295,6 +323,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     let table = Arc::new(ArcSwap::from_pointee(
         file.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
     ));
+    let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
     let checker = args
         .authz
         .as_deref()
@@ -304,6 +333,9 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
                 .map_err(|e| common::config_err(format!("--authz {e}")))
         })
         .transpose()?;
+    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
+    let node_id = crate::usage::node_id(args.usage.node_id.as_deref(), &edge_listener);
+    edge_config.usage = crate::usage::edge_config(&args.usage, node_id);
     let edge = Edge::new(edge_config, bus.clone(), table.clone(), checker)
         .map_err(|e| Fatal::Runtime(e.to_string()))?;
     if file.is_none() {
@@ -313,12 +345,12 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
             "waiting for the route table from control",
         );
     }
-    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
     let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
 
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
     spawn_authz_tasks(&edge, None, &bus, args.authz_recheck, &stop_background);
+    let background = crate::usage::spawn_edge(&edge, &bus, &usage_stream, None, &stop_background);
     common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
@@ -354,6 +386,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
         stop_background,
         admin,
         drain_timeout: Duration::from_secs(args.common.drain_timeout),
+        background,
     }
     .announce_and_wait("edge")
     .await
@@ -370,10 +403,13 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         ],
     )?;
     let (store, path) = route_store(args.routes.as_deref())?;
+    let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
+    let webhook = crate::usage::webhook(&args.usage_webhook)?;
     let metrics = runtime::telemetry::install_metrics();
     let health = Health::new();
     let bus: Arc<dyn Bus> = common::connect_bus(Some(&args.nats), "gripmesh-control").await?;
     common::track_bus(&bus, &health);
+    let usage_bus = bus.clone();
     let control = Control::new(
         ControlConfig {
             auth,
@@ -411,6 +447,8 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         async move { control.distribute_routes(every, stop).await }
     });
     let servers = serve_control(&control, publish_listener, grpc_listener, &stop_accepting);
+    let background =
+        crate::usage::spawn_control(&usage_bus, &usage_stream, webhook, &stop_background);
     health.set_ready("routes");
     Running {
         health,
@@ -420,6 +458,7 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         stop_background,
         admin,
         drain_timeout: Duration::from_secs(args.common.drain_timeout),
+        background,
     }
     .announce_and_wait("control")
     .await
@@ -467,6 +506,7 @@ pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
         stop_background,
         admin,
         drain_timeout: Duration::from_secs(args.common.drain_timeout),
+        background: Vec::new(),
     }
     .announce_and_wait("authz")
     .await

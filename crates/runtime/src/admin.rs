@@ -8,6 +8,32 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// A renderer of extra `/metrics` text; returns false once its owner is gone (it is dropped).
+type MetricsSection = Box<dyn Fn(&mut String) -> bool + Send + Sync>;
+
+/// Extra `/metrics` sections rendered by their owners (e.g. the per-app usage metrics, whose
+/// series come and go with the top-N apps, which the exporter cannot remove).
+static SECTIONS: std::sync::Mutex<Vec<MetricsSection>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds a section appended to every `/metrics` answer of this process. The section writes
+/// Prometheus text and returns false when it should be removed.
+pub fn add_metrics_section(section: impl Fn(&mut String) -> bool + Send + Sync + 'static) {
+    SECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Box::new(section));
+}
+
+/// The exporter's text followed by every live extra section.
+pub fn render_metrics(metrics: &PrometheusHandle) -> String {
+    let mut out = metrics.render();
+    SECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|section| section(&mut out));
+    out
+}
+
 /// Serves the admin endpoints until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
@@ -36,7 +62,7 @@ fn handle(req: &Request<Incoming>, health: &Health, metrics: &PrometheusHandle) 
     }
     match req.uri().path() {
         "/metrics" => {
-            let mut resp = server::text(StatusCode::OK, metrics.render());
+            let mut resp = server::text(StatusCode::OK, render_metrics(metrics));
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4"),

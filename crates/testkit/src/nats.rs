@@ -17,6 +17,8 @@ pub struct NatsServer {
     pub cluster_port: u16,
     routes: Vec<u16>,
     name: String,
+    /// JetStream storage, kept across restarts of this server.
+    store: crate::tempdir::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -52,6 +54,7 @@ impl NatsServer {
             cluster_port: 0,
             routes: Vec::new(),
             name: format!("test-{}", free_port()),
+            store: crate::tempdir::TempDir::new(),
         };
         s.spawn();
         s
@@ -74,6 +77,7 @@ impl NatsServer {
                     .map(|(_, p)| *p)
                     .collect(),
                 name: format!("node-{i}-{}", cluster_ports[i]),
+                store: crate::tempdir::TempDir::new(),
             })
             .collect();
         for node in &mut nodes {
@@ -95,7 +99,10 @@ impl NatsServer {
             .arg(self.port.to_string())
             .args(["-m"])
             .arg(self.monitor_port.to_string())
-            .args(["-n", &self.name]);
+            .args(["-n", &self.name])
+            .arg("-js")
+            .arg("-sd")
+            .arg(self.store.path());
         if self.cluster_port != 0 {
             cmd.arg("--cluster_name")
                 .arg("gripmesh-test")

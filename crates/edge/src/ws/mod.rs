@@ -340,8 +340,8 @@ impl Accepted {
         target: &Target,
         client: &ClientHandshake,
     ) -> Result<Handshake, WsError> {
-        let (guard, rx) = HoldGuard::new(edge.clone(), Transport::Ws);
-        guard.authorize(authorized);
+        let (mut guard, rx) = HoldGuard::new(edge.clone(), Transport::Ws);
+        guard.authorize(authorized, &route.id);
         let mut session =
             session::Session::new(guard, rx, self.grip, Some(self.upstream), route, target);
         session.prepare(self.first_events).await.map_err(|e| {

@@ -363,6 +363,7 @@ impl Session {
                             if state.closing.is_some() {
                                 break;
                             }
+                            self.origin_ended();
                             self.close_client(&mut client, Some((1011, "origin error".into())), &mut state).await;
                         }
                     }
@@ -506,6 +507,7 @@ impl Session {
                 if state.closing.is_some() {
                     return false;
                 }
+                self.origin_ended();
                 self.close_client(client, Some((1011, "origin disconnected".into())), state)
                     .await;
                 return true;
@@ -534,6 +536,10 @@ impl Session {
             match action {
                 Action::Send(m) => pending.push(m),
                 Action::Close(close) => {
+                    // The origin's answer to the client's own close is not the origin's doing.
+                    if state.closing.is_none() {
+                        self.origin_ended();
+                    }
                     if !self.write(client, pending.drain(..), state).await {
                         return false;
                     }
@@ -541,6 +547,9 @@ impl Session {
                     return true;
                 }
                 Action::Drop => {
+                    if state.closing.is_none() {
+                        self.origin_ended();
+                    }
                     let _ = self.write(client, pending.drain(..), state).await;
                     state.disconnect_origin = false;
                     return false;
@@ -566,9 +575,12 @@ impl Session {
                     metrics.record_latency(d.accepted_unix_nanos);
                 }
                 Some(WsOut::Close(close)) => {
+                    let wire = wire_size(&msgs);
                     if !self.write(client, msgs.drain(..), state).await {
                         return false;
                     }
+                    self.count(wire);
+                    self.origin_ended();
                     // The origin hears a bare CLOSE, as from Pushpin.
                     if let Some(Upstream::OverHttp(_)) = &self.upstream {
                         state.outbox.push(WsEvent::Close(Bytes::new()));
@@ -579,7 +591,26 @@ impl Session {
                 None => {}
             }
         }
-        self.write(client, msgs, state).await
+        let wire = wire_size(&msgs);
+        let written = self.write(client, msgs, state).await;
+        if written {
+            self.count(wire);
+        }
+        written
+    }
+
+    /// Counts published messages written to the client (metered connections).
+    fn count(&self, (messages, bytes): (u64, u64)) {
+        if let Some(u) = self.guard.usage() {
+            u.add(messages, bytes);
+        }
+    }
+
+    /// Notes that the server side (origin or publisher) ended the session.
+    fn origin_ended(&self) {
+        if let Some(u) = self.guard.usage() {
+            u.ended(crate::usage::EndReason::Origin);
+        }
     }
 
     /// Writes messages and flushes once. Returns false when the client is gone.
@@ -671,6 +702,15 @@ impl LoopState {
             self.closing = Some(Instant::now() + CLOSE_GRACE);
         }
     }
+}
+
+/// Messages and wire bytes (frame headers included) of published messages.
+fn wire_size(msgs: &[Message]) -> (u64, u64) {
+    let bytes = msgs
+        .iter()
+        .map(|m| crate::usage::ws_frame_len(m.len()))
+        .sum();
+    (msgs.len() as u64, bytes)
 }
 
 /// Client events waiting for the next WebSocket-over-HTTP request, with their encoded size,
