@@ -211,9 +211,11 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     edge_config.forward_headers = common::forward_headers(&args.authz.forward_headers)?;
     let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
-    let webhook = crate::usage::webhook(&args.usage_webhook)?;
+    crate::usage::webhook(&args.usage_webhook)?;
 
     let metrics = runtime::telemetry::install_metrics();
+    // Built after the recorder is installed, so its metrics are registered with it.
+    let webhook = crate::usage::webhook(&args.usage_webhook)?;
     let health = Health::new();
     let authorizer = args
         .authz_gateway
@@ -404,8 +406,10 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
     )?;
     let (store, path) = route_store(args.routes.as_deref())?;
     let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
-    let webhook = crate::usage::webhook(&args.usage_webhook)?;
+    crate::usage::webhook(&args.usage_webhook)?;
     let metrics = runtime::telemetry::install_metrics();
+    // Built after the recorder is installed, so its metrics are registered with it.
+    let webhook = crate::usage::webhook(&args.usage_webhook)?;
     let health = Health::new();
     let bus: Arc<dyn Bus> = common::connect_bus(Some(&args.nats), "gripmesh-control").await?;
     common::track_bus(&bus, &health);
