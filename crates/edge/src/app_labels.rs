@@ -21,6 +21,9 @@ pub const DECAY: f64 = 0.8;
 /// Longest app name used as a label value (longer names are cut at a character boundary).
 const MAX_LABEL_LEN: usize = 128;
 
+/// One metric's name, type, help, per-app value and `other` value.
+type MetricText = (&'static str, &'static str, &'static str, fn(&AppStat) -> u64, u64);
+
 #[derive(Debug, Default, Clone)]
 struct AppStat {
     live: u64,
@@ -191,7 +194,7 @@ impl AppLabeller {
                 .filter(|s| !s.labelled)
                 .map(|s| s.live)
                 .sum::<u64>();
-        let metrics: [(&str, &str, &str, fn(&AppStat) -> u64, u64); 3] = [
+        let metrics: [MetricText; 3] = [
             (
                 "gripmesh_app_connections",
                 "gauge",

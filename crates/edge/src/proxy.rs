@@ -295,7 +295,6 @@ async fn proxy_http(
                     Some(b) => read_limited(b, max).await?,
                     None => Bytes::new(),
                 };
-                let prefix = route.prefix.as_deref().unwrap_or("");
                 match response_hold(
                     &edge,
                     rparts,
@@ -303,8 +302,7 @@ async fn proxy_http(
                     origin_body,
                     channels,
                     authorized.clone(),
-                    prefix,
-                    &route.id,
+                    &route,
                 )
                 .await?
                 {
@@ -649,9 +647,9 @@ async fn response_hold(
     origin_body: Bytes,
     channels: Vec<String>,
     authorized: Option<Arc<crate::authz::Authorized>>,
-    prefix: &str,
-    route_id: &str,
+    route: &Route,
 ) -> Result<HoldOutcome, ProxyError> {
+    let prefix = route.prefix.as_deref().unwrap_or("");
     let (code, hdrs, body) = initial_response(&parts, instruct, origin_body);
     let timeout_response = |hdrs: HeaderMap, body: Bytes| {
         build_response(code, &instruct.status, hdrs, full(body)).map(HoldOutcome::Done)
@@ -675,7 +673,7 @@ async fn response_hold(
             .collect()
     };
     let (mut guard, mut rx) = HoldGuard::new(edge.clone(), Transport::HttpResponse);
-    guard.authorize(authorized, route_id);
+    guard.authorize(authorized, &route.id);
     guard
         .subscribe_all(channels)
         .await

@@ -18,9 +18,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Edge + control in one process, over an in-memory bus (or NATS with --nats).
-    Standalone(StandaloneArgs),
+    Standalone(Box<StandaloneArgs>),
     /// The edge tier: client listener, origin proxying, holds, bus subscriptions.
-    Edge(EdgeArgs),
+    Edge(Box<EdgeArgs>),
     /// The control tier: publish API (HTTP + gRPC), route store and distribution.
     Control(ControlArgs),
     /// The auth sidecar: gRPC `Check` against the upstream API gateway.

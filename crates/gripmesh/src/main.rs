@@ -56,8 +56,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        cli::Command::Standalone(args) => runtime.block_on(tiers::standalone(args)),
-        cli::Command::Edge(args) => runtime.block_on(tiers::edge(args)),
+        cli::Command::Standalone(args) => runtime.block_on(tiers::standalone(*args)),
+        cli::Command::Edge(args) => runtime.block_on(tiers::edge(*args)),
         cli::Command::Control(args) => runtime.block_on(tiers::control(args)),
         cli::Command::Authz(args) => runtime.block_on(tiers::authz(args)),
         cli::Command::Demo(args) => runtime.block_on(demo::demo(args)),
