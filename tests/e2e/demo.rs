@@ -110,6 +110,45 @@ async fn demo_websocket_feed_requires_the_api_key() {
     .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(ws.expect_close(Duration::from_secs(3)).await.0, 4401);
+
+    // Usage: the demo names its records file; the revoked connection's final record is there.
+    let out = gm.stdout_text();
+    let file = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.ends_with(".jsonl") && l.contains("gripmesh-demo-usage-"))
+        .unwrap_or_else(|| panic!("the demo names its usage file: {out}"))
+        .to_owned();
+    assert!(out.contains("gripmesh_app_"), "per-app metrics named");
+    wait_until(
+        WAIT,
+        "a final usage record for the revoked connection",
+        || {
+            let file = file.clone();
+            async move {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let records: Vec<Value> = text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap_or_default())
+                    .collect();
+                records.iter().any(|r| {
+                    let id = &r["connection_id"];
+                    let received: u64 = records
+                        .iter()
+                        .filter(|x| x["connection_id"] == *id)
+                        .map(|x| x["messages"].as_u64().unwrap_or(0))
+                        .sum();
+                    r["final"] == true
+                        && r["close_reason"] == "revoked"
+                        && r["app"] == "demo-app"
+                        && r["transport"] == "ws"
+                        && received >= 2
+                })
+            }
+        },
+    )
+    .await;
+    let _ = std::fs::remove_file(&file);
 }
 
 /// The same feed over HTTP streaming (a JSON trade per line, key in a header) and SSE (key in

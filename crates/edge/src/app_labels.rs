@@ -22,7 +22,13 @@ pub const DECAY: f64 = 0.8;
 const MAX_LABEL_LEN: usize = 128;
 
 /// One metric's name, type, help, per-app value and `other` value.
-type MetricText = (&'static str, &'static str, &'static str, fn(&AppStat) -> u64, u64);
+type MetricText = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&AppStat) -> u64,
+    u64,
+);
 
 #[derive(Debug, Default, Clone)]
 struct AppStat {
