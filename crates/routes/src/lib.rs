@@ -464,7 +464,12 @@ fn parse_route(line: usize, sections: &[lex::RawSection]) -> Result<ParsedRoute,
                 if !v.starts_with('/') {
                     return Err(bad_value(p, "a path starting with '/'"));
                 }
-                route.path_beg = Some(v);
+                // Request paths are matched in canonical form (see `path`), so the prefix is
+                // too: `path_beg=/%70rivate/` means `/private/`.
+                let canonical = path::normalize(&v).map_err(|_| {
+                    bad_value(p, "a path without %2F, %5C, '\\' or '..' above the root")
+                })?;
+                route.path_beg = Some(canonical);
             }
             "id" => route.id = non_empty(p)?,
             "replace_beg" => route.replace_beg = Some(valued(p)?.to_string()),
@@ -1159,6 +1164,14 @@ mod tests {
             t.resolve(&req("h", "/long", true, false)).map(|r| r.line),
             Some(2)
         );
+    }
+
+    #[test]
+    fn path_beg_is_canonical() {
+        let t = RouteTable::parse("*,path_beg=/%70rivate/./x/ test\n").expect("parses");
+        assert_eq!(t.routes()[0].path_beg.as_deref(), Some("/private/x/"));
+        assert!(RouteTable::parse("*,path_beg=/a%2Fb test\n").is_err());
+        assert!(RouteTable::parse("*,path_beg=/.. test\n").is_err());
     }
 
     #[test]

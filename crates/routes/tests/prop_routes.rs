@@ -78,8 +78,10 @@ fn host_name() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9-]{0,10}(\\.[a-z]{1,5}){0,2}"
 }
 
+/// A `path_beg` as the parser keeps it: in canonical form (`routes::path::normalize`).
 fn path() -> impl Strategy<Value = String> {
     "/[a-zA-Z0-9_./~-]{0,12}"
+        .prop_filter_map("not a canonical path", |p| routes::path::normalize(&p).ok())
 }
 
 fn line() -> impl Strategy<Value = Line> {
