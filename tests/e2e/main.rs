@@ -15,6 +15,7 @@ mod hardening_client;
 mod hardening_control;
 mod jwt;
 mod keepalive;
+mod key_limits;
 mod passthrough;
 mod process;
 mod production;

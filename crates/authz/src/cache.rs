@@ -199,6 +199,7 @@ mod tests {
     fn allow() -> Outcome {
         Outcome::Allow {
             headers: Vec::new(),
+            limits: Default::default(),
         }
     }
 

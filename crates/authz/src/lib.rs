@@ -9,6 +9,7 @@ mod breaker;
 mod cache;
 pub mod credential;
 mod gateway;
+pub mod limits;
 mod metrics;
 
 use breaker::Breaker;
@@ -80,6 +81,8 @@ impl AuthzConfig {
 enum Outcome {
     Allow {
         headers: Vec<(String, String)>,
+        /// Per-key limits and expiry from the gateway (and a JWT credential's `exp`).
+        limits: limits::Limits,
     },
     Deny {
         status: u16,
@@ -94,7 +97,7 @@ impl Outcome {
     fn weight(&self) -> usize {
         let pairs = |v: &[(String, String)]| v.iter().map(|(n, v)| n.len() + v.len() + 48).sum();
         match self {
-            Outcome::Allow { headers } => pairs(headers),
+            Outcome::Allow { headers, .. } => pairs(headers),
             Outcome::Deny { headers, body, .. } => pairs(headers) + body.len(),
             Outcome::Error(reason) => reason.len(),
         }
@@ -185,14 +188,35 @@ impl Authorizer {
                     .shared()
             })
             .clone();
-        let outcome = fut.clone().await;
+        let mut outcome = fut.clone().await;
         // Whoever finishes first retires the flight; later callers start a new one only
         // after the cache entry below expires.
         inner.inflight.remove_if(&key, |_, f| f.ptr_eq(&fut));
+        if let Outcome::Allow { limits, .. } = &mut outcome {
+            // A Bearer JWT credential expires at its `exp` (the gateway verified it).
+            for p in &presented {
+                limits.expire_by(limits::bearer_jwt_exp(&p.value));
+            }
+        }
         let ttl = match &outcome {
             Outcome::Allow { .. } => Some(inner.config.allow_ttl),
             Outcome::Deny { .. } => Some(inner.config.deny_ttl),
             Outcome::Error(_) => None,
+        };
+        // A cached allow never outlives the credential's expiry.
+        let ttl = match (&outcome, ttl) {
+            (
+                Outcome::Allow {
+                    limits:
+                        limits::Limits {
+                            expires_at: Some(at),
+                            ..
+                        },
+                    ..
+                },
+                Some(t),
+            ) => Some(t.min(Duration::from_secs(at.saturating_sub(unix_now())))),
+            (_, t) => t,
         };
         let now = Instant::now();
         if let Some(expires) = ttl
@@ -221,6 +245,7 @@ impl Authorizer {
             .gateway_duration(started.elapsed().as_secs_f64());
         let outcome = match result {
             Ok(reply) if (200..300).contains(&reply.status) => Outcome::Allow {
+                limits: limits::Limits::from_headers(&reply.headers),
                 // Every configured name is listed; an empty value tells the edge to remove a
                 // client-sent copy, so clients cannot forge these headers.
                 headers: inner
@@ -270,10 +295,16 @@ impl Authorizer {
             ..Default::default()
         };
         match outcome {
-            Outcome::Allow { headers } => {
+            Outcome::Allow { headers, limits } => {
                 resp.decision = Decision::Allow as i32;
                 resp.allow_headers = pairs(headers);
                 resp.cache_ttl_seconds = secs(self.inner.config.allow_ttl);
+                resp.max_connections = limits.max_connections.unwrap_or(0);
+                if let Some((n, period)) = limits.message_quota {
+                    resp.message_quota = n;
+                    resp.quota_period_seconds = period;
+                }
+                resp.expires_at = limits.expires_at.unwrap_or(0);
             }
             Outcome::Deny {
                 status,
@@ -337,6 +368,13 @@ fn forwarded_headers(sources: &[credential::Source], req: &CheckRequest) -> Vec<
         out.push(("X-Forwarded-For".into(), ip.to_string()));
     }
     out
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The IP of an `ip:port` (or bare IP) client address.

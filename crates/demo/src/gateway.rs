@@ -1,7 +1,8 @@
 //! A mock API gateway: Apigee's "API Key" security on every path, as a forward-auth endpoint.
 //!
 //! - key [`API_KEY`](crate::API_KEY) in `?apikey=` or `X-Api-Key` ⇒ `200` with
-//!   `X-Developer-App` and `X-Api-Product`;
+//!   `X-Developer-App` and `X-Api-Product`, and the key's realtime limits
+//!   (`Gripmesh-Max-Connections`, `Gripmesh-Message-Quota`);
 //! - another key ⇒ `401` `{"fault":{"faultstring":"Invalid ApiKey",...}}`;
 //! - no key ⇒ `401` `{"fault":{"faultstring":"Failed to resolve API Key variable ...",...}}`.
 
@@ -82,6 +83,14 @@ pub fn respond(query: Option<&str>, headers: &HeaderMap) -> Response<Body> {
             h.insert(
                 "x-api-product",
                 HeaderValue::from_static(crate::API_PRODUCT),
+            );
+            h.insert(
+                "gripmesh-max-connections",
+                HeaderValue::from(crate::MAX_CONNECTIONS),
+            );
+            h.insert(
+                "gripmesh-message-quota",
+                HeaderValue::from_static(crate::MESSAGE_QUOTA),
             );
             resp
         }

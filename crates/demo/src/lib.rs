@@ -26,6 +26,12 @@ pub const DEVELOPER_APP: &str = "demo-app";
 /// The API product the gateway reports for [`API_KEY`] (`X-Api-Product`).
 pub const API_PRODUCT: &str = "trades";
 
+/// Concurrent connections the mock gateway grants [`API_KEY`] (`Gripmesh-Max-Connections`).
+pub const MAX_CONNECTIONS: u32 = 10;
+
+/// Messages per hour the mock gateway grants [`API_KEY`] (`Gripmesh-Message-Quota`).
+pub const MESSAGE_QUOTA: &str = "10000/1h";
+
 /// The channel WebSocket and HTTP-stream clients are subscribed to.
 pub const CHANNEL: &str = "trades";
 

@@ -19,6 +19,16 @@ use tokio_util::sync::CancellationToken;
 /// Time allowed for one check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Refusal over `--key-max-connections` (or the gateway's `Gripmesh-Max-Connections`).
+pub const TOO_MANY_CONNECTIONS: &str = "Too many connections for this key.\n";
+/// Refusal (and long-poll answer) once the key's message quota is spent.
+pub const QUOTA_EXCEEDED: &str = "Message quota exceeded for this key.\n";
+/// Refusal of a credential whose expiry has passed.
+pub const CREDENTIAL_EXPIRED: &str = "Credential expired.\n";
+
+/// How often live connections are checked for an expired credential.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+
 /// Something that decides checks: the embedded sidecar (standalone) or a gRPC client.
 pub trait AuthzCheck: Send + Sync + 'static {
     /// Decides one request.
@@ -37,6 +47,11 @@ pub struct Authorized {
     pub credential_hashes: Vec<String>,
     /// The check, kept for periodic re-checks.
     pub request: CheckRequest,
+    /// The key's connection slot (freed when the connection ends); `None` without a
+    /// credential or when the route failed open.
+    pub(crate) slot: Option<crate::keys::KeySlot>,
+    /// Unix seconds when the credential expires (0: never); a re-check may move it.
+    pub(crate) expires_at: std::sync::atomic::AtomicU64,
 }
 
 impl Authorized {
@@ -104,12 +119,15 @@ pub(crate) async fn gate(
         },
     };
     match Decision::try_from(resp.decision).unwrap_or(Decision::Unspecified) {
-        Decision::Allow => Gate::Pass(Some(authorized(edge, resp, request))),
+        Decision::Allow => match limited(edge, &resp) {
+            Ok(slot) => Gate::Pass(Some(authorized(edge, resp, request, slot))),
+            Err((status, body)) => Gate::Reject(text(status, body)),
+        },
         Decision::Deny => Gate::Reject(denied(&resp)),
         Decision::Error | Decision::Unspecified => {
             if route.authz_fail_open {
                 tracing::warn!(route = %route.id, error = %resp.error, "authz unavailable; route fails open");
-                Gate::Pass(Some(authorized(edge, resp, request)))
+                Gate::Pass(Some(authorized(edge, resp, request, None)))
             } else {
                 tracing::warn!(route = %route.id, error = %resp.error, "authz unavailable; route fails closed");
                 Gate::Reject(unavailable())
@@ -122,7 +140,12 @@ pub(crate) async fn gate(
 /// `--forward-headers` name is listed, with an empty value (remove) unless the sidecar gave one:
 /// a client-sent copy never reaches the origin, whatever the decision and even when the sidecar
 /// could not be asked.
-fn authorized(edge: &EdgeInner, resp: CheckResponse, request: CheckRequest) -> Arc<Authorized> {
+fn authorized(
+    edge: &EdgeInner,
+    resp: CheckResponse,
+    request: CheckRequest,
+    slot: Option<crate::keys::KeySlot>,
+) -> Arc<Authorized> {
     let mut headers: Vec<(HeaderName, HeaderValue)> = resp
         .allow_headers
         .iter()
@@ -147,7 +170,66 @@ fn authorized(edge: &EdgeInner, resp: CheckResponse, request: CheckRequest) -> A
         credential_hash: resp.credential_hash,
         credential_hashes,
         request,
+        slot,
+        expires_at: std::sync::atomic::AtomicU64::new(resp.expires_at),
     })
+}
+
+/// Applies the key's limits to an allowed request (SPEC §13): an expired credential is
+/// refused (401), a spent quota or a full connection count 429; otherwise the key's connection
+/// slot. The gateway's per-key values override the flags.
+fn limited(
+    edge: &EdgeInner,
+    resp: &CheckResponse,
+) -> Result<Option<crate::keys::KeySlot>, (StatusCode, &'static str)> {
+    if resp.expires_at != 0 && resp.expires_at <= crate::keys::unix_now() {
+        crate::metrics::EdgeMetrics::key_limited("expired");
+        return Err((StatusCode::UNAUTHORIZED, CREDENTIAL_EXPIRED));
+    }
+    if resp.credential_hash.is_empty() {
+        return Ok(None);
+    }
+    let config = &edge.config.key_limits;
+    let max = (resp.max_connections != 0)
+        .then_some(resp.max_connections)
+        .or(config.max_connections);
+    let quota = (resp.quota_period_seconds != 0)
+        .then_some((resp.message_quota, resp.quota_period_seconds))
+        .or(config.message_quota);
+    match edge.keys.acquire(&resp.credential_hash, max, quota) {
+        Ok(slot) => Ok(Some(slot)),
+        Err(crate::keys::Limit::Connections) => {
+            crate::metrics::EdgeMetrics::key_limited("connections");
+            Err((StatusCode::TOO_MANY_REQUESTS, TOO_MANY_CONNECTIONS))
+        }
+        Err(crate::keys::Limit::Quota) => {
+            crate::metrics::EdgeMetrics::key_limited("quota");
+            Err((StatusCode::TOO_MANY_REQUESTS, QUOTA_EXCEEDED))
+        }
+    }
+}
+
+/// Closes live connections whose credential has expired, every [`EXPIRY_SWEEP`].
+fn expire(edge: &EdgeInner) {
+    let now = crate::keys::unix_now();
+    let expired: Vec<u64> = edge
+        .authorized
+        .iter()
+        .filter(|e| {
+            let at = e
+                .value()
+                .expires_at
+                .load(std::sync::atomic::Ordering::Acquire);
+            at != 0 && at <= now
+        })
+        .map(|e| *e.key())
+        .collect();
+    for id in expired {
+        if let Some(conn) = edge.held.get(&id) {
+            crate::metrics::EdgeMetrics::key_limited("expired");
+            conn.close(CloseReason::Expired);
+        }
+    }
 }
 
 fn unavailable() -> Response<Body> {
@@ -218,7 +300,22 @@ pub(crate) async fn follow_revocations(
 }
 
 /// Re-checks every authorized live connection each `every`; denied ones are closed as revoked.
+/// Also closes, every second, connections whose credential expired.
 pub(crate) async fn recheck(edge: Arc<EdgeInner>, every: Duration, shutdown: CancellationToken) {
+    // Expiry is checked on its own clock: a long re-check round must not delay it.
+    tokio::spawn({
+        let (edge, shutdown) = (edge.clone(), shutdown.clone());
+        async move {
+            let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = sweep.tick() => expire(&edge),
+                }
+            }
+        }
+    });
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -238,6 +335,13 @@ pub(crate) async fn recheck(edge: Arc<EdgeInner>, every: Duration, shutdown: Can
             let Ok(Ok(resp)) = tokio::time::timeout(CHECK_TIMEOUT, checker.check(req)).await else {
                 continue;
             };
+            // A re-check may extend (or shorten) the credential's life.
+            if resp.decision == Decision::Allow as i32
+                && let Some(a) = edge.authorized.get(&id)
+            {
+                a.expires_at
+                    .store(resp.expires_at, std::sync::atomic::Ordering::Release);
+            }
             if resp.decision == Decision::Deny as i32
                 && let Some(conn) = edge.held.get(&id)
             {

@@ -39,6 +39,10 @@ pub enum CloseReason {
     SlowConsumer = 2,
     /// The connection's credential was revoked (or a re-check denied it).
     Revoked = 3,
+    /// The key's message quota is spent for this period (SPEC §13).
+    QuotaExceeded = 4,
+    /// The connection's credential expired (`Gripmesh-Expires`, a JWT's `exp`).
+    Expired = 5,
 }
 
 impl CloseReason {
@@ -47,6 +51,8 @@ impl CloseReason {
             1 => Some(CloseReason::Drain),
             2 => Some(CloseReason::SlowConsumer),
             3 => Some(CloseReason::Revoked),
+            4 => Some(CloseReason::QuotaExceeded),
+            5 => Some(CloseReason::Expired),
             _ => None,
         }
     }
@@ -78,6 +84,8 @@ pub struct ConnHandle {
     max_bytes: usize,
     /// Drops the client's socket outright (HTTP holds, whose writes hyper owns).
     abort: std::sync::OnceLock<tokio_util::sync::CancellationToken>,
+    /// The connection's key, when a message quota may apply (set once, when authorized).
+    key: std::sync::OnceLock<Arc<crate::keys::KeyState>>,
 }
 
 impl ConnHandle {
@@ -98,6 +106,7 @@ impl ConnHandle {
             queued_bytes: AtomicUsize::new(0),
             max_bytes,
             abort: std::sync::OnceLock::new(),
+            key: std::sync::OnceLock::new(),
         });
         let queue = ConnQueue {
             rx,
@@ -109,6 +118,12 @@ impl ConnHandle {
     /// Queues a delivery without waiting. A queue over its message or byte bound closes the
     /// connection (one message larger than the byte bound still goes through an empty queue).
     pub fn offer(&self, delivery: &Arc<Delivery>) -> Offer {
+        // A spent key quota: nothing more is delivered, and the key's connections close.
+        if let Some(key) = self.key.get()
+            && !key.admit_delivery()
+        {
+            return Offer::Gone;
+        }
         let size = delivery.size_for(self.transport);
         let before = self.queued_bytes.fetch_add(size, Ordering::AcqRel);
         if before > 0 && before + size > self.max_bytes {
@@ -129,6 +144,11 @@ impl ConnHandle {
                 }
             }
         }
+    }
+
+    /// Ties the connection to its key's counters (message quota).
+    pub(crate) fn set_key(&self, key: Arc<crate::keys::KeyState>) {
+        let _ = self.key.set(key);
     }
 
     /// Sets the token that drops the client's socket (see [`ConnHandle::close`]).

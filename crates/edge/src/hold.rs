@@ -51,10 +51,14 @@ impl HoldGuard {
         )
     }
 
-    /// Records the connection's authorization (for revocation and re-checks) and starts
-    /// metering its usage on `route`.
+    /// Records the connection's authorization (for revocation, re-checks, expiry and its
+    /// key's limits) and starts metering its usage on `route`.
     pub fn authorize(&mut self, authorized: Option<Arc<crate::authz::Authorized>>, route: &str) {
         if let Some(a) = authorized {
+            if let Some(slot) = &a.slot {
+                slot.state.register(&self.conn);
+                self.conn.set_key(slot.state.clone());
+            }
             let meter = self
                 .edge
                 .usage
@@ -113,7 +117,11 @@ impl Drop for HoldGuard {
             self.edge.registry.unsubscribe(self.conn.id, ch);
         }
         self.edge.held.remove(&self.conn.id);
-        self.edge.authorized.remove(&self.conn.id);
+        if let Some((id, a)) = self.edge.authorized.remove(&self.conn.id)
+            && let Some(slot) = &a.slot
+        {
+            slot.state.unregister(id);
+        }
         if let Some(meter) = &self.usage {
             self.edge
                 .usage
@@ -332,7 +340,10 @@ impl HttpBody for StreamBody {
             this.done = true;
             return Poll::Ready(match reason {
                 // A clean end: the client sees the terminating chunk.
-                CloseReason::Drain | CloseReason::Revoked => None,
+                CloseReason::Drain
+                | CloseReason::Revoked
+                | CloseReason::Expired
+                | CloseReason::QuotaExceeded => None,
                 // Abort without the terminating chunk, so the client knows data is missing.
                 CloseReason::SlowConsumer => Some(Err("send queue overflow".into())),
             });

@@ -11,6 +11,7 @@ mod cors;
 pub mod delivery;
 pub mod headers;
 mod hold;
+pub mod keys;
 pub mod metrics;
 mod next_link;
 pub mod origin;
@@ -77,6 +78,8 @@ pub struct EdgeConfig {
     pub forward_headers: Vec<http::HeaderName>,
     /// Usage records and per-app metrics.
     pub usage: usage::UsageConfig,
+    /// Per-key limits (`--key-max-connections`, `--key-message-quota`), for `authz` routes.
+    pub key_limits: keys::KeyLimitsConfig,
 }
 
 impl Default for EdgeConfig {
@@ -100,6 +103,7 @@ impl Default for EdgeConfig {
                 .map(http::HeaderName::from_static)
                 .to_vec(),
             usage: usage::UsageConfig::default(),
+            key_limits: keys::KeyLimitsConfig::default(),
         }
     }
 }
@@ -127,6 +131,8 @@ pub(crate) struct EdgeInner {
     pub(crate) authorized: DashMap<u64, Arc<authz::Authorized>>,
     /// Usage meters, records and per-app metrics.
     pub(crate) usage: Arc<usage::UsageTracker>,
+    /// Per-key connection and message counts.
+    pub(crate) keys: keys::KeyTable,
 }
 
 impl EdgeInner {
@@ -184,6 +190,7 @@ impl Edge {
                 authz,
                 authorized: DashMap::new(),
                 usage,
+                keys: keys::KeyTable::default(),
             }),
         })
     }

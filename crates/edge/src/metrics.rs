@@ -79,6 +79,14 @@ impl EdgeMetrics {
             "gripmesh_edge_routes_reload_errors_total",
             "Routes files rejected on reload."
         );
+        describe_counter!(
+            "gripmesh_edge_key_limited_total",
+            "Per-key limits enforced: connections refused (connections), quota spent (quota), credential expired (expired)."
+        );
+        // Present at zero, so a dashboard's rate() has a series before the first refusal.
+        for limit in ["connections", "quota", "expired"] {
+            metrics::counter!("gripmesh_edge_key_limited_total", "limit" => limit).absolute(0);
+        }
         EdgeMetrics {
             channels: metrics::gauge!("gripmesh_edge_channels"),
             subscriptions: metrics::gauge!("gripmesh_edge_subscriptions"),
@@ -97,6 +105,11 @@ impl EdgeMetrics {
             Transport::HttpResponse => &self.response,
             Transport::Ws => &self.ws,
         }
+    }
+
+    /// Counts one enforcement of a per-key limit (`connections`, `quota`, `expired`).
+    pub fn key_limited(limit: &'static str) {
+        metrics::counter!("gripmesh_edge_key_limited_total", "limit" => limit).increment(1);
     }
 
     /// Counts a message that was not delivered.

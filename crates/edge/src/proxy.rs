@@ -698,6 +698,12 @@ async fn response_hold(
                     CloseReason::Revoked => {
                         return Ok(HoldOutcome::Done(text(StatusCode::FORBIDDEN, "Credential revoked.\n")));
                     }
+                    CloseReason::Expired => {
+                        return Ok(HoldOutcome::Done(text(StatusCode::UNAUTHORIZED, "Credential expired.\n")));
+                    }
+                    CloseReason::QuotaExceeded => {
+                        return Ok(HoldOutcome::Done(text(StatusCode::TOO_MANY_REQUESTS, crate::authz::QUOTA_EXCEEDED)));
+                    }
                     CloseReason::Drain => {}
                 }
                 None

@@ -103,6 +103,8 @@ impl From<CloseReason> for EndReason {
             CloseReason::Drain => EndReason::Drain,
             CloseReason::SlowConsumer => EndReason::SlowConsumer,
             CloseReason::Revoked => EndReason::Revoked,
+            CloseReason::QuotaExceeded => EndReason::Quota,
+            CloseReason::Expired => EndReason::Expired,
         }
     }
 }

@@ -133,6 +133,22 @@ pub struct EdgeFlags {
     pub ws_upstream_queue_bytes: usize,
 }
 
+/// Per-key limits on `authz` routes (SPEC §13); the gateway's allow answer may override them
+/// per key (`Gripmesh-Max-Connections`, `Gripmesh-Message-Quota`).
+#[derive(Debug, Args)]
+pub struct KeyLimitFlags {
+    /// Concurrent connections per key (0: unlimited); beyond it 429 `Too many connections for
+    /// this key.` (WebSocket handshake included).
+    #[arg(long, env = "GRIPMESH_KEY_MAX_CONNECTIONS", default_value_t = 0)]
+    pub key_max_connections: u32,
+
+    /// Messages delivered to a key's connections per period, `N/PERIOD` with PERIOD `1m`, `1h`
+    /// or `1d`; when spent the key's connections close (WebSocket 4429) and new ones get 429
+    /// until the period ends.
+    #[arg(long, env = "GRIPMESH_KEY_MESSAGE_QUOTA")]
+    pub key_message_quota: Option<String>,
+}
+
 /// Client-facing limits shared by the edge and control listeners (SPEC §9).
 #[derive(Debug, Args)]
 pub struct ClientLimitFlags {
@@ -266,6 +282,10 @@ pub struct StandaloneArgs {
     #[command(flatten)]
     pub authz: AuthzFlags,
 
+    /// Per-key limits.
+    #[command(flatten)]
+    pub keys: KeyLimitFlags,
+
     /// Publish API settings.
     #[command(flatten)]
     pub publish: PublishFlags,
@@ -318,6 +338,10 @@ pub struct EdgeArgs {
         default_value = "X-Developer-App,X-Api-Product,X-Auth-Subject"
     )]
     pub forward_headers: String,
+
+    /// Per-key limits.
+    #[command(flatten)]
+    pub keys: KeyLimitFlags,
 
     /// Seconds between re-checks of authorized live connections.
     #[arg(long, env = "GRIPMESH_AUTHZ_RECHECK", default_value_t = 300)]

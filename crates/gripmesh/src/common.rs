@@ -1,6 +1,8 @@
 //! Plumbing shared by the subcommands: validation (exit 64), listeners, bus, health, drain.
 
-use crate::cli::{AuthzFlags, ClientLimitFlags, CommonFlags, EdgeFlags, LogFormat, PublishFlags};
+use crate::cli::{
+    AuthzFlags, ClientLimitFlags, CommonFlags, EdgeFlags, KeyLimitFlags, LogFormat, PublishFlags,
+};
 use bus::{Bus, BusState, MemoryBus, NatsBus, NatsOptions};
 use control::PublishAuth;
 use edge::EdgeConfig;
@@ -177,6 +179,25 @@ pub fn edge_config(flags: &EdgeFlags, limits: &ClientLimitFlags) -> Result<EdgeC
             ..Default::default()
         },
         ..EdgeConfig::default()
+    })
+}
+
+/// Per-key limits from flags (exit 64 on a malformed quota).
+pub fn key_limits(flags: &KeyLimitFlags) -> Result<edge::keys::KeyLimitsConfig, Fatal> {
+    let message_quota = flags
+        .key_message_quota
+        .as_deref()
+        .map(|q| {
+            authz::limits::parse_quota(q).ok_or_else(|| {
+                config_err(format!(
+                    "--key-message-quota {q}: expected N/PERIOD with PERIOD 1m, 1h or 1d"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(edge::keys::KeyLimitsConfig {
+        max_connections: (flags.key_max_connections != 0).then_some(flags.key_max_connections),
+        message_quota,
     })
 }
 

@@ -234,6 +234,7 @@ fn print_instructions(
 ) {
     let (e, p, a) = (client_host(edge), client_host(publish), client_host(admin));
     let (key, path) = (::demo::API_KEY, ::demo::FEED_PATH);
+    let (max_conns, quota) = (::demo::MAX_CONNECTIONS, ::demo::MESSAGE_QUOTA);
     let routes: String = routes.lines().map(|l| format!("    {l}\n")).collect();
     let ws = format!("ws://{e}{path}");
     let text = format!(
@@ -260,6 +261,11 @@ Try it:
 
   # A wrong key: 401 with Apigee's JSON fault
   curl -i 'http://{e}{path}?apikey=wrong-key'
+
+  # The gateway grants `{key}` {max_conns} concurrent connections and {quota} messages
+  # (Gripmesh-Max-Connections / Gripmesh-Message-Quota): connection {max_conns}+1 gets
+  # 429 "Too many connections for this key."
+  curl -s http://{a}/metrics | grep gripmesh_edge_key_limited_total
 
   # Revoke the key: live connections opened with it are closed now (WebSocket close 4401,
   # streams ended); the next connection asks the gateway again (which still accepts it)

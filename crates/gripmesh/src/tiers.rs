@@ -212,6 +212,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     edge_config.forward_headers = common::forward_headers(&args.authz.forward_headers)?;
     let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
     crate::usage::webhook(&args.usage_webhook)?;
+    edge_config.key_limits = common::key_limits(&args.keys)?;
 
     let metrics = runtime::telemetry::install_metrics();
     // Built after the recorder is installed, so its metrics are registered with it.
@@ -314,6 +315,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     edge_config.forward_headers = common::forward_headers(&args.forward_headers)?;
+    edge_config.key_limits = common::key_limits(&args.keys)?;
     let file = match &args.routes {
         Some(p) => Some((p.clone(), common::load_routes(Some(p))?.1)),
         None => None,

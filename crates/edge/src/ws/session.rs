@@ -284,6 +284,8 @@ impl Session {
                     let (code, text) = match reason {
                         CloseReason::Drain => (1012, "service restart"),
                         CloseReason::Revoked => (4401, "credential revoked"),
+                        CloseReason::Expired => (4401, "credential expired"),
+                        CloseReason::QuotaExceeded => (4429, "quota exceeded"),
                         // Counted per dropped message by the fan-out.
                         CloseReason::SlowConsumer => (1013, "send queue overflow"),
                     };
