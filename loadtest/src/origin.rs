@@ -6,6 +6,9 @@
 //! * `GET /response?channel=C` ⇒ response hold on `C`.
 //! * `POST /ws?channel=C` (WebSocket-over-HTTP): `OPEN` ⇒ `OPEN` + `c:{"type":"subscribe",
 //!   "channel":"C"}`; text/binary echoed with `m:`; `CLOSE` echoed; `DISCONNECT` acknowledged.
+//! * `GET /auth/…?apikey=K` ⇒ a forward-auth gateway's allow: 200 with `X-Developer-App: app-K`
+//!   (for `--authz-gateway http://<this>/auth`); no key ⇒ 401.
+//! * `/usage` ⇒ 200 (a usage webhook that takes everything: `--usage-webhook http://<this>/usage`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,6 +49,24 @@ fn set(r: &mut Response<Full<Bytes>>, k: &'static str, v: &str) {
 
 /// The answer to a plain (non-WebSocket) request.
 pub fn respond_http(path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    if path == "/usage" {
+        return text(StatusCode::OK, "");
+    }
+    if path.starts_with("/auth/") {
+        let key = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|kv| kv.strip_prefix("apikey="));
+        return match key {
+            Some(k) if !k.is_empty() => {
+                let mut r = text(StatusCode::OK, "");
+                set(&mut r, "x-developer-app", &format!("app-{k}"));
+                set(&mut r, "x-api-product", "bench");
+                r
+            }
+            _ => text(StatusCode::UNAUTHORIZED, "no key\n"),
+        };
+    }
     let ch = channel(query);
     match path {
         "/stream" => {
@@ -150,6 +171,13 @@ mod tests {
         let r = respond_http("/sse", Some("channel=s"));
         assert_eq!(r.headers()["content-type"], "text/event-stream");
         assert_eq!(respond_http("/nope", None).status(), StatusCode::NOT_FOUND);
+        let allow = respond_http("/auth/ws", Some("channel=c&apikey=k7"));
+        assert_eq!(allow.status(), StatusCode::OK);
+        assert_eq!(allow.headers()["x-developer-app"], "app-k7");
+        assert_eq!(
+            respond_http("/auth/ws", Some("channel=c")).status(),
+            StatusCode::UNAUTHORIZED
+        );
 
         let r = respond_ws(Some("channel=w1"), &[WsEvent::Open]);
         assert_eq!(r.headers()["sec-websocket-extensions"], "grip");

@@ -46,6 +46,14 @@ pub struct RunArgs {
     /// `gripmesh-loadtest origin`), WebSockets over HTTP; default: the built-in `test` target.
     #[arg(long, value_name = "ADDR")]
     pub origin: Option<String>,
+    /// Client *i* presents the API key `key-<i mod K>` (`&apikey=`), e.g. to meter usage per
+    /// key on an `authz` route (0: no key).
+    #[arg(long, default_value_t = 0)]
+    pub keys: usize,
+    /// With --spawn-gripmesh: the routes carry `authz` (give the gateway with
+    /// `--gripmesh-arg=--authz-gateway=http://<loadtest origin>/auth`).
+    #[arg(long)]
+    pub authz_route: bool,
     /// Extra flag for the spawned gripmesh (repeatable), e.g. `--gripmesh-arg=--nats=…`.
     #[arg(long, allow_hyphen_values = true)]
     pub gripmesh_arg: Vec<String>,
@@ -239,10 +247,15 @@ pub async fn run(args: &RunArgs) -> Result<(RunResult, bool)> {
     // The server.
     let mut spawned: Option<Spawned> = None;
     let (edges, publish_url, grpc_url) = if let Some(bin) = &args.spawn_gripmesh {
-        let routes = match &args.origin {
+        let mut routes = match &args.origin {
             Some(o) => spawn::origin_routes(o),
             None => "* test\n".to_owned(),
         };
+        if args.authz_route {
+            routes = routes
+                .replace("* ", "*,authz ")
+                .replace("*,proto", "*,authz,proto");
+        }
         let s = spawn::spawn_gripmesh(bin, &routes, &args.gripmesh_arg).await?;
         let e = vec![s.addr("edge")?.to_string()];
         let p = format!("http://{}", s.addr("publish")?);
@@ -357,7 +370,15 @@ async fn run_inner(
                 transport: t,
                 addr: *addr,
                 host: host.clone(),
-                path: format!("{path}{sep}channel={}", channels[ch]),
+                path: if args.keys > 0 {
+                    format!(
+                        "{path}{sep}channel={}&apikey=key-{}",
+                        channels[ch],
+                        k % args.keys
+                    )
+                } else {
+                    format!("{path}{sep}channel={}", channels[ch])
+                },
                 source,
             });
             channel_of.push(ch);
