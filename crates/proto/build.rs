@@ -18,6 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let mut config = prost_build::Config::new();
+    // The encoded descriptors, for gRPC server reflection (`grpcurl list`).
+    config.file_descriptor_set_path(
+        PathBuf::from(std::env::var("OUT_DIR")?).join("gripmesh_descriptor.bin"),
+    );
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     // Deterministic iteration for meta and headers; control converts them to BTreeMaps anyway.
     config.btree_map(["."]);

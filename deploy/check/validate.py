@@ -238,6 +238,12 @@ def check_manifests(p, objs, expect, forbid, expect_objects=(), schema_only=Fals
         # Drain budget: grace >= preStop sleep + drain timeout, and the preStop hook is a sleep.
         grace = spec.get("terminationGracePeriodSeconds")
         main = (spec.get("containers") or [{}])[0]
+        # A stock Prometheus (kubernetes-pods job) finds /metrics through pod annotations.
+        ann = d["spec"]["template"]["metadata"].get("annotations") or {}
+        main_ports = {str(cp.get("containerPort")) for cp in main.get("ports") or [] if cp.get("name") == "admin"}
+        p.check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/path") == "/metrics"
+                and ann.get("prometheus.io/port") in main_ports, w,
+                f"pods need prometheus.io/scrape, /path and /port (the main container's admin port {main_ports}), got {ann}")
         drain = int((env_value(main, "GRIPMESH_DRAIN_TIMEOUT") or {}).get("value", 0) or 0)
         pre = ((((main.get("lifecycle") or {}).get("preStop") or {}).get("sleep")) or {}).get("seconds", 0)
         p.check(isinstance(grace, int) and grace >= pre + drain, w,

@@ -192,3 +192,65 @@ pub fn assert_proxy_error(resp: &testkit::HttpResponse, context: &str) {
         "{context}"
     );
 }
+
+/// The Python with tests/py/requirements.txt installed: `GRIPMESH_TEST_PYTHON`, default
+/// `<workspace>/target/e2e-venv/bin/python` (created by scripts/test). Missing ⇒ the test
+/// fails; it is never skipped.
+pub fn test_python() -> String {
+    let python = std::env::var("GRIPMESH_TEST_PYTHON").unwrap_or_else(|_| {
+        workspace_root()
+            .join("target/e2e-venv/bin/python")
+            .to_string_lossy()
+            .into_owned()
+    });
+    assert!(
+        PathBuf::from(&python).exists(),
+        "Python interpreter {python} not found. Run scripts/test (it creates target/e2e-venv \
+         from tests/py/requirements.txt), or set GRIPMESH_TEST_PYTHON."
+    );
+    python
+}
+
+/// Runs `tests/py/<script> ARGS...` with [`test_python`]; returns (success, stdout, stderr).
+pub async fn run_py(script: &str, args: &[&str]) -> (bool, String, String) {
+    let script = workspace_root().join("tests/py").join(script);
+    let script = script.to_string_lossy().into_owned();
+    let mut all = vec![script.as_str()];
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = testkit::run(&test_python(), &all).await;
+    (status.success(), stdout, stderr)
+}
+
+/// Runs `node tests/node/<script> ARGS...` with `env`; returns (success, stdout, stderr). The
+/// modules come from tests/node/node_modules, which scripts/test installs (`npm ci` of
+/// tests/node/package-lock.json into target/node-tests, linked there). Missing ⇒ the test
+/// fails; it is never skipped.
+pub async fn run_node(script: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let dir = workspace_root().join("tests/node");
+    assert!(
+        dir.join("node_modules/@fanoutio/grip").exists(),
+        "{}/node_modules is missing: run scripts/test (it runs `npm ci` for tests/node)",
+        dir.display()
+    );
+    let script = dir.join(script);
+    let script = script.to_string_lossy().into_owned();
+    let mut all = vec![script.as_str()];
+    all.extend_from_slice(args);
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.args(&all)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // Chromium starts slowly on a loaded machine: more patience than testkit::run's 20 s.
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("node {all:?} did not exit within 90 s"))
+        .unwrap_or_else(|e| panic!("running node {all:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

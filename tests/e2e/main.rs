@@ -4,11 +4,15 @@
 //! own clients, so tests are independent and run in parallel (cargo-nextest runs each test in
 //! its own process). Case numbers refer to the conformance cases in `pushpin.md` §5.
 
+mod admin_page;
 mod authz;
 mod bad_input;
+mod cli;
+mod clients_doc;
 mod cluster;
 mod common;
 mod demo;
+mod dropin;
 mod faults;
 mod grpc;
 mod hardening_client;
@@ -16,6 +20,8 @@ mod hardening_control;
 mod jwt;
 mod keepalive;
 mod key_limits;
+mod metrics_zero;
+mod node;
 mod passthrough;
 mod process;
 mod production;
@@ -24,6 +30,8 @@ mod production_slow;
 mod production_tls;
 mod publish_api;
 mod pygrip;
+mod readme;
+mod reflection;
 mod response_hold;
 mod routing;
 mod stream;

@@ -1,7 +1,7 @@
 //! Every sidecar metric, declared once (SPEC §8).
 
-/// Sidecar metrics. Handles are looked up at each use, not cached: `gripmesh authz` builds the
-/// sidecar before it installs the metrics recorder, and a handle taken before that is a no-op.
+/// Sidecar metrics. Handles are looked up at each use, not cached, so a sidecar built before a
+/// recorder is installed (in tests) still counts.
 pub struct AuthzMetrics;
 
 impl AuthzMetrics {
@@ -28,6 +28,16 @@ impl AuthzMetrics {
             metrics::Unit::Bytes,
             "Bytes held by the sidecar's decision cache (at most --authz-cache-bytes)."
         );
+        // Every series at 0 from the start (Prometheus practice), when the recorder is already
+        // installed (every tier installs it before building the sidecar).
+        for decision in ["allow", "deny", "error"] {
+            for cache in ["hit", "miss"] {
+                metrics::counter!("gripmesh_authz_checks_total", "decision" => decision, "cache" => cache)
+                    .absolute(0);
+            }
+        }
+        metrics::counter!("gripmesh_authz_revocations_total").absolute(0);
+        let _ = metrics::histogram!("gripmesh_authz_gateway_duration_seconds");
         AuthzMetrics
     }
 

@@ -11,8 +11,9 @@ pub enum PublishAuth {
     Open,
     /// `Authorization: Bearer <token>`.
     Token(String),
-    /// `Authorization: Bearer <HS256 JWT signed with the key, exp in the future>`.
-    Key(SigKey),
+    /// `Authorization: Bearer <HS256 JWT signed with the key, exp in the future>`, and with
+    /// that `iss` claim when one is configured (the `iss` of the publisher's `GRIP_URL`).
+    Key(SigKey, Option<String>),
 }
 
 impl std::fmt::Debug for PublishAuth {
@@ -21,7 +22,7 @@ impl std::fmt::Debug for PublishAuth {
         f.write_str(match self {
             PublishAuth::Open => "Open",
             PublishAuth::Token(_) => "Token(<redacted>)",
-            PublishAuth::Key(_) => "Key(<redacted>)",
+            PublishAuth::Key(..) => "Key(<redacted>)",
         })
     }
 }
@@ -40,11 +41,11 @@ impl PublishAuth {
             PublishAuth::Token(token) => {
                 bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes()))
             }
-            PublishAuth::Key(key) => bearer.is_some_and(|b| {
+            PublishAuth::Key(key, iss) => bearer.is_some_and(|b| {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                grip::sig::verify(b, key, None, now).is_ok()
+                grip::sig::verify(b, key, iss.as_deref(), now).is_ok()
             }),
         }
     }
@@ -75,7 +76,7 @@ mod tests {
         assert!(!t.allows(Some(b"Basic s3cret")));
         assert!(!t.allows(None));
         let key = SigKey::parse("k").expect("key");
-        let k = PublishAuth::Key(key.clone());
+        let k = PublishAuth::Key(key.clone(), None);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock")
@@ -88,6 +89,15 @@ mod tests {
         let wrong = format!("Bearer {}", grip::sig::sign("me", &other, now, 600));
         assert!(!k.allows(Some(wrong.as_bytes())));
         assert!(PublishAuth::Open.allows(None));
+        // With an issuer configured, the token's `iss` must match it.
+        let with_iss = PublishAuth::Key(key.clone(), Some("me".into()));
+        assert!(with_iss.allows(Some(good.as_bytes())));
+        let stranger = format!("Bearer {}", grip::sig::sign("stranger", &key, now, 600));
+        assert!(
+            k.allows(Some(stranger.as_bytes())),
+            "no iss configured: any iss"
+        );
+        assert!(!with_iss.allows(Some(stranger.as_bytes())));
         assert_eq!(format!("{t:?}"), "Token(<redacted>)");
     }
 }

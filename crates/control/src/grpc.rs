@@ -416,24 +416,55 @@ impl Revocation for RevocationApi {
 
 /// Routes calls to the services by the service part of the path (`/<service>/<method>`);
 /// anything else gets `UNIMPLEMENTED`. Hand-rolled so tonic's axum-based router is not needed.
+/// `R1`/`R2` are the v1 and v1alpha server reflection services (unnameable types).
 #[derive(Clone)]
-struct GrpcRouter {
+struct GrpcRouter<R1, R2> {
     publisher: PublisherServer<PublishApi>,
     routes: RouteServiceServer<RouteApi>,
     revocation: RevocationServer<RevocationApi>,
+    reflection_v1: R1,
+    reflection_v1alpha: R2,
 }
 
-impl Service<http::Request<tonic::body::Body>> for GrpcRouter {
-    type Response = http::Response<tonic::body::Body>;
+type HttpBody = tonic::body::Body;
+type RouterFuture = BoxFuture<'static, Result<http::Response<HttpBody>, Infallible>>;
+
+/// A generated tonic service as the router calls it.
+trait GrpcService:
+    Service<
+        http::Request<HttpBody>,
+        Response = http::Response<HttpBody>,
+        Error = Infallible,
+        Future = RouterFuture,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> GrpcService for T where
+    T: Service<
+            http::Request<HttpBody>,
+            Response = http::Response<HttpBody>,
+            Error = Infallible,
+            Future = RouterFuture,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+impl<R1: GrpcService, R2: GrpcService> Service<http::Request<HttpBody>> for GrpcRouter<R1, R2> {
+    type Response = http::Response<HttpBody>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+    type Future = RouterFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Both generated services are always ready.
+        // The generated services are always ready.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, req: http::Request<HttpBody>) -> Self::Future {
         let service = req
             .uri()
             .path()
@@ -444,6 +475,8 @@ impl Service<http::Request<tonic::body::Body>> for GrpcRouter {
             publisher_server::SERVICE_NAME => self.publisher.call(req),
             route_service_server::SERVICE_NAME => self.routes.call(req),
             revocation_server::SERVICE_NAME => self.revocation.call(req),
+            REFLECTION_V1 => self.reflection_v1.call(req),
+            REFLECTION_V1ALPHA => self.reflection_v1alpha.call(req),
             _ => Box::pin(std::future::ready(Ok(Status::unimplemented(
                 "unknown service",
             )
@@ -452,10 +485,40 @@ impl Service<http::Request<tonic::body::Body>> for GrpcRouter {
     }
 }
 
-fn router(inner: Arc<Inner>, shutdown: CancellationToken) -> GrpcRouter {
+const REFLECTION_V1: &str = tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME;
+const REFLECTION_V1ALPHA: &str =
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME;
+
+/// The services reflection advertises: the ones this listener serves (the sidecar's
+/// `Authorization` is in the same descriptor set but not served here).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .with_service_name(publisher_server::SERVICE_NAME)
+        .with_service_name(route_service_server::SERVICE_NAME)
+        .with_service_name(revocation_server::SERVICE_NAME)
+}
+
+/// Builds the router; `None` only if the compiled-in descriptors were unusable (a build bug).
+fn router(
+    inner: Arc<Inner>,
+    shutdown: CancellationToken,
+) -> Option<GrpcRouter<impl GrpcService, impl GrpcService>> {
     // The publish body limit bounds every decoded message, as it bounds HTTP bodies.
     let limit = inner.config.max_body;
-    GrpcRouter {
+    let reflection_v1 = reflection().with_service_name(REFLECTION_V1).build_v1();
+    // v1alpha for older clients (grpcurl falls back to it; Python's grpcio-reflection uses it).
+    let reflection_v1alpha = reflection()
+        .with_service_name(REFLECTION_V1ALPHA)
+        .build_v1alpha();
+    let (reflection_v1, reflection_v1alpha) = match (reflection_v1, reflection_v1alpha) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::error!(error = %err, "gRPC reflection: bad compiled-in descriptors");
+            return None;
+        }
+    };
+    Some(GrpcRouter {
         publisher: PublisherServer::new(PublishApi::new(inner.clone(), shutdown.clone()))
             .max_decoding_message_size(limit),
         routes: RouteServiceServer::new(RouteApi {
@@ -464,13 +527,17 @@ fn router(inner: Arc<Inner>, shutdown: CancellationToken) -> GrpcRouter {
         })
         .max_decoding_message_size(limit),
         revocation: RevocationServer::new(RevocationApi { inner }),
-    }
+        reflection_v1,
+        reflection_v1alpha,
+    })
 }
 
 /// See [`crate::Control::serve_grpc`].
 pub(crate) async fn serve(inner: Arc<Inner>, listener: TcpListener, shutdown: CancellationToken) {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let svc = router(inner, shutdown.clone());
+    let Some(svc) = router(inner, shutdown.clone()) else {
+        return;
+    };
     let result = tonic::transport::Server::builder()
         .serve_with_incoming_shutdown(svc, incoming, shutdown.cancelled_owned())
         .await;
@@ -1097,7 +1164,8 @@ mod tests {
     #[tokio::test]
     async fn unknown_services_are_unimplemented() {
         let fx = Fixture::new(PublishAuth::Open);
-        let mut router = router(fx.control.inner.clone(), fx.shutdown.clone());
+        let mut router =
+            router(fx.control.inner.clone(), fx.shutdown.clone()).expect("descriptors");
         let req = http::Request::builder()
             .method("POST")
             .uri("/gripmesh.v1.Nope/Call")

@@ -82,6 +82,12 @@ impl Control {
         routes::distribute(self.inner.clone(), every, shutdown).await;
     }
 
+    /// Keeps `gripmesh_control_routes_version` in step with the route table until `shutdown`
+    /// (every tier that runs control, standalone included).
+    pub async fn track_routes_version(&self, shutdown: CancellationToken) {
+        metrics::ControlMetrics::track_routes_version(self.inner.routes.clone(), shutdown).await;
+    }
+
     /// Serves the gRPC API (`gripmesh.v1.Publisher`, `gripmesh.v1.RouteService`) on `listener`
     /// until `shutdown` is cancelled; open `PublishStream` and `Watch` calls are ended then so
     /// the server can drain.

@@ -2,6 +2,18 @@
 
 use metrics::Counter;
 
+/// Every `reason` of `gripmesh_control_publish_rejected_total`.
+pub(crate) const REJECT_REASONS: &[&str] = &[
+    "unauthorized",
+    "too_large",
+    "bad_request",
+    "not_acceptable",
+    "not_json",
+    "invalid_format",
+    "invalid_item",
+    "bus_unavailable",
+];
+
 /// Handles created once at start.
 pub struct ControlMetrics {
     /// `gripmesh_control_publish_items_total{api="http"}`.
@@ -19,12 +31,40 @@ impl ControlMetrics {
             "gripmesh_control_publish_rejected_total",
             "Publish requests rejected, by reason."
         );
+        metrics::describe_gauge!(
+            "gripmesh_control_routes_version",
+            "Version of the route table control serves."
+        );
+        // Every series this tier can produce exists from the start, at 0 (Prometheus
+        // practice: rate() and absence alerts misbehave on series that appear late).
+        metrics::counter!("gripmesh_control_publish_items_total", "api" => "grpc").absolute(0);
+        for reason in REJECT_REASONS {
+            metrics::counter!("gripmesh_control_publish_rejected_total", "reason" => *reason)
+                .absolute(0);
+        }
         ControlMetrics {
             items_http: metrics::counter!("gripmesh_control_publish_items_total", "api" => "http"),
         }
     }
 
-    /// Counts a rejected publish request.
+    /// Keeps `gripmesh_control_routes_version` at the store's version until `shutdown`.
+    pub(crate) async fn track_routes_version(
+        store: crate::RouteStore,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let gauge = metrics::gauge!("gripmesh_control_routes_version");
+        let mut changes = store.watch();
+        loop {
+            #[allow(clippy::cast_precision_loss)]
+            gauge.set(changes.borrow_and_update().version as f64);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Counts a rejected publish request (`reason` is one of [`REJECT_REASONS`]).
     pub fn rejected(reason: &'static str) {
         metrics::counter!("gripmesh_control_publish_rejected_total", "reason" => reason)
             .increment(1);

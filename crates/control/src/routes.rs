@@ -98,7 +98,6 @@ impl RouteStore {
 
 /// See [`crate::Control::distribute_routes`].
 pub(crate) async fn distribute(inner: Arc<Inner>, every: Duration, shutdown: CancellationToken) {
-    let gauge = metrics::gauge!("gripmesh_control_routes_version");
     let mut changes = inner.routes.watch();
     let mut requests = None;
     let mut peers = None;
@@ -121,8 +120,6 @@ pub(crate) async fn distribute(inner: Arc<Inner>, every: Duration, shutdown: Can
                 .ok();
         }
         let current = inner.routes.current();
-        #[allow(clippy::cast_precision_loss)]
-        gauge.set(current.version as f64);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = changes.changed() => {

@@ -48,5 +48,5 @@ pub const AUTH_PREFIX: &str = "/authenticated/";
 /// origin at `origin` (`127.0.0.1:PORT`, WebSocket-over-HTTP), everything else to the built-in
 /// test origin.
 pub fn routes(origin: &str) -> String {
-    format!("*,path_beg={AUTH_PREFIX},authz {origin},over_http\n* test\n")
+    format!("*,path_beg={AUTH_PREFIX},authz,aco {origin},over_http\n*,aco test\n")
 }

@@ -43,8 +43,9 @@ use tokio_util::sync::CancellationToken;
 /// Edge settings. Every field has a flag in the binary.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
-    /// Key for the `Grip-Sig` sent to origins; `None` sends no `Grip-Sig`.
-    pub sig_key: Option<SigKey>,
+    /// Key for the `Grip-Sig` sent to origins (default: Pushpin's `changeme`, so stock GRIP
+    /// libraries recognise the edge as a GRIP proxy out of the box).
+    pub sig_key: SigKey,
     /// `iss` claim of the `Grip-Sig`.
     pub sig_iss: String,
     /// Largest GRIP instruct body (non-stream hold body or grip-instruct JSON) read from an
@@ -85,7 +86,7 @@ pub struct EdgeConfig {
 impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
-            sig_key: None,
+            sig_key: SigKey::pushpin_default(),
             sig_iss: "pushpin".to_owned(),
             max_instruct_body: 100_000,
             max_channels_per_connection: 20,
@@ -147,11 +148,7 @@ impl EdgeInner {
                     None
                 }
             },
-            None => self
-                .config
-                .sig_key
-                .as_ref()
-                .and_then(|k| proxy::sign(iss, k)),
+            None => proxy::sign(iss, &self.config.sig_key),
         }
     }
 }

@@ -3,6 +3,12 @@
 use crate::conn::Transport;
 use metrics::{Counter, Gauge, Histogram};
 
+/// Every `reason` of `gripmesh_edge_messages_dropped_total`.
+pub const DROP_REASONS: &[&str] = &["slow_consumer", "bad_payload"];
+
+/// Every `status_class` of `gripmesh_edge_origin_requests_total`.
+const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx", "other", "error"];
+
 /// Handles for the hot paths: created once, then only atomics are touched.
 pub struct EdgeMetrics {
     /// `gripmesh_edge_channels`.
@@ -87,6 +93,18 @@ impl EdgeMetrics {
         for limit in ["connections", "quota", "expired"] {
             metrics::counter!("gripmesh_edge_key_limited_total", "limit" => limit).absolute(0);
         }
+        // Every series this tier can produce exists from the start, at 0 (Prometheus practice:
+        // rate() and absence alerts misbehave on series that appear late).
+        for reason in DROP_REASONS {
+            metrics::counter!("gripmesh_edge_messages_dropped_total", "reason" => *reason)
+                .absolute(0);
+        }
+        for class in STATUS_CLASSES {
+            metrics::counter!("gripmesh_edge_origin_requests_total", "status_class" => *class)
+                .absolute(0);
+        }
+        metrics::counter!("gripmesh_edge_routes_reload_errors_total").absolute(0);
+        metrics::counter!("gripmesh_connections_refused_total").absolute(0);
         EdgeMetrics {
             channels: metrics::gauge!("gripmesh_edge_channels"),
             subscriptions: metrics::gauge!("gripmesh_edge_subscriptions"),
@@ -112,7 +130,7 @@ impl EdgeMetrics {
         metrics::counter!("gripmesh_edge_key_limited_total", "limit" => limit).increment(1);
     }
 
-    /// Counts a message that was not delivered.
+    /// Counts a message that was not delivered (`reason` is one of [`DROP_REASONS`]).
     pub fn dropped(reason: &'static str) {
         metrics::counter!("gripmesh_edge_messages_dropped_total", "reason" => reason).increment(1);
     }

@@ -434,7 +434,10 @@ pub(crate) async fn ask_origin<'r>(
     for target in &route.targets {
         if target.addr == TargetAddr::Test {
             let uri: Uri = req.path.parse().unwrap_or_else(|_| Uri::from_static("/"));
-            return Ok((test_origin::respond(uri.path(), uri.query()), target));
+            return Ok((
+                test_origin::respond(&req.method, uri.path(), uri.query()),
+                target,
+            ));
         }
         let sender = match crate::origin::connect(&edge.origin, target).await {
             Ok(s) => s,

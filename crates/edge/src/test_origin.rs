@@ -5,6 +5,8 @@
 //! * `/stream?channel=C` ⇒ stream hold on `C` (default `test`).
 //! * `/sse?channel=C` ⇒ SSE stream hold on `C` with a 20 s comment keep-alive.
 //! * `/response?channel=C` ⇒ response hold on `C`.
+//! * `OPTIONS` on any path ⇒ `204` with `Allow`: a CORS preflight is answered, never held
+//!   (with `aco` on the route, the edge adds the `Access-Control-*` headers).
 
 use http::{HeaderValue, Response, StatusCode};
 use runtime::server::{Body, full};
@@ -20,9 +22,17 @@ fn channel(query: Option<&str>) -> String {
 }
 
 /// Answers a request (path after route rewriting) the way the built-in origin does.
-pub fn respond(path: &str, query: Option<&str>) -> Response<Body> {
+pub fn respond(method: &http::Method, path: &str, query: Option<&str>) -> Response<Body> {
     let ch = channel(query);
     let mut resp = Response::new(full(""));
+    if method == http::Method::OPTIONS {
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        resp.headers_mut().insert(
+            http::header::ALLOW,
+            HeaderValue::from_static("OPTIONS, GET, HEAD, POST"),
+        );
+        return resp;
+    }
     let h = resp.headers_mut();
     h.insert("content-type", HeaderValue::from_static("text/plain"));
     let set = |h: &mut http::HeaderMap, k: &'static str, v: &str| {

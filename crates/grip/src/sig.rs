@@ -15,6 +15,11 @@ type HmacSha256 = Hmac<Sha256>;
 /// Lifetime Pushpin gives the `Grip-Sig` tokens it signs (`exp = now + 3600`).
 pub const DEFAULT_SIG_TTL_SECS: u64 = 3600;
 
+/// Pushpin's default signing key (`sig_key=changeme` in its stock `pushpin.conf`). GRIP
+/// libraries' "is this request proxied?" checks accept it out of the box, so an edge started
+/// without `--sig-key` signs with it, as a stock Pushpin does.
+pub const PUSHPIN_DEFAULT_KEY: &str = "changeme";
+
 /// The fixed JOSE header of every token we sign.
 const HEADER_JSON: &str = r#"{"typ":"JWT","alg":"HS256"}"#;
 
@@ -72,6 +77,16 @@ impl SigKey {
             return Err(SigError::BadKey);
         }
         Ok(SigKey(bytes))
+    }
+
+    /// Pushpin's default key, [`PUSHPIN_DEFAULT_KEY`].
+    pub fn pushpin_default() -> SigKey {
+        SigKey(PUSHPIN_DEFAULT_KEY.as_bytes().to_vec())
+    }
+
+    /// True for Pushpin's well-known default key (anyone can forge a `Grip-Sig` with it).
+    pub fn is_pushpin_default(&self) -> bool {
+        self.0 == PUSHPIN_DEFAULT_KEY.as_bytes()
     }
 
     /// Key bytes.

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 pub const DEFAULT_ROUTES: &str = "* 127.0.0.1:8080\n";
 
 /// Why the process stops with an error.
+#[derive(Debug)]
 pub enum Fatal {
     /// Bad flags or configuration (exit 64).
     Config(String),
@@ -154,13 +155,25 @@ pub fn max_channel_length(limits: &ClientLimitFlags) -> Result<usize, Fatal> {
     Ok(n)
 }
 
-/// The edge configuration from flags.
-pub fn edge_config(flags: &EdgeFlags, limits: &ClientLimitFlags) -> Result<EdgeConfig, Fatal> {
-    let sig_key = flags
-        .sig_key
-        .as_deref()
-        .map(|k| SigKey::parse(k).map_err(|e| config_err(format!("--sig-key: {e}"))))
-        .transpose()?;
+/// The edge configuration from flags. Without `--sig-key`, origin requests are signed with
+/// Pushpin's default key, as a stock Pushpin does; on a client listener other than loopback
+/// that is said once, loudly, since anyone can forge a `Grip-Sig` with the well-known key.
+pub fn edge_config(
+    flags: &EdgeFlags,
+    limits: &ClientLimitFlags,
+    listen: SocketAddr,
+) -> Result<EdgeConfig, Fatal> {
+    let sig_key = match flags.sig_key.as_deref() {
+        Some(k) => SigKey::parse(k).map_err(|e| config_err(format!("--sig-key: {e}")))?,
+        None => SigKey::pushpin_default(),
+    };
+    if sig_key.is_pushpin_default() && !listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %listen,
+            "Grip-Sig is signed with Pushpin's well-known default key \"changeme\": origins cannot \
+             tell gripmesh from anyone else who knows it; set --sig-key (GRIPMESH_SIG_KEY)"
+        );
+    }
     Ok(EdgeConfig {
         sig_key,
         sig_iss: flags.sig_iss.clone(),
@@ -218,10 +231,13 @@ pub fn publish_auth(
         (Some(t), None) if t.is_empty() => return Err(config_err("--publish-token: empty")),
         (Some(t), None) => PublishAuth::Token(t.clone()),
         (None, Some(k)) => SigKey::parse(k)
-            .map(PublishAuth::Key)
+            .map(|key| PublishAuth::Key(key, flags.publish_iss.clone()))
             .map_err(|e| config_err(format!("--publish-key: {e}")))?,
         (None, None) => PublishAuth::Open,
     };
+    if flags.publish_iss.is_some() && flags.publish_key.is_none() {
+        return Err(config_err("--publish-iss: needs --publish-key"));
+    }
     if !auth.is_authenticated() && !flags.publish_insecure {
         for (flag, addr) in listeners {
             if !addr.ip().is_loopback() {

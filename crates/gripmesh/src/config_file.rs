@@ -31,6 +31,10 @@ pub fn merged_args(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let Some(sub) = cmd.find_subcommand(&strs[sub_pos]) else {
         return Ok(args);
     };
+    // Client subcommands (`publish`, `routes`, `status`) take no config file.
+    if !sub.get_arguments().any(|a| a.get_long() == Some("config")) {
+        return Ok(args);
+    }
     let text = std::fs::read_to_string(&path).map_err(|e| format!("--config {path}: {e}"))?;
     let table: toml::Table = text
         .parse()

@@ -105,10 +105,19 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
         usage_file.clone(),
         stop_background.clone(),
     ))];
+    let page = crate::status::page(
+        "demo",
+        Some(crate::status::RoutesSource::Store(store.clone())),
+        Some(crate::status::Revocations::follow(
+            bus.clone(),
+            stop_background.clone(),
+        )),
+    );
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
         metrics,
+        page,
         stop_background.clone(),
     ));
     let edge_task = tiers::serve_edge(&edge, edge_listener, &stop_accepting);

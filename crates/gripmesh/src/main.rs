@@ -4,7 +4,9 @@
 mod cli;
 mod common;
 mod config_file;
+mod ctl;
 mod demo;
+mod status;
 mod tiers;
 mod usage;
 
@@ -61,6 +63,9 @@ fn main() -> ExitCode {
         cli::Command::Control(args) => runtime.block_on(tiers::control(args)),
         cli::Command::Authz(args) => runtime.block_on(tiers::authz(args)),
         cli::Command::Demo(args) => runtime.block_on(demo::demo(args)),
+        cli::Command::Publish(args) => runtime.block_on(ctl::publish(args)),
+        cli::Command::Routes(args) => runtime.block_on(ctl::routes(args)),
+        cli::Command::Status(args) => runtime.block_on(ctl::status(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

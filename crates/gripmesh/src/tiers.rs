@@ -2,6 +2,7 @@
 
 use crate::cli::{AuthzArgs, ControlArgs, EdgeArgs, StandaloneArgs};
 use crate::common::{self, Fatal};
+use crate::status;
 use arc_swap::ArcSwap;
 use bus::Bus;
 use control::{Control, ControlConfig, RouteStore, RoutesVersion};
@@ -130,6 +131,10 @@ pub(crate) fn serve_control(
         let (control, stop) = (control.clone(), stop.clone());
         async move { control.serve_grpc(grpc, stop).await }
     });
+    tokio::spawn({
+        let (control, stop) = (control.clone(), stop.clone());
+        async move { control.track_routes_version(stop).await }
+    });
     vec![publish_task, grpc_task]
 }
 
@@ -207,7 +212,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     let (store, routes_path) = route_store(args.routes.as_deref())?;
     let (_, table) = common::load_routes(routes_path.as_deref())?;
     let tls = common::edge_tls(&args.edge)?;
-    let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
+    let mut edge_config = common::edge_config(&args.edge, &args.limits, args.listen)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     edge_config.forward_headers = common::forward_headers(&args.authz.forward_headers)?;
     let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
@@ -274,10 +279,17 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         &stop_background,
     ));
     common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
+    let revocations = status::Revocations::follow(control_bus.clone(), stop_background.clone());
+    let page = status::page(
+        "standalone",
+        Some(status::RoutesSource::Store(store.clone())),
+        Some(revocations),
+    );
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
         metrics,
+        page,
         stop_background.clone(),
     ));
     let edge_task = serve_edge(&edge, edge_listener, &stop_accepting);
@@ -312,7 +324,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
 pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
     let tls = common::edge_tls(&args.edge)?;
-    let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
+    let mut edge_config = common::edge_config(&args.edge, &args.limits, args.listen)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     edge_config.forward_headers = common::forward_headers(&args.forward_headers)?;
     edge_config.key_limits = common::key_limits(&args.keys)?;
@@ -356,10 +368,17 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     spawn_authz_tasks(&edge, None, &bus, args.authz_recheck, &stop_background);
     let background = crate::usage::spawn_edge(&edge, &bus, &usage_stream, None, &stop_background);
     common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
+    let revocations = status::Revocations::follow(bus.clone(), stop_background.clone());
+    let page = status::page(
+        "edge",
+        Some(status::RoutesSource::Table(table.clone())),
+        Some(revocations),
+    );
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
         metrics,
+        page,
         stop_background.clone(),
     ));
     match file {
@@ -423,7 +442,7 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
             max_channel_length: common::max_channel_length(&args.limits)?,
             server: common::server_options(&args.limits, 16 * 1024, None)?,
         },
-        bus,
+        bus.clone(),
         store.clone(),
     );
     let publish_listener =
@@ -433,10 +452,19 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
 
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
+    let page = status::page(
+        "control",
+        Some(status::RoutesSource::Store(store.clone())),
+        Some(status::Revocations::follow(
+            bus.clone(),
+            stop_background.clone(),
+        )),
+    );
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
         metrics,
+        page,
         stop_background.clone(),
     ));
     if let Some(path) = path {
@@ -473,8 +501,9 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
 /// `gripmesh authz`.
 pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
-    let authorizer = common::authz_config(&args.gateway, &args.authz)?;
+    // The recorder first, so the sidecar's series exist at 0 from the start.
     let metrics = runtime::telemetry::install_metrics();
+    let authorizer = common::authz_config(&args.gateway, &args.authz)?;
     let health = Health::new();
     let bus = match &args.nats {
         Some(urls) => {
@@ -488,10 +517,14 @@ pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
     let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
+    let revocations = bus
+        .as_ref()
+        .map(|b| status::Revocations::follow(b.clone(), stop_background.clone()));
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
         metrics,
+        status::page("authz", None, revocations),
         stop_background.clone(),
     ));
     if let Some(bus) = bus {

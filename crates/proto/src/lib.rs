@@ -12,3 +12,8 @@
 pub mod v1 {
     tonic::include_proto!("gripmesh.v1");
 }
+
+/// The encoded `FileDescriptorSet` of every compiled `.proto` file, served by gRPC server
+/// reflection so `grpcurl` and other generic clients need no `.proto` files.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/gripmesh_descriptor.bin"));

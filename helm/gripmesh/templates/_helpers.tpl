@@ -117,6 +117,14 @@ Secret and key holding the publish token.
 {{- end }}
 {{- end }}
 
+{{- define "gripmesh.sigSecretName" -}}
+{{- if .Values.sigKey.existingSecret }}
+{{- .Values.sigKey.existingSecret }}
+{{- else }}
+{{- printf "%s-sig" (include "gripmesh.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{- define "gripmesh.publishSecretKey" -}}
 {{- if .Values.publish.existingSecret }}
 {{- .Values.publish.existingSecretKey }}
@@ -333,7 +341,15 @@ labels:
   {{- with $t.podLabels }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
-{{- with $t.podAnnotations }}
+{{- $scrape := dict }}
+{{- if .root.Values.metrics.scrapeAnnotations }}
+{{- /* A stock Prometheus (the kubernetes-pods job of its example configuration) scrapes pods
+       annotated like this; no Prometheus Operator needed. */}}
+{{- $port := get (dict "edge" "9101" "control" "9102" "authz" "9103") .tier }}
+{{- $scrape = dict "prometheus.io/scrape" "true" "prometheus.io/port" $port "prometheus.io/path" "/metrics" }}
+{{- end }}
+{{- $annotations := merge (deepCopy ($t.podAnnotations | default dict)) $scrape }}
+{{- with $annotations }}
 annotations:
   {{- toYaml . | nindent 2 }}
 {{- end }}

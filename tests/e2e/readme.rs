@@ -1,0 +1,172 @@
+//! The README's and docs' examples, executed (issue 19): every fenced block whose info string
+//! is `sh test` runs in bash against a fresh `gripmesh standalone --routes
+//! examples/test.routes`, with the documented ports rewritten to that instance's (the
+//! `GRIPMESH_*_URL` variables of the client subcommands point there too) and `gripmesh` on
+//! `PATH`. Lines `#> TEXT` in a block are what it must print (each a substring of its output;
+//! background jobs make the order unreliable). Background jobs (`&`) are stopped when the block's commands are done.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use testkit::Gripmesh;
+
+use crate::common::{BIN, test_python, workspace_root};
+
+/// One tested block: where it is and its text.
+pub struct Block {
+    pub file: String,
+    pub line: usize,
+    pub text: String,
+}
+
+/// The blocks of `file` whose fence info string is `info` (e.g. `sh test`).
+pub fn blocks(file: &Path, info: &str) -> Vec<Block> {
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    let mut out = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        match &mut current {
+            None => {
+                if line.trim_start().strip_prefix("```").map(str::trim) == Some(info) {
+                    current = Some((i + 1, String::new()));
+                }
+            }
+            Some((start, body)) => {
+                if line.trim_start().starts_with("```") {
+                    out.push(Block {
+                        file: file.display().to_string(),
+                        line: *start,
+                        text: std::mem::take(body),
+                    });
+                    current = None;
+                } else {
+                    body.push_str(line);
+                    body.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A gripmesh for one block and the environment the block runs in.
+pub struct DocEnv {
+    pub gm: Gripmesh,
+    pub rewrites: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
+}
+
+impl DocEnv {
+    /// `gripmesh standalone` with `routes` (a file under the workspace) and `extra` flags.
+    pub async fn start(routes: &str, extra: &[&str]) -> DocEnv {
+        let routes = workspace_root().join(routes);
+        let routes = routes.to_string_lossy().into_owned();
+        let mut args = vec!["--routes", routes.as_str()];
+        args.extend_from_slice(extra);
+        let gm = Gripmesh::standalone(BIN, &args).await;
+        let grpc = gm.listener_addr("grpc").expect("grpc listener");
+        let (edge, publish, admin) = (gm.edge_addr(), gm.publish_addr(), gm.admin_addr());
+        let rewrites = vec![
+            ("localhost:7999".into(), edge.to_string()),
+            ("localhost:5561".into(), publish.to_string()),
+            ("localhost:5562".into(), grpc.to_string()),
+            ("localhost:9100".into(), admin.to_string()),
+        ];
+        let bin_dir = PathBuf::from(BIN)
+            .parent()
+            .expect("binary directory")
+            .to_path_buf();
+        let python_bin = PathBuf::from(test_python())
+            .parent()
+            .expect("venv bin")
+            .to_path_buf();
+        let path = format!(
+            "{}:{}:{}",
+            bin_dir.display(),
+            python_bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let env = vec![
+            ("PATH".into(), path),
+            ("GRIPMESH_CONTROL_URL".into(), format!("http://{publish}")),
+            ("GRIPMESH_CONTROL_GRPC_URL".into(), format!("http://{grpc}")),
+            ("GRIPMESH_ADMIN_URL".into(), format!("http://{admin}")),
+        ];
+        DocEnv { gm, rewrites, env }
+    }
+}
+
+/// Runs `block` in `env`; panics with the block's place and output unless it succeeds and
+/// prints every `#>` line.
+pub async fn run_block(block: &Block, env: &DocEnv) {
+    let mut script = block.text.clone();
+    for (from, to) in &env.rewrites {
+        script = script.replace(from.as_str(), to.as_str());
+    }
+    let expected: Vec<String> = block
+        .text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("#> ").map(str::to_owned))
+        .collect();
+    // Stop the block's background jobs once its foreground commands are done; give them a
+    // moment to print what the last publish sent them.
+    let wrapped = format!(
+        "set -euo pipefail\n{script}\nsleep 1\nkill $(jobs -p) 2>/dev/null || true\nwait 2>/dev/null || true\n"
+    );
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(&wrapped)
+        .current_dir(workspace_root())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GRIPMESH_") {
+            cmd.env_remove(key);
+        }
+    }
+    for (k, v) in &env.env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{}:{}: block did not finish in 30 s",
+                block.file, block.line
+            )
+        })
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = format!(
+        "{}:{}: block\n{}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- gripmesh stderr ---\n{}",
+        block.file,
+        block.line,
+        block.text,
+        env.gm.stderr_text()
+    );
+    assert!(out.status.success(), "exit {:?}\n{context}", out.status);
+    for want in &expected {
+        assert!(
+            stdout.contains(want.as_str()),
+            "expected {want:?}\n{context}"
+        );
+    }
+}
+
+/// Every `sh test` block of README.md, each against its own fresh standalone.
+#[tokio::test]
+async fn readme_examples_run() {
+    let readme = workspace_root().join("README.md");
+    let blocks = blocks(&readme, "sh test");
+    assert!(
+        blocks.len() >= 5,
+        "README has {} tested blocks",
+        blocks.len()
+    );
+    for block in &blocks {
+        let env = DocEnv::start("examples/test.routes", &[]).await;
+        run_block(block, &env).await;
+    }
+}
