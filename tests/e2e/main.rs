@@ -14,6 +14,7 @@ mod common;
 mod demo;
 mod dropin;
 mod faults;
+mod gateway;
 mod grpc;
 mod hardening_client;
 mod hardening_control;

@@ -60,6 +60,8 @@ pub(crate) struct Inner {
 impl Control {
     /// A control plane publishing on `bus` and owning the route table in `routes`.
     pub fn new(config: ControlConfig, bus: Arc<dyn Bus>, routes: RouteStore) -> Control {
+        // Right away, so the first scrape has it ([`Control::track_routes_version`] follows).
+        metrics::ControlMetrics::set_routes_version(routes.current().version);
         Control {
             inner: Arc::new(Inner {
                 config,

@@ -47,16 +47,20 @@ impl ControlMetrics {
         }
     }
 
+    /// Sets `gripmesh_control_routes_version`.
+    pub(crate) fn set_routes_version(version: u64) {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("gripmesh_control_routes_version").set(version as f64);
+    }
+
     /// Keeps `gripmesh_control_routes_version` at the store's version until `shutdown`.
     pub(crate) async fn track_routes_version(
         store: crate::RouteStore,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        let gauge = metrics::gauge!("gripmesh_control_routes_version");
         let mut changes = store.watch();
         loop {
-            #[allow(clippy::cast_precision_loss)]
-            gauge.set(changes.borrow_and_update().version as f64);
+            Self::set_routes_version(changes.borrow_and_update().version);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = changes.changed() => if changed.is_err() { return },
