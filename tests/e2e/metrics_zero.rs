@@ -46,6 +46,10 @@ async fn standalone_series_exist_at_zero_right_after_start() {
         "not_json",
         "invalid_format",
         "invalid_item",
+        "invalid_channel",
+        "body_timeout",
+        "cross_site",
+        "host",
         "bus_unavailable",
     ] {
         series.push(format!(
@@ -71,6 +75,8 @@ async fn standalone_series_exist_at_zero_right_after_start() {
         [
             "gripmesh_authz_revocations_total",
             "gripmesh_authz_gateway_duration_seconds_count",
+            "gripmesh_authz_cache_entries",
+            "gripmesh_authz_cache_bytes",
             "gripmesh_connections_refused_total",
             "gripmesh_edge_routes_reload_errors_total",
             "gripmesh_edge_delivery_latency_seconds_count",

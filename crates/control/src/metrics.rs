@@ -11,6 +11,10 @@ pub(crate) const REJECT_REASONS: &[&str] = &[
     "not_json",
     "invalid_format",
     "invalid_item",
+    "invalid_channel",
+    "body_timeout",
+    "cross_site",
+    "host",
     "bus_unavailable",
 ];
 
