@@ -583,6 +583,7 @@ mod usage_flag_tests {
         assert!(parse_usage_interval("50ms").is_err());
         assert!(parse_usage_interval("100ms").is_ok());
     }
+}
 
 // ---- client subcommands: `publish`, `routes`, `status` (issue 19) ----
 
