@@ -5,6 +5,7 @@
 //! plain bytes ([`payload`] encodes them with prost), so every implementation — the embedded
 //! [`MemoryBus`] here, NATS later — carries exactly the same thing.
 
+pub mod history;
 mod memory;
 pub mod metrics;
 mod nats;

@@ -156,6 +156,11 @@ impl NatsBus {
         }
     }
 
+    /// The underlying NATS client (for JetStream: history, cluster state).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// Waits until the client has sent everything it buffered.
     pub async fn flush(&self) -> Result<(), BusError> {
         self.client

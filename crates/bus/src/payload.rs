@@ -109,6 +109,9 @@ pub struct BusItem {
     /// `ws-message` format.
     #[prost(message, optional, tag = "10")]
     pub ws_message: Option<WsMessage>,
+    /// Position in the channel's history (0: none). Set on the live copy of a stored item.
+    #[prost(uint64, tag = "11")]
+    pub seq: u64,
 }
 
 /// A payload that could not be read.
@@ -175,6 +178,7 @@ pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
                 content: Bytes::new(),
             },
         }),
+        seq: 0,
         ws_message: item.formats.ws_message.as_ref().map(|w| match w {
             WsMessageFormat::Send { kind, content } => WsMessage {
                 action: 0,
@@ -207,9 +211,35 @@ pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
     Bytes::from(msg.encode_to_vec())
 }
 
+/// The live copy of a stored payload: `payload` with its history position appended. A
+/// protobuf field appended to a message is read as part of it, so nothing is re-encoded.
+pub fn with_seq(payload: &Bytes, seq: u64) -> Bytes {
+    let mut out = bytes::BytesMut::with_capacity(payload.len() + 11);
+    out.extend_from_slice(payload);
+    prost::encoding::uint64::encode(11, &seq, &mut out);
+    out.freeze()
+}
+
+/// A decoded bus payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The item.
+    pub item: PublishItem,
+    /// When control accepted it (ns since the epoch).
+    pub accepted_unix_nanos: u64,
+    /// Its position in the channel's history (0: none).
+    pub seq: u64,
+}
+
 /// Decodes a bus payload into the item and its accept time (ns since the epoch).
 pub fn decode(payload: Bytes) -> Result<(PublishItem, u64), PayloadError> {
+    decode_full(payload).map(|d| (d.item, d.accepted_unix_nanos))
+}
+
+/// Decodes a bus payload with its history position.
+pub fn decode_full(payload: Bytes) -> Result<Decoded, PayloadError> {
     let msg = BusItem::decode(payload)?;
+    let seq = msg.seq;
     if msg.version != PAYLOAD_VERSION {
         return Err(PayloadError::Version(msg.version));
     }
@@ -274,7 +304,11 @@ pub fn decode(payload: Bytes) -> Result<(PublishItem, u64), PayloadError> {
             ws_message,
         },
     };
-    Ok((item, msg.accepted_unix_nanos))
+    Ok(Decoded {
+        item,
+        accepted_unix_nanos: msg.accepted_unix_nanos,
+        seq,
+    })
 }
 
 #[cfg(test)]
@@ -313,6 +347,18 @@ mod tests {
         let (back, at) = decode(encode(&it, 42)).expect("decode");
         assert_eq!(back, it);
         assert_eq!(at, 42);
+    }
+
+    #[test]
+    fn seq_is_appended_without_reencoding() {
+        let it = item();
+        let stored = encode(&it, 42);
+        assert_eq!(decode_full(stored.clone()).expect("decode").seq, 0);
+        let live = decode_full(with_seq(&stored, 1234)).expect("decode");
+        assert_eq!(
+            (live.item, live.accepted_unix_nanos, live.seq),
+            (it, 42, 1234)
+        );
     }
 
     #[test]

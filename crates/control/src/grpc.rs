@@ -195,7 +195,11 @@ impl PublishApi {
     }
 
     /// Validates and publishes one request; the status is the one `Publish` fails with.
-    async fn publish_request(&self, req: pb::PublishRequest) -> Result<u32, Status> {
+    /// Returns the count and the per-item receipts (empty when no item has history).
+    async fn publish_request(
+        &self,
+        req: pb::PublishRequest,
+    ) -> Result<(u32, Vec<pb::ItemReceipt>), Status> {
         let items = convert_batch(req.items).map_err(|err| {
             ControlMetrics::rejected("invalid_item");
             Status::invalid_argument(err.to_string())
@@ -206,15 +210,28 @@ impl PublishApi {
                 "item {index}: Invalid channel."
             )));
         }
-        crate::publish::publish_items(&self.inner, &items)
+        let seqs = crate::publish::publish_items(&self.inner, &items)
             .await
             .map_err(|err| {
-                ControlMetrics::rejected("bus_unavailable");
-                tracing::warn!(error = %err, "gRPC publish failed: bus unavailable");
-                Status::unavailable("bus unavailable")
+                ControlMetrics::rejected(err.reason());
+                tracing::warn!(error = %err, "gRPC publish failed");
+                Status::unavailable(err.reason().replace('_', " "))
             })?;
         self.items.increment(items.len() as u64);
-        Ok(u32::try_from(items.len()).unwrap_or(u32::MAX))
+        let receipts = if seqs.iter().any(Option::is_some) {
+            items
+                .iter()
+                .zip(&seqs)
+                .map(|(item, seq)| pb::ItemReceipt {
+                    channel: item.channel.clone(),
+                    id: item.id.clone().unwrap_or_default(),
+                    seq: seq.unwrap_or(0),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok((u32::try_from(items.len()).unwrap_or(u32::MAX), receipts))
     }
 
     /// The replies of a `PublishStream` call: one per request, in order, each request handled
@@ -255,9 +272,10 @@ impl PublishApi {
             let request_index = st.index;
             st.index += 1;
             let reply = match st.api.publish_request(req).await {
-                Ok(accepted) => pb::PublishReply {
+                Ok((accepted, items)) => pb::PublishReply {
                     accepted,
                     request_index,
+                    items,
                     ..Default::default()
                 },
                 Err(status) => pb::PublishReply {
@@ -265,6 +283,7 @@ impl PublishApi {
                     error: status.message().to_owned(),
                     error_code: u32::try_from(i32::from(status.code())).unwrap_or(2),
                     request_index,
+                    items: Vec::new(),
                 },
             };
             Some((Ok(reply), st))
@@ -280,9 +299,10 @@ impl Publisher for PublishApi {
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishReply>, Status> {
         self.authorize(&request)?;
-        let accepted = self.publish_request(request.into_inner()).await?;
+        let (accepted, items) = self.publish_request(request.into_inner()).await?;
         Ok(Response::new(pb::PublishReply {
             accepted,
+            items,
             ..Default::default()
         }))
     }

@@ -31,6 +31,8 @@ pub struct ControlConfig {
     pub max_channel_length: usize,
     /// Client connection options of the HTTP publish listener (header and body timeouts).
     pub server: runtime::server::ServerOptions,
+    /// Channel history (`--history`): `None` ⇒ no channel keeps history.
+    pub history: Option<ControlHistory>,
 }
 
 impl Default for ControlConfig {
@@ -40,7 +42,25 @@ impl Default for ControlConfig {
             max_body: 1_000_000,
             max_channel_length: 512,
             server: runtime::server::ServerOptions::default(),
+            history: None,
         }
+    }
+}
+
+/// Which channels keep history, and where it is stored.
+#[derive(Clone)]
+pub struct ControlHistory {
+    /// `--history` rules.
+    pub policy: bus::history::HistoryPolicy,
+    /// The store (JetStream in a cluster, memory in standalone).
+    pub store: Arc<dyn bus::history::HistoryStore>,
+}
+
+impl std::fmt::Debug for ControlHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlHistory")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 

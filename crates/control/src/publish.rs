@@ -20,6 +20,7 @@ enum Reply {
     Json(StatusCode, String),
     Published {
         json: bool,
+        receipts: Option<String>,
     },
     /// 413; the connection is closed after it.
     TooLarge,
@@ -46,9 +47,16 @@ impl Reply {
                 r
             }
             Reply::BodyFault(fault) => fault.response(),
-            Reply::Published { json: false } => text(StatusCode::OK, "Published\n"),
-            Reply::Published { json: true } => {
-                let mut r = text(StatusCode::OK, "{\"message\":\"Published\"}\n");
+            Reply::Published { json: false, .. } => text(StatusCode::OK, "Published\n"),
+            Reply::Published {
+                json: true,
+                receipts,
+            } => {
+                let body = match receipts {
+                    Some(items) => format!("{{\"message\":\"Published\",\"items\":{items}}}\n"),
+                    None => "{\"message\":\"Published\"}\n".to_owned(),
+                };
+                let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
@@ -265,14 +273,33 @@ async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>)
         return Reply::Text(StatusCode::BAD_REQUEST, "Invalid channel.\n".into());
     }
     match publish_items(inner, &items).await {
-        Ok(()) => {
+        Ok(seqs) => {
             inner.metrics.items_http.increment(items.len() as u64);
-            Reply::Published { json }
+            // Per-item receipts once any item was stored (SPEC §11).
+            let receipts = seqs.iter().any(Option::is_some).then(|| {
+                let list: Vec<serde_json::Value> = items
+                    .iter()
+                    .zip(&seqs)
+                    .map(|(item, seq)| {
+                        let mut o = serde_json::Map::new();
+                        o.insert("channel".into(), item.channel.clone().into());
+                        if let Some(id) = &item.id {
+                            o.insert("id".into(), id.clone().into());
+                        }
+                        if let Some(seq) = seq {
+                            o.insert("seq".into(), (*seq).into());
+                        }
+                        serde_json::Value::Object(o)
+                    })
+                    .collect();
+                serde_json::Value::Array(list).to_string()
+            });
+            Reply::Published { json, receipts }
         }
         Err(err) => {
-            ControlMetrics::rejected("bus_unavailable");
-            tracing::warn!(error = %err, "publish failed: bus unavailable");
-            Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "Bus unavailable.\n".into())
+            ControlMetrics::rejected(err.reason());
+            tracing::warn!(error = %err, "publish failed");
+            Reply::Text(StatusCode::SERVICE_UNAVAILABLE, err.client_text().into())
         }
     }
 }
@@ -371,20 +398,83 @@ pub(crate) fn overlong_channel(inner: &Inner, items: &[PublishItem]) -> Option<u
         .position(|i| i.channel.len() > inner.config.max_channel_length)
 }
 
-/// Publishes a validated batch in order.
+/// Why a batch could not be published.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    #[error("bus unavailable: {0}")]
+    Bus(#[from] bus::BusError),
+    #[error("{0}")]
+    History(#[from] bus::history::HistoryError),
+}
+
+impl PublishError {
+    /// The `reason` label of `gripmesh_control_publish_rejected_total`.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            PublishError::Bus(_) => "bus_unavailable",
+            PublishError::History(_) => "history_unavailable",
+        }
+    }
+
+    /// The 503 body.
+    pub(crate) fn client_text(&self) -> &'static str {
+        match self {
+            PublishError::Bus(_) => "Bus unavailable.\n",
+            PublishError::History(_) => "History unavailable.\n",
+        }
+    }
+}
+
+/// Publishes a validated batch in order and returns each item's history position (`None`
+/// for channels without history).
+///
+/// Items of channels with history are stored first (the whole batch, pipelined), then every
+/// item is published live; a stored item's live copy carries its `seq`, so edges can close the
+/// seam between a replay and live delivery. An item the store already had (same `id` within
+/// the de-dup window, through any replica) is published live again with the first copy's
+/// `seq`: edges drop it as a duplicate, and an acknowledged item is never left unpublished.
 pub(crate) async fn publish_items(
     inner: &Inner,
     items: &[PublishItem],
-) -> Result<(), bus::BusError> {
+) -> Result<Vec<Option<u64>>, PublishError> {
     let accepted = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    for item in items {
-        let payload = bus::payload::encode(item, accepted);
+    let payloads: Vec<Bytes> = items
+        .iter()
+        .map(|item| bus::payload::encode(item, accepted))
+        .collect();
+    let mut seqs: Vec<Option<u64>> = vec![None; items.len()];
+    if let Some(history) = &inner.config.history {
+        let mut stored_at = Vec::new();
+        let mut batch = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if let Some(limits) = history.policy.lookup(&item.channel) {
+                stored_at.push(i);
+                batch.push(bus::history::StoreItem {
+                    channel: item.channel.clone(),
+                    id: item.id.clone(),
+                    limits,
+                    payload: payloads[i].clone(),
+                });
+            }
+        }
+        if !batch.is_empty() {
+            let receipts = history.store.store(batch).await?;
+            for (i, receipt) in stored_at.into_iter().zip(receipts) {
+                seqs[i] = Some(receipt.seq);
+            }
+        }
+    }
+    for ((item, payload), seq) in items.iter().zip(payloads).zip(&seqs) {
+        let payload = match seq {
+            Some(seq) => bus::payload::with_seq(&payload, *seq),
+            None => payload,
+        };
         let subject = bus::subject::channel_subject(&item.channel);
         inner.bus.publish(subject, payload).await?;
     }
-    Ok(())
+    Ok(seqs)
 }
 
 /// `POST /publish/<channel>/`: the raw body as every format (like `pushpin-publish`).

@@ -75,8 +75,17 @@ async fn handle(req: Request<hyper::body::Incoming>) -> Response<Body> {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    tracing::info!(developer_app = %app, sse, "trades stream opened");
-    stream_hold(sse)
+    // The SSE recipe (SPEC §11): a reconnecting EventSource sends the id of the last event it
+    // saw; as `prev-id` it makes the edge replay what was missed from the channel's history.
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_owned);
+    tracing::info!(developer_app = %app, sse, ?last_event_id, "trades stream opened");
+    stream_hold(sse, last_event_id.as_deref())
 }
 
 /// The events answering one WebSocket-over-HTTP request.
@@ -109,7 +118,7 @@ fn events_response(events: &[WsEvent]) -> Response<Body> {
     resp
 }
 
-fn stream_hold(sse: bool) -> Response<Body> {
+fn stream_hold(sse: bool, last_event_id: Option<&str>) -> Response<Body> {
     let mut resp = Response::new(full(if sse {
         ": subscribed to trades\n\n"
     } else {
@@ -118,7 +127,13 @@ fn stream_hold(sse: bool) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert("grip-hold", HeaderValue::from_static("stream"));
     if sse {
-        h.insert("grip-channel", HeaderValue::from_static(crate::SSE_CHANNEL));
+        let channel = match last_event_id {
+            Some(id) => format!("{}; prev-id={id}", crate::SSE_CHANNEL),
+            None => crate::SSE_CHANNEL.to_owned(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&channel) {
+            h.insert("grip-channel", v);
+        }
         h.insert(
             "grip-keep-alive",
             HeaderValue::from_static(":\\n\\n; format=cstring; timeout=20"),

@@ -87,13 +87,16 @@ fn round(x: f64, decimals: i32) -> f64 {
     (x * f).round() / f
 }
 
-/// The publish request body for one trade.
+/// The publish request body for one trade. Both items carry the trade's id, and the SSE
+/// event names it (`id:`), so a reconnecting EventSource resumes from history.
 pub fn publish_body(trade: &Trade) -> Value {
     let line = trade.to_json();
+    let id = trade.transaction_id.to_string();
     json!({
         "items": [
             {
                 "channel": crate::CHANNEL,
+                "id": id,
                 "formats": {
                     "ws-message": {"content": line},
                     "http-stream": {"content": format!("{line}\n")},
@@ -101,8 +104,9 @@ pub fn publish_body(trade: &Trade) -> Value {
             },
             {
                 "channel": crate::SSE_CHANNEL,
+                "id": id,
                 "formats": {
-                    "http-stream": {"content": format!("event: trade\ndata: {line}\n\n")},
+                    "http-stream": {"content": format!("id: {id}\nevent: trade\ndata: {line}\n\n")},
                 }
             }
         ]
@@ -223,6 +227,16 @@ mod tests {
         assert_eq!(
             body["items"][0]["formats"]["ws-message"]["content"].as_str(),
             Some(a.to_json().as_str())
+        );
+        let id = FIRST_TRANSACTION_ID.to_string();
+        assert_eq!(body["items"][0]["id"].as_str(), Some(id.as_str()));
+        assert_eq!(body["items"][1]["id"].as_str(), Some(id.as_str()));
+        let sse = body["items"][1]["formats"]["http-stream"]["content"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            sse.starts_with(&format!("id: {id}\nevent: trade\n")),
+            "{sse}"
         );
     }
 }

@@ -111,6 +111,8 @@ impl ConnHandle {
         let queue = ConnQueue {
             rx,
             conn: handle.clone(),
+            replay: std::collections::VecDeque::new(),
+            floors: Vec::new(),
         };
         (handle, queue)
     }
@@ -159,7 +161,8 @@ impl ConnHandle {
     /// Asks the connection to close. The first reason wins. A slow consumer's socket is also
     /// dropped outright when an abort token is set: a client that stopped reading would never
     /// let its response make progress to notice the request.
-    pub fn close(&self, reason: CloseReason) {
+    /// Returns true when this call asked (false: it was already closing).
+    pub fn close(&self, reason: CloseReason) -> bool {
         if self
             .closed
             .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
@@ -171,7 +174,14 @@ impl ConnHandle {
             {
                 abort.cancel();
             }
+            return true;
         }
+        false
+    }
+
+    /// True once the connection was asked to close.
+    pub fn is_closing(&self) -> bool {
+        self.closed.load(Ordering::Acquire) != 0
     }
 
     /// Ready with the reason once [`ConnHandle::close`] was called.
@@ -198,9 +208,18 @@ impl ConnHandle {
 }
 
 /// The receiving end of a connection's queue; taking a delivery releases its bytes.
+///
+/// A resumed connection also holds its replay (items read from history), which goes out
+/// before anything live, and per channel the last history position it replayed: live
+/// deliveries at or below it were in the replay (or before the client's last id) and are
+/// skipped. Live deliveries that arrived while history was being read wait in the queue, so
+/// the seam between replay and live loses and repeats nothing.
 pub struct ConnQueue {
     rx: mpsc::Receiver<Arc<Delivery>>,
     conn: Arc<ConnHandle>,
+    replay: std::collections::VecDeque<Arc<Delivery>>,
+    /// (channel, last replayed position); at most one per subscribed channel.
+    floors: Vec<(Arc<str>, u64)>,
 }
 
 impl ConnQueue {
@@ -210,13 +229,40 @@ impl ConnQueue {
             .fetch_sub(d.size_for(self.conn.transport), Ordering::AcqRel);
     }
 
+    /// Queues `items` (read from history, in order) ahead of every live delivery, and skips
+    /// live deliveries of `channel` at or below position `floor` from now on.
+    pub fn resume(&mut self, channel: &str, floor: u64, items: Vec<Arc<Delivery>>) {
+        self.replay.extend(items);
+        match self.floors.iter_mut().find(|(c, _)| &**c == channel) {
+            Some((_, f)) => *f = (*f).max(floor),
+            None => self.floors.push((Arc::from(channel), floor)),
+        }
+    }
+
+    /// Live deliveries already replayed (or older than the client's last id) are skipped.
+    fn replayed(&self, d: &Delivery) -> bool {
+        d.seq != 0
+            && self
+                .floors
+                .iter()
+                .any(|(c, floor)| d.seq <= *floor && **c == *d.channel)
+    }
+
     /// Polls for the next delivery.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Delivery>>> {
-        let r = self.rx.poll_recv(cx);
-        if let Poll::Ready(Some(d)) = &r {
-            self.taken(d);
+        if let Some(d) = self.replay.pop_front() {
+            return Poll::Ready(Some(d));
         }
-        r
+        loop {
+            let r = self.rx.poll_recv(cx);
+            if let Poll::Ready(Some(d)) = &r {
+                self.taken(d);
+                if self.replayed(d) {
+                    continue;
+                }
+            }
+            return r;
+        }
     }
 
     /// The next delivery.
@@ -226,8 +272,15 @@ impl ConnQueue {
 
     /// The next delivery if one is queued.
     pub fn try_recv(&mut self) -> Option<Arc<Delivery>> {
-        let d = self.rx.try_recv().ok()?;
-        self.taken(&d);
-        Some(d)
+        if let Some(d) = self.replay.pop_front() {
+            return Some(d);
+        }
+        loop {
+            let d = self.rx.try_recv().ok()?;
+            self.taken(&d);
+            if !self.replayed(&d) {
+                return Some(d);
+            }
+        }
     }
 }

@@ -44,6 +44,9 @@ pub struct Delivery {
     pub channel: std::sync::Arc<str>,
     /// The item's `prev-id` (response holds re-request the origin on a gap).
     pub prev_id: Option<String>,
+    /// Position in the channel's history (0: the channel keeps none). A resumed connection
+    /// skips live deliveries at or below the last position it replayed.
+    pub seq: u64,
 }
 
 impl Delivery {
@@ -95,6 +98,7 @@ impl Delivery {
             accepted_unix_nanos,
             channel: std::sync::Arc::from(item.channel.as_str()),
             prev_id: item.prev_id,
+            seq: 0,
         })
     }
 }

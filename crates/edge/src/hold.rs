@@ -249,6 +249,16 @@ impl StreamBody {
         }
     }
 
+    /// Fetches the next link at once with `Grip-Last` headers (a resume history could not
+    /// serve). No-op without a next link.
+    pub fn fetch_next_now(&mut self, grip_last: Vec<(String, String)>) {
+        if let Some(next) = self.next.as_mut()
+            && next.in_flight.is_none()
+        {
+            next.in_flight = Some(next.fetcher.fetch_with_last(next.link.clone(), grip_last));
+        }
+    }
+
     /// `first` plus the data deliveries queued behind it, as one chunk, and how many
     /// deliveries it holds. A `close` or `hint` met on the way is kept in `pending`.
     fn join_queued(&mut self, first: &Bytes, first_accepted: u64) -> (Bytes, u64) {
@@ -480,6 +490,7 @@ mod tests {
             accepted_unix_nanos: 0,
             channel: Arc::from("c"),
             prev_id: None,
+            seq: 0,
         })
     }
 

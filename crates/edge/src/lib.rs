@@ -17,6 +17,7 @@ mod next_link;
 pub mod origin;
 mod proxy;
 pub mod registry;
+mod resume;
 pub mod routes_bus;
 pub mod routes_file;
 pub mod sequencer;
@@ -81,6 +82,21 @@ pub struct EdgeConfig {
     pub usage: usage::UsageConfig,
     /// Per-key limits (`--key-max-connections`, `--key-message-quota`), for `authz` routes.
     pub key_limits: keys::KeyLimitsConfig,
+    /// Channel history read on resumes (`None`: no history; `prev-id` behaves as in Pushpin).
+    pub history: Option<EdgeHistory>,
+    /// Held connections are closed after the bus was lost for this long (`--bus-loss-close`),
+    /// so their clients reconnect to a healthy edge and resume there.
+    pub bus_loss_close: Duration,
+}
+
+/// The history store as the edge reads it.
+#[derive(Clone)]
+pub struct EdgeHistory(pub Arc<dyn bus::history::HistoryStore>);
+
+impl std::fmt::Debug for EdgeHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EdgeHistory")
+    }
 }
 
 impl Default for EdgeConfig {
@@ -105,6 +121,8 @@ impl Default for EdgeConfig {
                 .to_vec(),
             usage: usage::UsageConfig::default(),
             key_limits: keys::KeyLimitsConfig::default(),
+            history: None,
+            bus_loss_close: Duration::from_secs(10),
         }
     }
 }
@@ -134,6 +152,8 @@ pub(crate) struct EdgeInner {
     pub(crate) usage: Arc<usage::UsageTracker>,
     /// Per-key connection and message counts.
     pub(crate) keys: keys::KeyTable,
+    /// Bounds concurrent history reads (see [`resume::MAX_CONCURRENT_RESUMES`]).
+    pub(crate) resumes: tokio::sync::Semaphore,
 }
 
 impl EdgeInner {
@@ -188,6 +208,7 @@ impl Edge {
                 authorized: DashMap::new(),
                 usage,
                 keys: keys::KeyTable::default(),
+                resumes: tokio::sync::Semaphore::new(resume::MAX_CONCURRENT_RESUMES),
             }),
         })
     }
@@ -220,6 +241,61 @@ impl Edge {
     /// run [`usage::UsageTracker::run`] for interim records and per-app metrics.
     pub fn usage(&self) -> &Arc<usage::UsageTracker> {
         &self.inner.usage
+    }
+
+    /// Closes held connections while the bus has been lost for longer than
+    /// `--bus-loss-close` (WebSocket 1012, streams ended, as a drain does), at the drain rate,
+    /// until the bus is back or `shutdown`. Their subscriptions are dead, and readiness already
+    /// sends new clients elsewhere: closed clients reconnect to a healthy edge and resume there.
+    pub async fn close_on_bus_loss(
+        &self,
+        mut state: tokio::sync::watch::Receiver<bus::BusState>,
+        shutdown: CancellationToken,
+    ) {
+        let delay = self.inner.config.bus_loss_close;
+        let batch = (self.inner.config.drain_rate / 10).max(1);
+        let closed = ::metrics::counter!("gripmesh_edge_bus_loss_closes_total");
+        loop {
+            // Wait for a loss.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = state.wait_for(|s| *s == bus::BusState::Disconnected) => {
+                    if r.is_err() { return; }
+                }
+            }
+            // Give the bus `delay` to come back.
+            let back = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = tokio::time::timeout(delay, state.wait_for(|s| *s == bus::BusState::Connected)) => r.is_ok(),
+            };
+            if back {
+                continue;
+            }
+            tracing::warn!(
+                held = self.inner.held.len(),
+                after_secs = delay.as_secs(),
+                "bus lost: closing held connections so their clients resume on a healthy edge"
+            );
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while *state.borrow() == bus::BusState::Disconnected {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                    _ = state.changed() => continue,
+                }
+                let mut n = 0;
+                for conn in self.inner.held.iter() {
+                    if n >= batch {
+                        break;
+                    }
+                    if !conn.is_closing() && conn.close(CloseReason::Drain) {
+                        n += 1;
+                    }
+                }
+                closed.increment(n as u64);
+            }
+            tracing::info!("bus back: no longer closing held connections");
+        }
     }
 
     /// Number of held connections.

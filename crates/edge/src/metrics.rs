@@ -105,6 +105,18 @@ impl EdgeMetrics {
         }
         metrics::counter!("gripmesh_edge_routes_reload_errors_total").absolute(0);
         metrics::counter!("gripmesh_connections_refused_total").absolute(0);
+        describe_counter!(
+            "gripmesh_edge_recoveries_total",
+            "Resumes by prev-id: served from history (recovered) or not (gap, fallback taken)."
+        );
+        describe_counter!(
+            "gripmesh_edge_bus_loss_closes_total",
+            "Held connections closed because the edge was without NATS for --bus-loss-close."
+        );
+        for result in ["recovered", "gap"] {
+            metrics::counter!("gripmesh_edge_recoveries_total", "result" => result).absolute(0);
+        }
+        metrics::counter!("gripmesh_edge_bus_loss_closes_total").absolute(0);
         EdgeMetrics {
             channels: metrics::gauge!("gripmesh_edge_channels"),
             subscriptions: metrics::gauge!("gripmesh_edge_subscriptions"),
@@ -128,6 +140,12 @@ impl EdgeMetrics {
     /// Counts one enforcement of a per-key limit (`connections`, `quota`, `expired`).
     pub fn key_limited(limit: &'static str) {
         metrics::counter!("gripmesh_edge_key_limited_total", "limit" => limit).increment(1);
+    }
+
+    /// Counts a resume by prev-id: `recovered` from history, or a `gap` (fallback taken).
+    pub fn recovery(recovered: bool) {
+        let result = if recovered { "recovered" } else { "gap" };
+        metrics::counter!("gripmesh_edge_recoveries_total", "result" => result).increment(1);
     }
 
     /// Counts a message that was not delivered (`reason` is one of [`DROP_REASONS`]).

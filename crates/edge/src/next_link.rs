@@ -31,6 +31,16 @@ pub type Fetched = Result<(Bytes, NextLink), String>;
 impl NextFetcher {
     /// GETs `link` through the route's targets.
     pub fn fetch(self: &Arc<Self>, link: NextLink) -> BoxFuture<'static, Fetched> {
+        self.fetch_with_last(link, Vec::new())
+    }
+
+    /// GETs `link` with `Grip-Last: <channel>; last-id=<id>` headers (a resume that history
+    /// could not serve: the origin re-syncs the stream).
+    pub fn fetch_with_last(
+        self: &Arc<Self>,
+        link: NextLink,
+        grip_last: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Fetched> {
         let this = self.clone();
         Box::pin(async move {
             let path = resolve(&this.base_path, &link.url);
@@ -40,7 +50,7 @@ impl NextFetcher {
                 &this.route,
                 &mut req,
                 this.authorized.as_deref(),
-                &[],
+                &grip_last,
             )
             .await
             .map_err(|e| e.to_string())?;

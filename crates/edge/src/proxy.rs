@@ -303,6 +303,7 @@ async fn proxy_http(
                     channels,
                     authorized.clone(),
                     &route,
+                    grip_last.is_empty(),
                 )
                 .await?
                 {
@@ -330,6 +331,7 @@ async fn proxy_http(
                     authorized,
                     fetcher,
                     abort,
+                    prefix: route.prefix.clone().unwrap_or_default(),
                 };
                 stream_hold(edge, rparts, instruct, body, channels, extras).await
             }
@@ -435,7 +437,7 @@ pub(crate) async fn ask_origin<'r>(
         if target.addr == TargetAddr::Test {
             let uri: Uri = req.path.parse().unwrap_or_else(|_| Uri::from_static("/"));
             return Ok((
-                test_origin::respond(&req.method, uri.path(), uri.query()),
+                test_origin::respond(&req.method, uri.path(), uri.query(), &req.headers),
                 target,
             ));
         }
@@ -643,6 +645,10 @@ enum HoldOutcome {
     ReRequest(Vec<(String, String)>),
 }
 
+/// A response hold. With history, a `prev-id` found there answers at once with the next item;
+/// one that is not (on the first request only, so an origin that keeps answering with the same
+/// id cannot loop) re-requests the origin with `Grip-Last`, as Pushpin does.
+#[allow(clippy::too_many_arguments)]
 async fn response_hold(
     edge: &Arc<EdgeInner>,
     parts: http::response::Parts,
@@ -651,6 +657,7 @@ async fn response_hold(
     channels: Vec<String>,
     authorized: Option<Arc<crate::authz::Authorized>>,
     route: &Route,
+    first_attempt: bool,
 ) -> Result<HoldOutcome, ProxyError> {
     let prefix = route.prefix.as_deref().unwrap_or("");
     let (code, hdrs, body) = initial_response(&parts, instruct, origin_body);
@@ -681,11 +688,24 @@ async fn response_hold(
         .subscribe_all(channels)
         .await
         .map_err(ProxyError::from)?;
-    // The origin answered from an older state than this edge has seen: ask again now.
+    let mut recovered: Vec<&str> = Vec::new();
+    for (full, _, prev) in &expected {
+        match crate::resume::resume(edge, &mut rx, full, prev).await {
+            crate::resume::Resumed::Recovered => recovered.push(full),
+            crate::resume::Resumed::Gap if first_attempt => {
+                return Ok(HoldOutcome::ReRequest(grip_last()));
+            }
+            crate::resume::Resumed::Gap | crate::resume::Resumed::Off => {}
+        }
+    }
+    // The origin answered from an older state than this edge has seen: ask again now
+    // (unless history answers for the channel).
     let stale = expected.iter().any(|(full, _, prev)| {
-        edge.registry
-            .last_id(full)
-            .is_some_and(|last| last != *prev)
+        !recovered.contains(&full.as_str())
+            && edge
+                .registry
+                .last_id(full)
+                .is_some_and(|last| last != *prev)
     });
     if stale {
         return Ok(HoldOutcome::ReRequest(grip_last()));
@@ -778,6 +798,8 @@ struct StreamExtras {
     authorized: Option<Arc<crate::authz::Authorized>>,
     fetcher: Option<Arc<crate::next_link::NextFetcher>>,
     abort: Option<tokio_util::sync::CancellationToken>,
+    /// The route's channel prefix (instruction channel names are the origin's).
+    prefix: String,
 }
 
 async fn stream_hold(
@@ -793,7 +815,7 @@ async fn stream_hold(
         (Some(b), false) => b,
         _ => full(instruct_body),
     };
-    let (mut guard, rx) = HoldGuard::new(edge, Transport::HttpStream);
+    let (mut guard, mut rx) = HoldGuard::new(edge.clone(), Transport::HttpStream);
     if let Some(abort) = extras.abort {
         guard.conn.set_abort(abort);
     }
@@ -802,8 +824,25 @@ async fn stream_hold(
         .subscribe_all(channels)
         .await
         .map_err(ProxyError::from)?;
+    // Resume every channel with a prev-id from history (subscribed first: see resume.rs).
+    let mut gaps: Vec<(String, String)> = Vec::new();
+    for c in &instruct.channels {
+        let Some(prev) = c.prev_id.as_deref() else {
+            continue;
+        };
+        let full = format!("{}{}", extras.prefix, c.name);
+        if crate::resume::resume(&edge, &mut rx, &full, prev).await == crate::resume::Resumed::Gap {
+            gaps.push((c.name.clone(), prev.to_owned()));
+        }
+    }
     let next = extras.fetcher.zip(instruct.next_link.clone());
-    let body = StreamBody::new(
+    if !gaps.is_empty() && next.is_none() {
+        // Nothing can fill the gap: the initial response, then the end of the stream, so the
+        // client reconnects and the origin decides (Pushpin's behaviour without a next link).
+        drop(guard);
+        return build_response(code, &instruct.status, hdrs, initial);
+    }
+    let mut body = StreamBody::new(
         initial,
         rx,
         instruct.keep_alive.as_ref(),
@@ -811,6 +850,9 @@ async fn stream_hold(
         next,
         extras.chunked,
     );
+    if !gaps.is_empty() {
+        body.fetch_next_now(gaps);
+    }
     build_response(code, &instruct.status, hdrs, body.boxed_unsync())
 }
 

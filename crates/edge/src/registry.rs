@@ -297,11 +297,11 @@ async fn channel_task(
                     inner.remove_failed(&channel, generation);
                     return;
                 };
-                match bus::payload::decode(payload) {
-                    Ok((item, accepted)) => {
+                match bus::payload::decode_full(payload) {
+                    Ok(decoded) => {
                         let before = seq.last_id().map(str::to_owned);
-                        for item in seq.offer(item, Instant::now()) {
-                            deliver(&inner, &channel, item, accepted);
+                        for live in seq.offer(Live(decoded), Instant::now()) {
+                            deliver(&inner, &channel, live);
                         }
                         inner.note_last_id(&channel, before, seq.last_id());
                     }
@@ -313,8 +313,8 @@ async fn channel_task(
             }
             _ = sleep_until_opt(expiry) => {
                 let before = seq.last_id().map(str::to_owned);
-                for item in seq.expire(Instant::now()) {
-                    deliver(&inner, &channel, item, 0);
+                for live in seq.expire(Instant::now()) {
+                    deliver(&inner, &channel, live);
                 }
                 inner.note_last_id(&channel, before, seq.last_id());
             }
@@ -327,8 +327,29 @@ async fn channel_task(
     }
 }
 
-fn deliver(inner: &Inner, channel: &str, item: grip::publish::PublishItem, accepted: u64) {
-    if let Some(d) = Delivery::render(item, accepted) {
+/// A live item with its accept time and history position, as the sequencer orders it.
+struct Live(bus::payload::Decoded);
+
+impl crate::sequencer::Sequenced for Live {
+    fn id(&self) -> Option<&str> {
+        self.0.item.id.as_deref()
+    }
+    fn prev_id(&self) -> Option<&str> {
+        self.0.item.prev_id.as_deref()
+    }
+    fn no_seq(&self) -> bool {
+        self.0.item.no_seq
+    }
+}
+
+fn deliver(inner: &Inner, channel: &str, live: Live) {
+    let bus::payload::Decoded {
+        item,
+        accepted_unix_nanos,
+        seq,
+    } = live.0;
+    if let Some(mut d) = Delivery::render(item, accepted_unix_nanos) {
+        d.seq = seq;
         inner.fan_out(channel, Arc::new(d));
     }
 }

@@ -7,6 +7,9 @@
 //! * `/response?channel=C` ⇒ response hold on `C`.
 //! * `OPTIONS` on any path ⇒ `204` with `Allow`: a CORS preflight is answered, never held
 //!   (with `aco` on the route, the edge adds the `Access-Control-*` headers).
+//!
+//! A `Last-Event-ID` request header becomes `prev-id` on the channel, so a client coming back
+//! resumes from the channel's history (SPEC §11's SSE recipe).
 
 use http::{HeaderValue, Response, StatusCode};
 use runtime::server::{Body, full};
@@ -21,9 +24,33 @@ fn channel(query: Option<&str>) -> String {
         .to_owned()
 }
 
-/// Answers a request (path after route rewriting) the way the built-in origin does.
-pub fn respond(method: &http::Method, path: &str, query: Option<&str>) -> Response<Body> {
+/// The client's `Last-Event-ID` as a `prev-id` parameter (SPEC §11's SSE recipe), when it is
+/// a plain token that needs no quoting.
+fn prev_id_param(headers: &http::HeaderMap) -> String {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 256
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'))
+        })
+        .map_or_else(String::new, |id| format!("; prev-id={id}"))
+}
+
+/// Answers a request (path after route rewriting) the way the built-in origin does. A
+/// `Last-Event-ID` header resumes the channel from history (`prev-id`).
+pub fn respond(
+    method: &http::Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+) -> Response<Body> {
     let ch = channel(query);
+    let resume = prev_id_param(headers);
     let mut resp = Response::new(full(""));
     if method == http::Method::OPTIONS {
         *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -46,12 +73,12 @@ pub fn respond(method: &http::Method, path: &str, query: Option<&str>) -> Respon
         }
         "/stream" => {
             set(h, "grip-hold", "stream");
-            set(h, "grip-channel", &ch);
+            set(h, "grip-channel", &format!("{ch}{resume}"));
             *resp.body_mut() = full(format!("[stream open on channel {ch}]\n"));
         }
         "/sse" => {
             set(h, "grip-hold", "stream");
-            set(h, "grip-channel", &ch);
+            set(h, "grip-channel", &format!("{ch}{resume}"));
             set(h, "grip-keep-alive", ":\\n\\n; format=cstring; timeout=20");
             h.insert(
                 "content-type",
@@ -61,7 +88,7 @@ pub fn respond(method: &http::Method, path: &str, query: Option<&str>) -> Respon
         }
         "/response" => {
             set(h, "grip-hold", "response");
-            set(h, "grip-channel", &ch);
+            set(h, "grip-channel", &format!("{ch}{resume}"));
             *resp.body_mut() = full("[timeout]\n");
         }
         _ => {

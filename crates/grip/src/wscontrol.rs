@@ -32,6 +32,9 @@ pub enum ControlMessage {
         channel: String,
         /// Filters (at most [`MAX_FILTERS_PER_CHANNEL`]).
         filters: Vec<String>,
+        /// gripmesh's extension: the id of the last item the client has; later items are
+        /// replayed from the channel's history before live ones (SPEC §11).
+        prev_id: Option<String>,
     },
     /// Unsubscribe the connection from a channel.
     Unsubscribe {
@@ -133,7 +136,12 @@ fn parse_value(v: &Value) -> Result<ControlMessage, String> {
             if filters.len() > MAX_FILTERS_PER_CHANNEL {
                 return Err(format!("too many filters for channel '{channel}'"));
             }
-            Ok(ControlMessage::Subscribe { channel, filters })
+            let prev_id = jsonutil::opt_str(obj, PN, "prev-id")?.map(str::to_owned);
+            Ok(ControlMessage::Subscribe {
+                channel,
+                filters,
+                prev_id,
+            })
         }
         "detach" => Ok(ControlMessage::Detach),
         "session" => Ok(ControlMessage::Session {
@@ -246,7 +254,20 @@ mod tests {
             Ok(ControlMessage::Subscribe {
                 channel: "wstest".into(),
                 filters: vec![],
+                prev_id: None,
             })
+        );
+        assert_eq!(
+            ok(r#"{"type":"subscribe","channel":"c","prev-id":"41"}"#),
+            ControlMessage::Subscribe {
+                channel: "c".into(),
+                filters: vec![],
+                prev_id: Some("41".into()),
+            }
+        );
+        assert_eq!(
+            err(r#"{"type":"subscribe","channel":"c","prev-id":41}"#),
+            "grip control object contains 'prev-id' with wrong type"
         );
         assert_eq!(strip_control_prefix(b"m:hello"), None);
     }
@@ -258,6 +279,7 @@ mod tests {
             ControlMessage::Subscribe {
                 channel: "c".into(),
                 filters: vec!["skip-self".into(), "build-id".into()],
+                prev_id: None,
             }
         );
         assert_eq!(

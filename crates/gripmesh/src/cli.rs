@@ -137,6 +137,24 @@ pub struct EdgeFlags {
     /// request, at most (one message may cross it); then the edge stops reading the client.
     #[arg(long, env = "GRIPMESH_WS_UPSTREAM_QUEUE_BYTES", default_value_t = 1 << 20)]
     pub ws_upstream_queue_bytes: usize,
+
+    /// Seconds without NATS after which held connections are closed (WebSocket 1012, streams
+    /// ended) at the drain rate, so clients resume on a healthy edge; 0 never closes them.
+    #[arg(long, env = "GRIPMESH_BUS_LOSS_CLOSE", default_value_t = 10)]
+    pub bus_loss_close: u64,
+}
+
+/// Channel history (SPEC §11).
+#[derive(Debug, Args)]
+pub struct HistoryFlags {
+    /// Channels that keep history: `GLOB=SIZE[/AGE]` (repeatable or comma-separated; the first
+    /// matching glob wins; `*` matches any run; AGE like 90s, 5m, 1h, 7d, default 5m).
+    #[arg(long, env = "GRIPMESH_HISTORY")]
+    pub history: Vec<String>,
+
+    /// Copies of the history stream kept by JetStream (3 on a NATS cluster of 3 or more).
+    #[arg(long, env = "GRIPMESH_HISTORY_REPLICAS", default_value_t = 1)]
+    pub history_replicas: usize,
 }
 
 /// Per-key limits on `authz` routes (SPEC §13); the gateway's allow answer may override them
@@ -312,6 +330,9 @@ pub struct StandaloneArgs {
     /// Usage webhook.
     #[command(flatten)]
     pub usage_webhook: UsageWebhookFlags,
+    /// Channel history.
+    #[command(flatten)]
+    pub history: HistoryFlags,
 
     /// Common settings.
     #[command(flatten)]
@@ -414,6 +435,9 @@ pub struct ControlArgs {
     /// Client-facing limits (publish listener timeouts, channel names).
     #[command(flatten)]
     pub limits: ClientLimitFlags,
+    /// Channel history.
+    #[command(flatten)]
+    pub history: HistoryFlags,
 
     /// Usage stream retention.
     #[command(flatten)]

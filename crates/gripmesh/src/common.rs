@@ -1,8 +1,10 @@
 //! Plumbing shared by the subcommands: validation (exit 64), listeners, bus, health, drain.
 
 use crate::cli::{
-    AuthzFlags, ClientLimitFlags, CommonFlags, EdgeFlags, KeyLimitFlags, LogFormat, PublishFlags,
+    AuthzFlags, ClientLimitFlags, CommonFlags, EdgeFlags, HistoryFlags, KeyLimitFlags, LogFormat,
+    PublishFlags,
 };
+use bus::history::{HistoryPolicy, HistoryStore, JetStreamHistory, MemoryHistory};
 use bus::{Bus, BusState, MemoryBus, NatsBus, NatsOptions};
 use control::PublishAuth;
 use edge::EdgeConfig;
@@ -184,6 +186,7 @@ pub fn edge_config(
         send_queue_bytes: flags.send_queue_bytes,
         origin_connect_timeout: Duration::from_secs(flags.origin_connect_timeout),
         origin_response_timeout: Duration::from_secs(flags.origin_response_timeout),
+        bus_loss_close: Duration::from_secs(flags.bus_loss_close),
         ws_upstream_queue_messages: flags.ws_upstream_queue_messages.max(1),
         ws_upstream_queue_bytes: flags.ws_upstream_queue_bytes.max(1),
         server: server_options(limits, flags.max_header_size, Some(flags.max_connections))?,
@@ -252,17 +255,77 @@ pub fn publish_auth(
 
 /// The bus: NATS when URLs are given, else in-memory.
 pub async fn connect_bus(nats: Option<&str>, name: &str) -> Result<Arc<dyn Bus>, Fatal> {
+    Ok(connect(nats, name).await?.0)
+}
+
+/// The bus, and the NATS connection behind it when there is one (for JetStream).
+pub async fn connect(
+    nats: Option<&str>,
+    name: &str,
+) -> Result<(Arc<dyn Bus>, Option<NatsBus>), Fatal> {
     match nats {
-        None => Ok(Arc::new(MemoryBus::new())),
+        None => Ok((Arc::new(MemoryBus::new()), None)),
         Some(urls) => NatsBus::connect(NatsOptions {
             urls: urls.to_owned(),
             name: name.to_owned(),
             subscription_capacity: 65_536,
         })
         .await
-        .map(|b| Arc::new(b) as Arc<dyn Bus>)
+        .map(|b| (Arc::new(b.clone()) as Arc<dyn Bus>, Some(b)))
         .map_err(|e| config_err(format!("--nats: {e}"))),
     }
+}
+
+/// The `--history` policy (exit 64 on a bad rule).
+pub fn history_policy(flags: &HistoryFlags) -> Result<HistoryPolicy, Fatal> {
+    if flags.history_replicas == 0 || flags.history_replicas > 5 {
+        return Err(config_err(format!(
+            "--history-replicas {}: must be 1..=5",
+            flags.history_replicas
+        )));
+    }
+    HistoryPolicy::parse(&flags.history).map_err(|e| config_err(e.to_string()))
+}
+
+/// Where history lives: JetStream over `nats`, else process memory. Control (with a policy)
+/// creates or updates the JetStream stream in the background until it succeeds; the
+/// `history` readiness condition is false until then.
+pub fn history_store(
+    nats: Option<&NatsBus>,
+    policy: &HistoryPolicy,
+    replicas: usize,
+    health: &Health,
+) -> Arc<dyn HistoryStore> {
+    let Some(nats) = nats else {
+        return Arc::new(MemoryHistory::new());
+    };
+    let store = JetStreamHistory::new(nats);
+    if let Some(max) = policy.max_limits() {
+        health.set_not_ready("history", "creating the JetStream history stream");
+        let (store, health) = (store.clone(), health.clone());
+        tokio::spawn(async move {
+            loop {
+                match store.ensure_stream(max, replicas).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            stream = bus::history::HISTORY_STREAM,
+                            max_items = max.size,
+                            max_age_secs = max.age.as_secs(),
+                            replicas,
+                            "history stream ready"
+                        );
+                        health.set_ready("history");
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot create the history stream yet; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    }
+    Arc::new(store)
 }
 
 /// Keeps the `bus` readiness condition in step with the bus connection.

@@ -22,6 +22,9 @@ const TRADE_INTERVAL: Duration = Duration::from_secs(1);
 /// Usage records of live connections, and the per-app summary line, this often.
 const USAGE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// History of the demo's channels: the trades feed keeps 1,000 items for an hour.
+const HISTORY_POLICY: &str = "trades*=1000/1h";
+
 /// `gripmesh demo`.
 pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
@@ -74,6 +77,11 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     common::track_bus(&bus, &health);
     let table = Arc::new(ArcSwap::from_pointee(table));
     let checker: Arc<dyn edge::authz::AuthzCheck> = Arc::new(common::Embedded(authorizer.clone()));
+    // The trades channels keep an hour of history, so a reconnecting EventSource (or
+    // WebSocket resubscribing with prev-id) misses nothing.
+    let history = Arc::new(bus::history::MemoryHistory::new());
+    let policy = bus::history::HistoryPolicy::parse(&[HISTORY_POLICY])
+        .map_err(|e| Fatal::Runtime(e.to_string()))?;
     let edge_listener = common::listen("--listen", "edge", args.listen).await?;
     let edge_config = EdgeConfig {
         usage: edge::usage::UsageConfig {
@@ -81,11 +89,22 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
             node_id: crate::usage::node_id(None, &edge_listener),
             top_apps: 100,
         },
+        history: Some(edge::EdgeHistory(history.clone())),
         ..EdgeConfig::default()
     };
     let edge = Edge::new(edge_config, bus.clone(), table.clone(), Some(checker))
         .map_err(|e| Fatal::Runtime(e.to_string()))?;
-    let control = Control::new(ControlConfig::default(), bus.clone(), store.clone());
+    let control = Control::new(
+        ControlConfig {
+            history: Some(control::ControlHistory {
+                policy,
+                store: history,
+            }),
+            ..ControlConfig::default()
+        },
+        bus.clone(),
+        store.clone(),
+    );
 
     let publish_listener =
         common::listen("--publish-listen", "publish", args.publish_listen).await?;

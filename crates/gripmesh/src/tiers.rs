@@ -174,6 +174,20 @@ pub(crate) fn spawn_authz_tasks(
     });
 }
 
+/// Closes the edge's held connections after `--bus-loss-close` seconds without NATS (0: never).
+pub(crate) fn spawn_bus_loss_close(
+    edge: &Edge,
+    bus: &Arc<dyn Bus>,
+    secs: u64,
+    shutdown: &CancellationToken,
+) {
+    if secs == 0 {
+        return;
+    }
+    let (edge, state, stop) = (edge.clone(), bus.state(), shutdown.clone());
+    tokio::spawn(async move { edge.close_on_bus_loss(state, stop).await });
+}
+
 /// Applies every change of the route store to an in-process edge's table.
 pub(crate) async fn follow_store(
     store: RouteStore,
@@ -228,8 +242,19 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         .as_deref()
         .map(|g| common::authz_config(g, &args.authz))
         .transpose()?;
-    let bus = common::connect_bus(args.nats.as_deref(), "gripmesh-standalone").await?;
+    let policy = common::history_policy(&args.history)?;
+    let (bus, nats) = common::connect(args.nats.as_deref(), "gripmesh-standalone").await?;
     common::track_bus(&bus, &health);
+    // History: in memory without NATS (only when a channel has a policy), else JetStream.
+    let history = (!policy.is_empty() || nats.is_some()).then(|| {
+        common::history_store(
+            nats.as_ref(),
+            &policy,
+            args.history.history_replicas,
+            &health,
+        )
+    });
+    edge_config.history = history.clone().map(edge::EdgeHistory);
     let table = Arc::new(ArcSwap::from_pointee(table));
     let checker = authorizer
         .clone()
@@ -246,6 +271,9 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
             max_body: args.publish.publish_max_body,
             max_channel_length: common::max_channel_length(&args.limits)?,
             server: common::server_options(&args.limits, 16 * 1024, None)?,
+            history: history
+                .filter(|_| !policy.is_empty())
+                .map(|store| control::ControlHistory { policy, store }),
         },
         bus,
         store.clone(),
@@ -285,6 +313,14 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         Some(status::RoutesSource::Store(store.clone())),
         Some(revocations),
     );
+    if nats.is_some() {
+        spawn_bus_loss_close(
+            &edge,
+            &control_bus,
+            args.edge.bus_loss_close,
+            &stop_background,
+        );
+    }
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
@@ -334,8 +370,12 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     };
     let metrics = runtime::telemetry::install_metrics();
     let health = Health::new();
-    let bus = common::connect_bus(Some(&args.nats), "gripmesh-edge").await?;
+    let (bus, nats) = common::connect(Some(&args.nats), "gripmesh-edge").await?;
     common::track_bus(&bus, &health);
+    // Edges read history (on resumes only) straight from JetStream, never through control.
+    edge_config.history = nats
+        .as_ref()
+        .map(|n| edge::EdgeHistory(Arc::new(bus::history::JetStreamHistory::new(n))));
     let table = Arc::new(ArcSwap::from_pointee(
         file.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
     ));
@@ -367,6 +407,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     let stop_background = CancellationToken::new();
     spawn_authz_tasks(&edge, None, &bus, args.authz_recheck, &stop_background);
     let background = crate::usage::spawn_edge(&edge, &bus, &usage_stream, None, &stop_background);
+    spawn_bus_loss_close(&edge, &bus, args.edge.bus_loss_close, &stop_background);
     common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
     let revocations = status::Revocations::follow(bus.clone(), stop_background.clone());
     let page = status::page(
@@ -432,15 +473,26 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
     // Built after the recorder is installed, so its metrics are registered with it.
     let webhook = crate::usage::webhook(&args.usage_webhook)?;
     let health = Health::new();
-    let bus: Arc<dyn Bus> = common::connect_bus(Some(&args.nats), "gripmesh-control").await?;
+    let policy = common::history_policy(&args.history)?;
+    let (bus, nats) = common::connect(Some(&args.nats), "gripmesh-control").await?;
     common::track_bus(&bus, &health);
     let usage_bus = bus.clone();
+    let history = (!policy.is_empty()).then(|| control::ControlHistory {
+        store: common::history_store(
+            nats.as_ref(),
+            &policy,
+            args.history.history_replicas,
+            &health,
+        ),
+        policy,
+    });
     let control = Control::new(
         ControlConfig {
             auth,
             max_body: args.publish.publish_max_body,
             max_channel_length: common::max_channel_length(&args.limits)?,
             server: common::server_options(&args.limits, 16 * 1024, None)?,
+            history,
         },
         bus.clone(),
         store.clone(),

@@ -60,6 +60,12 @@ impl NatsServer {
         s
     }
 
+    /// Starts a standalone server with JetStream (every test server has JetStream now; the
+    /// name says what the history tests rely on).
+    pub fn start_jetstream() -> NatsServer {
+        NatsServer::start()
+    }
+
     /// Starts an `n`-node cluster (full mesh of routes) and waits until every node accepts
     /// connections and sees its peers.
     pub fn start_cluster(n: usize) -> Vec<NatsServer> {

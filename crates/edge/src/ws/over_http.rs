@@ -79,6 +79,8 @@ pub(crate) struct OverHttp {
     pub meta: BTreeMap<String, String>,
     /// `Keep-Alive-Interval` asked for by the origin.
     pub keep_alive_interval: Option<Duration>,
+    /// `Grip-Last` (channel, last id) pairs sent with this request only.
+    grip_last: Vec<(String, String)>,
 }
 
 impl OverHttp {
@@ -99,6 +101,7 @@ impl OverHttp {
             connection_id: format!("{:032x}", fastrand::u128(..)),
             meta: BTreeMap::new(),
             keep_alive_interval: None,
+            grip_last: Vec::new(),
         }
     }
 
@@ -164,7 +167,18 @@ impl OverHttp {
         &self,
         events: Vec<WsEvent>,
     ) -> impl Future<Output = Result<Reply, OverHttpError>> + Send + 'static {
-        let this = self.snapshot();
+        self.request_with_last(events, Vec::new())
+    }
+
+    /// [`OverHttp::request`] with `Grip-Last: <channel>; last-id=<id>` headers: a resume
+    /// history could not serve, so the origin can re-sync the client (SPEC §11).
+    pub(crate) fn request_with_last(
+        &self,
+        events: Vec<WsEvent>,
+        grip_last: Vec<(String, String)>,
+    ) -> impl Future<Output = Result<Reply, OverHttpError>> + Send + 'static {
+        let mut this = self.snapshot();
+        this.grip_last = grip_last;
         let body = if events.is_empty() {
             Bytes::new()
         } else {
@@ -213,6 +227,7 @@ impl OverHttp {
             connection_id: self.connection_id.clone(),
             meta: self.meta.clone(),
             keep_alive_interval: self.keep_alive_interval,
+            grip_last: Vec::new(),
         }
     }
 
@@ -241,6 +256,11 @@ impl OverHttp {
         h.insert(header::ACCEPT, events_type);
         if let Ok(id) = HeaderValue::from_str(&self.connection_id) {
             h.insert("connection-id", id);
+        }
+        for (channel, id) in &self.grip_last {
+            if let Ok(v) = HeaderValue::from_str(&format!("{channel}; last-id={id}")) {
+                h.append(HeaderName::from_static("grip-last"), v);
+            }
         }
         for (name, value) in &self.meta {
             let (Ok(n), Ok(v)) = (

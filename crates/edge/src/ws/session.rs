@@ -63,6 +63,9 @@ pub(crate) struct Session {
     early: Vec<Action>,
     keep_alive: Option<KeepAlive>,
     detached: bool,
+    /// Resumes history could not serve: (channel as the origin named it, last id), sent to a
+    /// WebSocket-over-HTTP origin as `Grip-Last` on the next request.
+    grip_last: Vec<(String, String)>,
 }
 
 impl Session {
@@ -86,6 +89,7 @@ impl Session {
             early: Vec::new(),
             keep_alive: None,
             detached: false,
+            grip_last: Vec::new(),
         }
     }
 
@@ -162,15 +166,19 @@ impl Session {
         msg: ControlMessage,
         out: &mut Vec<Action>,
     ) -> Result<(), SubscribeError> {
-        let _ = out;
         match msg {
-            ControlMessage::Subscribe { channel, .. } => {
+            ControlMessage::Subscribe {
+                channel, prev_id, ..
+            } => {
                 let max = self.guard.edge().config.max_channels_per_connection;
                 let full = format!("{}{channel}", self.prefix);
                 if self.guard.channel_count() >= max {
                     tracing::debug!(channel = %full, "subscription limit reached; subscribe ignored");
                 } else {
-                    self.guard.subscribe(full).await?;
+                    self.guard.subscribe(full.clone()).await?;
+                    if let Some(prev) = prev_id {
+                        self.resume(channel, &full, prev, out).await;
+                    }
                 }
             }
             ControlMessage::Unsubscribe { channel } => {
@@ -216,6 +224,22 @@ impl Session {
         Ok(())
     }
 
+    /// Replays `full`'s history after `prev` (the subscription is already live). When history
+    /// cannot serve it: a WebSocket-over-HTTP origin gets a request with `Grip-Last` at once; a
+    /// passthrough client is closed with 4410, so it never silently misses items.
+    async fn resume(&mut self, channel: String, full: &str, prev: String, out: &mut Vec<Action>) {
+        let edge = self.guard.edge().clone();
+        match crate::resume::resume(&edge, &mut self.rx, full, &prev).await {
+            crate::resume::Resumed::Recovered | crate::resume::Resumed::Off => {}
+            crate::resume::Resumed::Gap => match &self.upstream {
+                Some(Upstream::Passthrough(_)) => {
+                    out.push(Action::Close(Some((4410, "history unavailable".into()))));
+                }
+                _ => self.grip_last.push((channel, prev)),
+            },
+        }
+    }
+
     /// Runs the connection until either side ends it.
     ///
     /// Takes the session boxed: the task's future then holds a pointer instead of a copy of
@@ -249,6 +273,16 @@ impl Session {
                 .is_some_and(|deadline| Instant::now() >= deadline)
             {
                 break;
+            }
+            if let Some(Upstream::OverHttp(oh)) = &self.upstream
+                && in_flight.is_none()
+                && !self.grip_last.is_empty()
+                && !self.detached
+            {
+                // A resume history could not serve: an event-less request with Grip-Last.
+                let last = std::mem::take(&mut self.grip_last);
+                in_flight = Some(Box::pin(oh.request_with_last(Vec::new(), last)));
+                last_request = Instant::now();
             }
             if let Some(Upstream::OverHttp(oh)) = &self.upstream
                 && in_flight.is_none()
