@@ -18,6 +18,8 @@ mod gateway;
 mod grpc;
 mod hardening_client;
 mod hardening_control;
+mod history;
+mod history_cluster;
 mod jwt;
 mod keepalive;
 mod key_limits;

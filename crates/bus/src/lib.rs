@@ -68,6 +68,13 @@ pub trait Bus: Send + Sync + 'static {
     fn jetstream(&self) -> Option<async_nats::jetstream::Context> {
         None
     }
+
+    /// Returns once everything published so far has left this process (so an acknowledged
+    /// publish survives the process being killed right after). In-process buses have nothing
+    /// to flush.
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Whether the bus can carry messages right now.

@@ -210,4 +210,8 @@ impl Bus for NatsBus {
     fn jetstream(&self) -> Option<async_nats::jetstream::Context> {
         Some(async_nats::jetstream::new(self.client.clone()))
     }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        NatsBus::flush(self).boxed()
+    }
 }

@@ -474,6 +474,11 @@ pub(crate) async fn publish_items(
         let subject = bus::subject::channel_subject(&item.channel);
         inner.bus.publish(subject, payload).await?;
     }
+    if seqs.iter().any(Option::is_some) {
+        // "Stored" must also mean "sent live": a control killed right after answering must
+        // not leave connected clients without an item they will never resume for.
+        inner.bus.flush().await?;
+    }
     Ok(seqs)
 }
 

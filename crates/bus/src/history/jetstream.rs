@@ -38,10 +38,16 @@ pub fn history_subject(channel: &str) -> String {
     format!("{SUBJECT_PREFIX}{token}")
 }
 
+/// How long "there is no history stream" is remembered, so a cluster without history does
+/// not pay a JetStream request for every `prev-id` (Pushpin-style long-polling).
+const DISABLED_TTL_NANOS: u64 = 10_000_000_000;
+
 /// A [`HistoryStore`] on JetStream. Cheap to clone.
 #[derive(Clone)]
 pub struct JetStreamHistory {
     js: jetstream::Context,
+    /// Until when (ns since the epoch) reads answer [`HistoryError::Disabled`] without asking.
+    disabled_until: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl JetStreamHistory {
@@ -50,7 +56,10 @@ impl JetStreamHistory {
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(5))
             .build(bus.client().clone());
-        JetStreamHistory { js }
+        JetStreamHistory {
+            js,
+            disabled_until: Default::default(),
+        }
     }
 
     /// Creates the history stream, or updates its limits (control, at startup): file storage,
@@ -207,9 +216,21 @@ impl HistoryStore for JetStreamHistory {
         after_id: &'a str,
     ) -> BoxFuture<'a, Result<Resume, HistoryError>> {
         async move {
-            tokio::time::timeout(READ_TIMEOUT, self.read(channel, after_id))
+            use std::sync::atomic::Ordering;
+            let now = super::now_nanos();
+            if self.disabled_until.load(Ordering::Relaxed) > now {
+                return Err(HistoryError::Disabled);
+            }
+            let result = tokio::time::timeout(READ_TIMEOUT, self.read(channel, after_id))
                 .await
-                .unwrap_or_else(|_| Err(HistoryError::Unavailable("history read timed out".into())))
+                .unwrap_or_else(|_| {
+                    Err(HistoryError::Unavailable("history read timed out".into()))
+                });
+            if matches!(result, Err(HistoryError::Disabled)) {
+                self.disabled_until
+                    .store(now.saturating_add(DISABLED_TTL_NANOS), Ordering::Relaxed);
+            }
+            result
         }
         .boxed()
     }

@@ -1,0 +1,462 @@
+//! Durable channels in a cluster under failure (SPEC §11): a rolling deploy of every edge
+//! (SIGTERM, and SIGKILL), control killed mid-stream, the same id through two control
+//! replicas, and NATS lost under one edge — with real `gripmesh control`/`edge` processes on
+//! a real `nats-server -js`.
+//!
+//! Clients are HTTP streams on the built-in `test` origin, which turns `Last-Event-ID` into
+//! `prev-id`: each client reconnects (to a live edge) with the last id it saw whenever its
+//! stream ends or breaks, and in the end must hold every published id exactly once, in order.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::cluster::{ControlNode, start_edge, wait_ready};
+use testkit::{Gripmesh, NatsServer, Signal, StreamClient, TempDir, try_http_request, wait_metric};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::history::item;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gripmesh");
+const WAIT: Duration = Duration::from_secs(30);
+const CHANNEL: &str = "roll";
+const HISTORY: &str = "roll*=100000/1h";
+
+/// Edges clients may connect to (what a load balancer with readiness checks would offer).
+type Pool = Arc<Mutex<Vec<SocketAddr>>>;
+
+/// One resuming stream client: what it received, in order.
+struct Client {
+    got: Arc<Mutex<Vec<u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Reads a close-delimited (HTTP/1.0) stream from `edge`, appending ids to `got`; returns
+/// when the stream ends or breaks. `connected` is bumped once the response head arrived.
+async fn one_stream(
+    edge: SocketAddr,
+    got: &Arc<Mutex<Vec<u64>>>,
+    connected: &AtomicUsize,
+    first: &mut bool,
+) {
+    let Ok(mut sock) = TcpStream::connect(edge).await else {
+        return;
+    };
+    let last = got.lock().expect("lock").last().copied();
+    let resume = last.map_or_else(String::new, |n| format!("Last-Event-ID: {n}\r\n"));
+    let req = format!("GET /stream?channel={CHANNEL} HTTP/1.0\r\nHost: edge\r\n{resume}\r\n");
+    if sock.write_all(req.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut head_done = false;
+    loop {
+        let n = match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if !head_done {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            if !buf.starts_with(b"HTTP/1.1 200") && !buf.starts_with(b"HTTP/1.0 200") {
+                return;
+            }
+            buf.drain(..end + 4);
+            head_done = true;
+            if *first {
+                *first = false;
+                connected.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            if let Some(n) = std::str::from_utf8(&line)
+                .ok()
+                .and_then(|l| l.trim().parse::<u64>().ok())
+            {
+                got.lock().expect("lock").push(n);
+            }
+        }
+    }
+}
+
+fn spawn_client(pool: Pool, start: usize, connected: Arc<AtomicUsize>, stop: CancellationToken) -> Client {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mine = got.clone();
+    let task = tokio::spawn(async move {
+        let mut turn = start;
+        let mut first = true;
+        while !stop.is_cancelled() {
+            let edge = {
+                let pool = pool.lock().expect("lock");
+                if pool.is_empty() {
+                    None
+                } else {
+                    Some(pool[turn % pool.len()])
+                }
+            };
+            if let Some(edge) = edge {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = one_stream(edge, &mine, &connected, &mut first) => {}
+                }
+            }
+            turn += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    Client { got, task }
+}
+
+/// Publishes item 1, 2, 3… to the control whose publish address is in `control`, one every
+/// `every`, retrying each until acknowledged; returns the last acknowledged id once `stop`.
+fn spawn_feed(
+    control: Arc<Mutex<SocketAddr>>,
+    every: Duration,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !stop.is_cancelled() {
+            tick.tick().await;
+            let id = n + 1;
+            let body = json!({"items": [item(CHANNEL, id)]}).to_string();
+            loop {
+                let addr = *control.lock().expect("lock");
+                let sent = try_http_request(
+                    addr,
+                    "POST",
+                    "/publish/",
+                    &[("Content-Type", "application/json")],
+                    body.clone(),
+                )
+                .await;
+                if sent.is_ok_and(|r| r.status == 200) {
+                    break;
+                }
+                // Not acknowledged: publish the same id again (de-duplicated if it was stored).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            n = id;
+        }
+        n
+    })
+}
+
+/// Waits until every client has reached `last`, then checks each holds 1..=last exactly once
+/// in order; returns (losses, duplicates) summed over clients.
+async fn settle(clients: &[Client], last: u64, what: &str) -> (u64, u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let done = clients
+            .iter()
+            .all(|c| c.got.lock().expect("lock").last().copied() >= Some(last));
+        if done || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (mut losses, mut dups) = (0u64, 0u64);
+    let want: Vec<u64> = (1..=last).collect();
+    for (i, c) in clients.iter().enumerate() {
+        let got = c.got.lock().expect("lock").clone();
+        let mut unique = got.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        dups += (got.len() - unique.len()) as u64;
+        losses += want.iter().filter(|n| unique.binary_search(n).is_err()).count() as u64;
+        if got != want {
+            let firsts: Vec<_> = got.iter().take(20).collect();
+            eprintln!("{what}: client {i} got {} items (want {last}); first: {firsts:?}", got.len());
+        }
+    }
+    for c in clients {
+        c.task.abort();
+    }
+    eprintln!(
+        "{what}: clients={} items={last} losses={losses} duplicates={dups}",
+        clients.len()
+    );
+    (losses, dups)
+}
+
+struct Deploy {
+    nats: NatsServer,
+    control: ControlNode,
+    edges: Vec<Gripmesh>,
+    routes: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+async fn deploy(edges: usize, edge_flags: &[&str]) -> Deploy {
+    let nats = NatsServer::start_jetstream();
+    let dir = TempDir::new();
+    let routes = dir.write("routes", "* test\n");
+    let control = ControlNode::start(BIN, &nats.url(), "* test\n", &["--history", HISTORY]).await;
+    let mut started = Vec::new();
+    for _ in 0..edges {
+        started.push(new_edge(&nats.url(), &routes, edge_flags).await);
+    }
+    wait_ready(control.admin_addr(), WAIT, "control").await;
+    Deploy {
+        nats,
+        control,
+        edges: started,
+        routes,
+        _dir: dir,
+    }
+}
+
+async fn new_edge(nats: &str, routes: &std::path::Path, flags: &[&str]) -> Gripmesh {
+    let mut args = vec!["--routes", routes.to_str().expect("utf-8"), "--drain-timeout", "10"];
+    args.extend_from_slice(flags);
+    let edge = start_edge(BIN, nats, &args).await;
+    wait_ready(edge.admin_addr(), WAIT, "edge").await;
+    edge
+}
+
+/// 3 edges, 30 clients spread over them, 100 items/s with ids; every edge in turn is replaced
+/// (`signal`: SIGTERM drains, SIGKILL vanishes); clients reconnect with their last id.
+async fn rolling(signal: Signal, what: &str) {
+    let mut d = deploy(3, &[]).await;
+    let pool: Pool = Arc::new(Mutex::new(d.edges.iter().map(Gripmesh::edge_addr).collect()));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let stop_clients = CancellationToken::new();
+    let clients: Vec<Client> = (0..30)
+        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop_clients.clone()))
+        .collect();
+    testkit::wait_until(WAIT, "every client connected", || {
+        let n = connected.load(Ordering::SeqCst);
+        async move { n == 30 }
+    })
+    .await;
+    let stop_feed = CancellationToken::new();
+    let feed = spawn_feed(
+        Arc::new(Mutex::new(d.control.publish_addr())),
+        Duration::from_millis(10),
+        stop_feed.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let url = d.nats.url();
+    for _ in 0..3 {
+        let fresh = new_edge(&url, &d.routes, &[]).await;
+        let mut old = d.edges.remove(0);
+        {
+            let mut p = pool.lock().expect("lock");
+            p.retain(|a| *a != old.edge_addr());
+            p.push(fresh.edge_addr());
+        }
+        d.edges.push(fresh);
+        match signal {
+            Signal::Kill => old.kill().await,
+            _ => {
+                old.signal(signal);
+                let status = old.wait_exit(Duration::from_secs(20)).await;
+                assert!(status.success(), "drained edge exits 0: {status:?}");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    stop_feed.cancel();
+    let last = feed.await.expect("feed");
+    assert!(last > 300, "the feed kept publishing ({last} items)");
+    let (losses, dups) = settle(&clients, last, what).await;
+    stop_clients.cancel();
+    assert_eq!((losses, dups), (0, 0), "{what}: every item exactly once");
+}
+
+#[tokio::test]
+async fn history_rolling_deploy_sigterm_loses_nothing() {
+    rolling(Signal::Term, "rolling deploy (SIGTERM)").await;
+}
+
+#[tokio::test]
+async fn history_rolling_deploy_sigkill_loses_nothing() {
+    rolling(Signal::Kill, "rolling deploy (SIGKILL)").await;
+}
+
+/// Control killed mid-stream and started again: every acknowledged item reaches every client
+/// exactly once (the publisher re-sends what was not acknowledged, with the same id).
+#[tokio::test]
+async fn history_control_restart_loses_nothing_acknowledged() {
+    let d = deploy(1, &[]).await;
+    let pool: Pool = Arc::new(Mutex::new(vec![d.edges[0].edge_addr()]));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let stop_clients = CancellationToken::new();
+    let clients: Vec<Client> = (0..5)
+        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop_clients.clone()))
+        .collect();
+    testkit::wait_until(WAIT, "every client connected", || {
+        let n = connected.load(Ordering::SeqCst);
+        async move { n == 5 }
+    })
+    .await;
+    let control_addr = Arc::new(Mutex::new(d.control.publish_addr()));
+    let stop_feed = CancellationToken::new();
+    let feed = spawn_feed(control_addr.clone(), Duration::from_millis(10), stop_feed.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let Deploy {
+        nats,
+        mut control,
+        edges,
+        ..
+    } = d;
+    control.gm.kill().await;
+    let again = ControlNode::start(BIN, &nats.url(), "* test\n", &["--history", HISTORY]).await;
+    wait_ready(again.admin_addr(), WAIT, "control again").await;
+    *control_addr.lock().expect("lock") = again.publish_addr();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_feed.cancel();
+    let last = feed.await.expect("feed");
+    let (losses, dups) = settle(&clients, last, "control restart").await;
+    stop_clients.cancel();
+    assert_eq!((losses, dups), (0, 0));
+    drop(edges);
+}
+
+/// The same id published through two control replicas is stored once and delivered once, to
+/// live and to resuming clients, and both answers name the same seq.
+#[tokio::test]
+async fn history_same_id_through_two_controls_once() {
+    let d = deploy(1, &[]).await;
+    let b = ControlNode::start(BIN, &d.nats.url(), "* test\n", &["--history", HISTORY]).await;
+    wait_ready(b.admin_addr(), WAIT, "second control").await;
+    let edge = d.edges[0].edge_addr();
+    let publish_json = |addr: SocketAddr, n: u64| async move {
+        let resp = try_http_request(
+            addr,
+            "POST",
+            "/publish/",
+            &[
+                ("Content-Type", "application/json"),
+                ("Accept", "application/json"),
+            ],
+            json!({"items": [item(CHANNEL, n)]}).to_string(),
+        )
+        .await
+        .expect("publish");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).expect("JSON");
+        v["items"][0]["seq"].as_u64().expect("seq")
+    };
+    publish_json(d.control.publish_addr(), 1).await;
+    let mut live = StreamClient::open(edge, &format!("/stream?channel={CHANNEL}"), &[]).await;
+    let s1 = publish_json(d.control.publish_addr(), 2).await;
+    let s2 = publish_json(b.publish_addr(), 2).await;
+    assert_eq!(s1, s2, "one stored copy");
+    publish_json(b.publish_addr(), 3).await;
+    live.read_until("\n3\n", WAIT).await;
+    assert_eq!(
+        crate::history::numbers_of(&live.received_text()),
+        [2, 3],
+        "live: once"
+    );
+    let mut back = StreamClient::open(
+        edge,
+        &format!("/stream?channel={CHANNEL}"),
+        &[("Last-Event-ID", "1")],
+    )
+    .await;
+    back.read_until("\n3\n", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = back.read_for(Duration::from_millis(200)).await;
+    assert_eq!(
+        crate::history::numbers_of(&back.received_text()),
+        [2, 3],
+        "replay: once"
+    );
+}
+
+/// Forwards TCP connections from a loopback port to `to` until cut.
+struct Cable {
+    addr: SocketAddr,
+    cut: CancellationToken,
+}
+
+impl Cable {
+    async fn start(to: SocketAddr) -> Cable {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cut = CancellationToken::new();
+        let stop = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Cable { addr, cut }
+    }
+}
+
+/// NATS lost under one edge: after `--bus-loss-close` its clients are closed, reconnect to the
+/// other edge with their last id, and miss nothing.
+#[tokio::test]
+async fn history_bus_loss_closes_clients_who_resume_elsewhere() {
+    let d = deploy(1, &[]).await;
+    let nats_addr: SocketAddr = ([127, 0, 0, 1], d.nats.port).into();
+    let cable = Cable::start(nats_addr).await;
+    let cut_edge = new_edge(
+        &format!("nats://{}", cable.addr),
+        &d.routes,
+        &["--bus-loss-close", "2"],
+    )
+    .await;
+    let healthy = d.edges[0].edge_addr();
+    let pool: Pool = Arc::new(Mutex::new(vec![cut_edge.edge_addr()]));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let stop_clients = CancellationToken::new();
+    let clients: Vec<Client> = (0..5)
+        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop_clients.clone()))
+        .collect();
+    testkit::wait_until(WAIT, "every client connected", || {
+        let n = connected.load(Ordering::SeqCst);
+        async move { n == 5 }
+    })
+    .await;
+    let stop_feed = CancellationToken::new();
+    let feed = spawn_feed(
+        Arc::new(Mutex::new(d.control.publish_addr())),
+        Duration::from_millis(20),
+        stop_feed.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The edge loses NATS; readiness would send new clients elsewhere: so does the pool.
+    cable.cut.cancel();
+    *pool.lock().expect("lock") = vec![healthy];
+    wait_metric(
+        cut_edge.admin_addr(),
+        "gripmesh_edge_bus_loss_closes_total",
+        WAIT,
+        "held clients closed after the bus-loss delay",
+        |v| v >= 5.0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_feed.cancel();
+    let last = feed.await.expect("feed");
+    let (losses, dups) = settle(&clients, last, "bus loss").await;
+    stop_clients.cancel();
+    assert_eq!((losses, dups), (0, 0));
+}
