@@ -201,6 +201,32 @@ async fn demo_http_stream_and_sse_feeds() {
     }
     assert!(ids[1] > ids[0], "{ids:?}");
 
+    // The SSE recipe: events carry `id:`, and an EventSource coming back with `Last-Event-ID`
+    // resumes from the trades channel's history — the next trade, not the next live one.
+    drop(sse);
+    let last = ids[0].to_string();
+    let mut back = StreamClient::open(
+        edge,
+        "/authenticated/trades?apikey=demo-key",
+        &[
+            ("Accept", "text/event-stream"),
+            ("Last-Event-ID", last.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(back.status, 200, "{}", back.received_text());
+    loop {
+        let event =
+            String::from_utf8_lossy(&back.read_until("\n\n", TRADE_WAIT).await).into_owned();
+        if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+            let id = trade_id(data);
+            assert_eq!(id, ids[0] + 1, "replayed from history: {event:?}");
+            let event_id = event.lines().find_map(|l| l.strip_prefix("id: "));
+            assert_eq!(event_id, Some(id.to_string().as_str()), "{event:?}");
+            break;
+        }
+    }
+
     let other = http_get(edge, "/", &[]).await;
     assert_eq!(
         other.status,

@@ -67,7 +67,12 @@ pub async fn cluster(routes: &str) -> Stack {
     let file = file.to_str().expect("utf-8 path").to_owned();
     let control = ControlNode::start(BIN, &url, routes, &["--history", HISTORY]).await;
     let edge = start_edge(BIN, &url, &["--routes", &file]).await;
-    wait_ready(control.admin_addr(), WAIT, "control (history stream created)").await;
+    wait_ready(
+        control.admin_addr(),
+        WAIT,
+        "control (history stream created)",
+    )
+    .await;
     wait_ready(edge.admin_addr(), WAIT, "edge").await;
     Stack {
         edge: edge.edge_addr(),
@@ -151,7 +156,9 @@ async fn stream_resume(stack: Stack, sse: bool) {
 
     let mut first = StreamClient::open(stack.edge, &path, &[]).await;
     publish_all(stack.publish, (1..=5).map(make).collect()).await;
-    let seen = parse(&String::from_utf8_lossy(&first.read_until(end(5), WAIT).await));
+    let seen = parse(&String::from_utf8_lossy(
+        &first.read_until(end(5), WAIT).await,
+    ));
     assert_eq!(seen, (1..=5).collect::<Vec<_>>());
     first.close();
 
@@ -307,7 +314,10 @@ async fn history_publish_receipts() {
     assert_eq!(v["message"], "Published");
     let items = v["items"].as_array().expect("items");
     assert_eq!(items.len(), 3);
-    assert_eq!((&items[0]["channel"], &items[0]["id"]), (&json!("h-r"), &json!("1")));
+    assert_eq!(
+        (&items[0]["channel"], &items[0]["id"]),
+        (&json!("h-r"), &json!("1"))
+    );
     assert_eq!(items[1]["channel"], "plain");
     assert!(items[1].get("seq").is_none(), "no history, no seq: {v}");
     let (a, b) = (items[0]["seq"].as_u64(), items[2]["seq"].as_u64());
@@ -427,7 +437,8 @@ async fn history_ws_over_http_gap_sends_grip_last() {
         let reqs = origin.requests();
         async move {
             reqs.iter().any(|r| {
-                r.events.is_empty() && r.header("grip-last").as_deref() == Some("h-wg; last-id=gone")
+                r.events.is_empty()
+                    && r.header("grip-last").as_deref() == Some("h-wg; last-id=gone")
             })
         }
     })

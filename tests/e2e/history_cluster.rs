@@ -87,7 +87,12 @@ async fn one_stream(
     }
 }
 
-fn spawn_client(pool: Pool, start: usize, connected: Arc<AtomicUsize>, stop: CancellationToken) -> Client {
+fn spawn_client(
+    pool: Pool,
+    start: usize,
+    connected: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) -> Client {
     let got = Arc::new(Mutex::new(Vec::new()));
     let mine = got.clone();
     let task = tokio::spawn(async move {
@@ -173,10 +178,16 @@ async fn settle(clients: &[Client], last: u64, what: &str) -> (u64, u64) {
         unique.sort_unstable();
         unique.dedup();
         dups += (got.len() - unique.len()) as u64;
-        losses += want.iter().filter(|n| unique.binary_search(n).is_err()).count() as u64;
+        losses += want
+            .iter()
+            .filter(|n| unique.binary_search(n).is_err())
+            .count() as u64;
         if got != want {
             let firsts: Vec<_> = got.iter().take(20).collect();
-            eprintln!("{what}: client {i} got {} items (want {last}); first: {firsts:?}", got.len());
+            eprintln!(
+                "{what}: client {i} got {} items (want {last}); first: {firsts:?}",
+                got.len()
+            );
         }
     }
     for c in clients {
@@ -217,7 +228,12 @@ async fn deploy(edges: usize, edge_flags: &[&str]) -> Deploy {
 }
 
 async fn new_edge(nats: &str, routes: &std::path::Path, flags: &[&str]) -> Gripmesh {
-    let mut args = vec!["--routes", routes.to_str().expect("utf-8"), "--drain-timeout", "10"];
+    let mut args = vec![
+        "--routes",
+        routes.to_str().expect("utf-8"),
+        "--drain-timeout",
+        "10",
+    ];
     args.extend_from_slice(flags);
     let edge = start_edge(BIN, nats, &args).await;
     wait_ready(edge.admin_addr(), WAIT, "edge").await;
@@ -228,7 +244,9 @@ async fn new_edge(nats: &str, routes: &std::path::Path, flags: &[&str]) -> Gripm
 /// (`signal`: SIGTERM drains, SIGKILL vanishes); clients reconnect with their last id.
 async fn rolling(signal: Signal, what: &str) {
     let mut d = deploy(3, &[]).await;
-    let pool: Pool = Arc::new(Mutex::new(d.edges.iter().map(Gripmesh::edge_addr).collect()));
+    let pool: Pool = Arc::new(Mutex::new(
+        d.edges.iter().map(Gripmesh::edge_addr).collect(),
+    ));
     let connected = Arc::new(AtomicUsize::new(0));
     let stop_clients = CancellationToken::new();
     let clients: Vec<Client> = (0..30)
@@ -302,7 +320,11 @@ async fn history_control_restart_loses_nothing_acknowledged() {
     .await;
     let control_addr = Arc::new(Mutex::new(d.control.publish_addr()));
     let stop_feed = CancellationToken::new();
-    let feed = spawn_feed(control_addr.clone(), Duration::from_millis(10), stop_feed.clone());
+    let feed = spawn_feed(
+        control_addr.clone(),
+        Duration::from_millis(10),
+        stop_feed.clone(),
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let Deploy {
         nats,

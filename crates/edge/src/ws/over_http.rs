@@ -79,8 +79,6 @@ pub(crate) struct OverHttp {
     pub meta: BTreeMap<String, String>,
     /// `Keep-Alive-Interval` asked for by the origin.
     pub keep_alive_interval: Option<Duration>,
-    /// `Grip-Last` (channel, last id) pairs sent with this request only.
-    grip_last: Vec<(String, String)>,
 }
 
 impl OverHttp {
@@ -101,7 +99,6 @@ impl OverHttp {
             connection_id: format!("{:032x}", fastrand::u128(..)),
             meta: BTreeMap::new(),
             keep_alive_interval: None,
-            grip_last: Vec::new(),
         }
     }
 
@@ -116,7 +113,7 @@ impl OverHttp {
     /// Sends `OPEN` and interprets the answer.
     pub(crate) async fn open(&mut self) -> Result<OpenReply, OverHttpError> {
         let body = wsevents::encode_to_bytes(&[WsEvent::Open]);
-        let (resp, conn) = self.send(body).await?;
+        let (resp, conn) = self.send(body, &[]).await?;
         let (parts, body) = resp.into_parts();
         let events_ok = parts.status == StatusCode::OK && wsevents::is_events_body(&parts.headers);
         if !events_ok {
@@ -177,8 +174,7 @@ impl OverHttp {
         events: Vec<WsEvent>,
         grip_last: Vec<(String, String)>,
     ) -> impl Future<Output = Result<Reply, OverHttpError>> + Send + 'static {
-        let mut this = self.snapshot();
-        this.grip_last = grip_last;
+        let this = self.snapshot();
         let body = if events.is_empty() {
             Bytes::new()
         } else {
@@ -187,7 +183,7 @@ impl OverHttp {
         async move {
             let mut attempt = 0;
             let (resp, conn) = loop {
-                match this.send(body.clone()).await {
+                match this.send(body.clone(), &grip_last).await {
                     Ok(answer) => break answer,
                     Err(err) if err.is_connect() && attempt < MAX_RETRIES => {
                         let backoff = Duration::from_secs(1 << attempt)
@@ -227,14 +223,17 @@ impl OverHttp {
             connection_id: self.connection_id.clone(),
             meta: self.meta.clone(),
             keep_alive_interval: self.keep_alive_interval,
-            grip_last: Vec::new(),
         }
     }
 
     /// One POST to the target (or the built-in test origin), on a pooled keep-alive
     /// connection when one is idle. The connection comes back with the answer; hand it to
     /// [`Reusable::checkin`] once the body is read to the end.
-    async fn send(&self, body: Bytes) -> Result<(Response<Body>, Reusable), OverHttpError> {
+    async fn send(
+        &self,
+        body: Bytes,
+        grip_last: &[(String, String)],
+    ) -> Result<(Response<Body>, Reusable), OverHttpError> {
         let Some(target) = self.route.targets.get(self.target) else {
             return Err(OverHttpError::Body("route changed".into()));
         };
@@ -257,7 +256,7 @@ impl OverHttp {
         if let Ok(id) = HeaderValue::from_str(&self.connection_id) {
             h.insert("connection-id", id);
         }
-        for (channel, id) in &self.grip_last {
+        for (channel, id) in grip_last {
             if let Ok(v) = HeaderValue::from_str(&format!("{channel}; last-id={id}")) {
                 h.append(HeaderName::from_static("grip-last"), v);
             }
