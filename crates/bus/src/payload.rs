@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use grip::publish::{
-    Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction, WsMessageFormat,
+    ContentFilters, Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction, WsMessageFormat,
     WsMessageType,
 };
 use prost::Message;
@@ -43,6 +43,21 @@ pub struct HttpResponse {
     /// Body.
     #[prost(bytes = "bytes", tag = "5")]
     pub body: Bytes,
+    /// `content-filters`.
+    #[prost(message, optional, tag = "6")]
+    pub content_filters: Option<NameList>,
+}
+
+/// A list of names (a format's `content-filters`; absent and empty differ).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NameList {
+    /// The names.
+    #[prost(string, repeated, tag = "1")]
+    pub names: Vec<String>,
+}
+
+fn names(v: &Option<Vec<String>>) -> Option<NameList> {
+    v.as_ref().map(|n| NameList { names: n.clone() })
 }
 
 /// `http-stream` format.
@@ -54,6 +69,9 @@ pub struct HttpStream {
     /// Content for send.
     #[prost(bytes = "bytes", tag = "2")]
     pub content: Bytes,
+    /// `content-filters`.
+    #[prost(message, optional, tag = "3")]
+    pub content_filters: Option<NameList>,
 }
 
 /// `ws-message` format.
@@ -74,6 +92,9 @@ pub struct WsMessage {
     /// Close reason.
     #[prost(string, tag = "5")]
     pub close_reason: String,
+    /// `content-filters`.
+    #[prost(message, optional, tag = "6")]
+    pub content_filters: Option<NameList>,
 }
 
 /// One published item as it travels on the bus.
@@ -163,20 +184,19 @@ pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
             reason: r.reason.clone(),
             headers: pairs(&r.headers),
             body: r.body.clone(),
+            content_filters: names(&item.formats.content_filters.http_response),
         }),
-        http_stream: item.formats.http_stream.as_ref().map(|s| match s {
-            HttpStreamFormat::Send(content) => HttpStream {
-                action: 0,
-                content: content.clone(),
-            },
-            HttpStreamFormat::Close => HttpStream {
-                action: 1,
-                content: Bytes::new(),
-            },
-            HttpStreamFormat::Hint => HttpStream {
-                action: 2,
-                content: Bytes::new(),
-            },
+        http_stream: item.formats.http_stream.as_ref().map(|s| {
+            let (action, content) = match s {
+                HttpStreamFormat::Send(content) => (0, content.clone()),
+                HttpStreamFormat::Close => (1, Bytes::new()),
+                HttpStreamFormat::Hint => (2, Bytes::new()),
+            };
+            HttpStream {
+                action,
+                content,
+                content_filters: names(&item.formats.content_filters.http_stream),
+            }
         }),
         seq: 0,
         ws_message: item.formats.ws_message.as_ref().map(|w| match w {
@@ -191,6 +211,7 @@ pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
                 content: content.clone(),
                 close_code: None,
                 close_reason: String::new(),
+                content_filters: names(&item.formats.content_filters.ws_message),
             },
             WsMessageFormat::Close { code, reason } => WsMessage {
                 action: 1,
@@ -198,6 +219,7 @@ pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
                 content: Bytes::new(),
                 close_code: code.map(u32::from),
                 close_reason: reason.clone(),
+                content_filters: None,
             },
             WsMessageFormat::Refresh => WsMessage {
                 action: 2,
@@ -205,6 +227,7 @@ pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
                 content: Bytes::new(),
                 close_code: None,
                 close_reason: String::new(),
+                content_filters: None,
             },
         }),
     };
@@ -238,12 +261,22 @@ pub fn decode(payload: Bytes) -> Result<(PublishItem, u64), PayloadError> {
 
 /// Decodes a bus payload with its history position.
 pub fn decode_full(payload: Bytes) -> Result<Decoded, PayloadError> {
-    let msg = BusItem::decode(payload)?;
+    let mut msg = BusItem::decode(payload)?;
     let seq = msg.seq;
     if msg.version != PAYLOAD_VERSION {
         return Err(PayloadError::Version(msg.version));
     }
     let code = |c: u32| u16::try_from(c).map_err(|_| PayloadError::Invalid("status code"));
+    let list = |l: Option<NameList>| l.map(|l| l.names);
+    let content_filters = ContentFilters {
+        http_response: list(
+            msg.http_response
+                .as_mut()
+                .and_then(|r| r.content_filters.take()),
+        ),
+        http_stream: list(msg.http_stream.as_mut().and_then(|r| r.content_filters.take())),
+        ws_message: list(msg.ws_message.as_mut().and_then(|r| r.content_filters.take())),
+    };
     let http_response = match msg.http_response {
         None => None,
         Some(r) => Some(HttpResponseFormat {
@@ -302,6 +335,7 @@ pub fn decode_full(payload: Bytes) -> Result<Decoded, PayloadError> {
             http_response,
             http_stream,
             ws_message,
+            content_filters,
         },
     };
     Ok(Decoded {
@@ -337,6 +371,11 @@ mod tests {
                     code: Some(4001),
                     reason: "bye".into(),
                 }),
+                content_filters: ContentFilters {
+                    http_response: Some(vec!["var-subst".into()]),
+                    http_stream: Some(Vec::new()),
+                    ws_message: None,
+                },
             },
         }
     }
@@ -377,6 +416,7 @@ mod tests {
         msg.http_stream = Some(HttpStream {
             action: 7,
             content: Bytes::new(),
+            content_filters: None,
         });
         assert!(matches!(
             decode(Bytes::from(msg.encode_to_vec())),
@@ -426,4 +466,41 @@ pub fn decode_routes(payload: Bytes) -> Result<(u64, String), PayloadError> {
         return Err(PayloadError::Version(msg.payload_version));
     }
     Ok((msg.version, msg.text))
+}
+
+/// Subject on which control sends commands to every edge ([`EdgeCommand`]).
+pub const COMMAND_SUBJECT: &str = "gripmesh.cmd";
+
+/// A command for every edge of the cluster (control API `POST /recover` and `POST /refresh`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EdgeCommand {
+    /// [`PAYLOAD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub payload_version: u32,
+    /// Forget last ids; re-request every response hold, fetch every stream's next link.
+    #[prost(bool, tag = "2")]
+    pub recover: bool,
+    /// Refresh the WebSocket-over-HTTP connection with this `Connection-Id`.
+    #[prost(string, optional, tag = "3")]
+    pub refresh_cid: Option<String>,
+    /// Refresh every WebSocket-over-HTTP connection subscribed to this channel.
+    #[prost(string, optional, tag = "4")]
+    pub refresh_channel: Option<String>,
+}
+
+impl EdgeCommand {
+    /// Encodes the command (with the current payload version).
+    pub fn encode(mut self) -> Bytes {
+        self.payload_version = PAYLOAD_VERSION;
+        Bytes::from(self.encode_to_vec())
+    }
+
+    /// Decodes a command.
+    pub fn decode_payload(payload: Bytes) -> Result<EdgeCommand, PayloadError> {
+        let msg = EdgeCommand::decode(payload)?;
+        if msg.payload_version != PAYLOAD_VERSION {
+            return Err(PayloadError::Version(msg.payload_version));
+        }
+        Ok(msg)
+    }
 }

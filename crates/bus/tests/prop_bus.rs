@@ -97,6 +97,7 @@ fn publish_item() -> impl Strategy<Value = PublishItem> {
                         http_response,
                         http_stream,
                         ws_message,
+                        content_filters: Default::default(),
                     },
                 }
             },

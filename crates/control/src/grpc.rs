@@ -92,6 +92,7 @@ pub(crate) fn convert_item(item: pb::Item) -> Result<PublishItem, ItemError> {
         http_response: item.http_response.map(convert_response).transpose()?,
         http_stream: item.http_stream.map(convert_stream).transpose()?,
         ws_message: item.ws_message.map(convert_ws).transpose()?,
+        content_filters: Default::default(),
     };
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     Ok(PublishItem {
@@ -782,6 +783,7 @@ mod tests {
                     kind: WsMessageType::Text,
                     content: Bytes::from_static(b"hi"),
                 }),
+                content_filters: Default::default(),
             },
         };
         assert_eq!(convert_item(item), Ok(expected));

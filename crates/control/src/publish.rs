@@ -86,6 +86,10 @@ pub fn handle(
                 publish(&inner, req, None).await
             } else if path == "/routes" || path == "/routes/" {
                 routes(&inner, req).await
+            } else if path == "/recover" || path == "/recover/" {
+                recover(&inner, req).await
+            } else if path == "/refresh" || path == "/refresh/" {
+                refresh(&inner, req).await
             } else if path == "/authz/revoke" {
                 revoke(&inner, req).await
             } else if let Some(channel) = channel_path(&path) {
@@ -339,6 +343,88 @@ async fn revoke(inner: &Inner, req: Request<Incoming>) -> Reply {
     }
 }
 
+/// `POST /recover` (Pushpin's): every edge of the cluster forgets its last ids, re-requests
+/// its response holds and fetches its streams' next links. Answers like Pushpin: `Updated`.
+async fn recover(inner: &Inner, req: Request<Incoming>) -> Reply {
+    if let Err(reply) = require_post(&req).and_then(|()| require_auth(inner, &req)) {
+        return reply;
+    }
+    let Some(json) = negotiate(req.headers().get(header::ACCEPT)) else {
+        return not_acceptable();
+    };
+    let cmd = bus::payload::EdgeCommand {
+        recover: true,
+        ..Default::default()
+    };
+    send_command(inner, cmd, json).await
+}
+
+/// `POST /refresh` with `{"cid": "<Connection-Id>"}` or `{"channel": "..."}` (the arguments of
+/// Pushpin's `refresh` command): every edge sends the origin a WebSocket-over-HTTP request now
+/// for that connection, or for every WebSocket connection subscribed to the channel.
+async fn refresh(inner: &Inner, req: Request<Incoming>) -> Reply {
+    if let Err(reply) = require_post(&req).and_then(|()| require_auth(inner, &req)) {
+        return reply;
+    }
+    let Some(json) = negotiate(req.headers().get(header::ACCEPT)) else {
+        return not_acceptable();
+    };
+    let body = match read_body(req, 64 * 1024).await {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Reply::Text(StatusCode::BAD_REQUEST, "Body is not valid JSON.\n".into());
+    };
+    let text = |key: &str| {
+        doc.get(key)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let cmd = match (text("cid"), text("channel")) {
+        (Some(cid), _) => bus::payload::EdgeCommand {
+            refresh_cid: Some(cid),
+            ..Default::default()
+        },
+        (None, Some(channel)) => bus::payload::EdgeCommand {
+            refresh_channel: Some(channel),
+            ..Default::default()
+        },
+        (None, None) => {
+            return Reply::Text(
+                StatusCode::BAD_REQUEST,
+                "Invalid format: expected {\"cid\": \"...\"} or {\"channel\": \"...\"}\n".into(),
+            );
+        }
+    };
+    send_command(inner, cmd, json).await
+}
+
+fn not_acceptable() -> Reply {
+    ControlMetrics::rejected("not_acceptable");
+    Reply::Text(
+        StatusCode::NOT_ACCEPTABLE,
+        "Not Acceptable. Supported formats are text/plain and application/json.\n".into(),
+    )
+}
+
+/// Publishes an edge command and answers `Updated`.
+async fn send_command(inner: &Inner, cmd: bus::payload::EdgeCommand, json: bool) -> Reply {
+    match inner
+        .bus
+        .publish(bus::payload::COMMAND_SUBJECT.into(), cmd.encode())
+        .await
+    {
+        Ok(()) if json => Reply::Json(StatusCode::OK, "{\"message\":\"Updated\"}\n".into()),
+        Ok(()) => Reply::Text(StatusCode::OK, "Updated\n".into()),
+        Err(err) => {
+            tracing::warn!(error = %err, "edge command failed: bus unavailable");
+            Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "Bus unavailable.\n".into())
+        }
+    }
+}
+
 /// `GET /routes` (JSON) and `PUT /routes` (routes-file syntax), with the publish auth.
 async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
     if let Err(reply) = require_auth(inner, &req) {
@@ -507,6 +593,7 @@ fn raw_item(channel: String, body: Bytes) -> PublishItem {
                 },
                 content: body,
             }),
+            content_filters: Default::default(),
         },
     }
 }

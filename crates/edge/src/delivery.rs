@@ -26,6 +26,8 @@ pub enum WsOut {
     Message(Message),
     /// Close the client connection with this code and reason.
     Close(Option<(u16, String)>),
+    /// Send the origin a WebSocket-over-HTTP request for the connection now.
+    Refresh,
 }
 
 /// An item ready to hand to connections. Built once per item per edge; every subscriber gets
@@ -47,6 +49,12 @@ pub struct Delivery {
     /// Position in the channel's history (0: the channel keeps none). A resumed connection
     /// skips live deliveries at or below the last position it replayed.
     pub seq: u64,
+    /// The item's `id` (the channel's new last id, for `build-id`).
+    pub id: Option<String>,
+    /// Publish meta, for subscription filters.
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// Each format's `content-filters`.
+    pub content_filters: grip::publish::ContentFilters,
 }
 
 impl Delivery {
@@ -85,8 +93,8 @@ impl Delivery {
             Some(WsMessageFormat::Close { code, reason }) => {
                 Some(WsOut::Close(code.map(|c| (c, reason))))
             }
-            // Refresh only matters for WebSocket-over-HTTP sessions that poll; not supported.
-            Some(WsMessageFormat::Refresh) | None => None,
+            Some(WsMessageFormat::Refresh) => Some(WsOut::Refresh),
+            None => None,
         };
         if stream.is_none() && response.is_none() && ws.is_none() {
             return None;
@@ -99,6 +107,9 @@ impl Delivery {
             channel: std::sync::Arc::from(item.channel.as_str()),
             prev_id: item.prev_id,
             seq: 0,
+            id: item.id,
+            meta: item.meta,
+            content_filters: item.formats.content_filters,
         })
     }
 }

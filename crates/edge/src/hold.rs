@@ -24,6 +24,8 @@ pub struct HoldGuard {
     channels: Vec<String>,
     /// Usage counters (connections on `authz` routes).
     usage: Option<Arc<crate::usage::UsageMeter>>,
+    /// Sent (dropped) last, when everything else is undone.
+    gone: Option<crate::gone::GoneLink>,
 }
 
 impl HoldGuard {
@@ -46,6 +48,7 @@ impl HoldGuard {
                 conn,
                 channels: Vec::new(),
                 usage: None,
+                gone: None,
             },
             rx,
         )
@@ -71,6 +74,11 @@ impl HoldGuard {
     /// The connection's usage counters, when it is metered.
     pub(crate) fn usage(&self) -> Option<&crate::usage::UsageMeter> {
         self.usage.as_deref()
+    }
+
+    /// The gone link to call when this connection ends.
+    pub(crate) fn set_gone(&mut self, gone: Option<crate::gone::GoneLink>) {
+        self.gone = gone;
     }
 
     /// Subscribes one channel (no-op if already subscribed); returns once it is live.
@@ -132,6 +140,8 @@ impl Drop for HoldGuard {
             .transport(self.conn.transport)
             .connections
             .decrement(1.0);
+        // Dropping the link sends it.
+        drop(self.gone.take());
     }
 }
 
@@ -213,6 +223,8 @@ pub struct StreamBody {
     pending: Option<Arc<Delivery>>,
     keep_alive: Option<KeepAliveTimer>,
     next: Option<NextState>,
+    /// Subscription filters, when any channel has some or any publish may name content filters.
+    filters: Option<Box<crate::filtering::ConnFilters>>,
     guard: HoldGuard,
     done: bool,
     /// HTTP/1.1 chunked body: usage bytes include the chunk framing.
@@ -228,6 +240,7 @@ impl StreamBody {
         guard: HoldGuard,
         next: Option<(Arc<crate::next_link::NextFetcher>, grip::instruct::NextLink)>,
         chunked: bool,
+        filters: Option<Box<crate::filtering::ConnFilters>>,
     ) -> StreamBody {
         StreamBody {
             initial: Some(initial),
@@ -243,6 +256,7 @@ impl StreamBody {
                     in_flight: None,
                 }
             }),
+            filters,
             guard,
             done: false,
             chunked,
@@ -265,9 +279,11 @@ impl StreamBody {
         let metrics = &self.guard.edge.metrics;
         metrics.record_latency(first_accepted);
         let rx = &mut self.rx;
+        let filters = &mut self.filters;
         let joined = join_stream_data(
             first,
             || rx.try_recv(),
+            |d, data| filter_stream(filters, d, data),
             |d| {
                 metrics.record_latency(d.accepted_unix_nanos);
             },
@@ -293,12 +309,39 @@ struct Joined {
     pending: Option<Arc<Delivery>>,
 }
 
+/// The bytes a stream subscriber gets from a data delivery after its filters (`None`:
+/// dropped). Without filters, the shared bytes.
+fn filter_stream(
+    filters: &mut Option<Box<crate::filtering::ConnFilters>>,
+    d: &Delivery,
+    data: &Bytes,
+) -> Option<Bytes> {
+    use crate::filtering::Verdict;
+    let Some(f) = filters else {
+        return match d.content_filters.http_stream {
+            // Content filters named by the publisher need the subscription to have exactly
+            // those: a stream without filters only takes an empty list.
+            Some(ref list) if !list.is_empty() => None,
+            _ => Some(data.clone()),
+        };
+    };
+    let out = match f.judge(d, d.content_filters.http_stream.as_deref(), data) {
+        Verdict::Shared => data.clone(),
+        Verdict::Own(b) => b,
+        Verdict::Drop => return None,
+    };
+    f.delivered(&d.channel, d.id.as_deref());
+    Some(out)
+}
+
 /// Joins `first` with the data deliveries `next` yields, up to [`MAX_COALESCE`] deliveries
-/// or [`MAX_COALESCE_BYTES`]; `on_joined` sees each delivery added after `first`. A lone
-/// delivery is returned as is (no copy).
+/// or [`MAX_COALESCE_BYTES`]; `filter` gives each delivery's bytes for this subscriber
+/// (`None`: skipped), `on_joined` sees each delivery added after `first`. A lone delivery is
+/// returned as is (no copy).
 fn join_stream_data(
     first: &Bytes,
     mut next: impl FnMut() -> Option<Arc<Delivery>>,
+    mut filter: impl FnMut(&Delivery, &Bytes) -> Option<Bytes>,
     mut on_joined: impl FnMut(&Delivery),
 ) -> Joined {
     let mut joined: Option<BytesMut> = None;
@@ -309,6 +352,10 @@ fn join_stream_data(
         let Some(d) = next() else { break };
         match &d.stream {
             Some(StreamOut::Data(more)) => {
+                let Some(more) = filter(&d, more) else {
+                    continue;
+                };
+                let more = &more;
                 let buf = joined.get_or_insert_with(|| {
                     let mut b = BytesMut::with_capacity(MAX_COALESCE_BYTES.min(len * 8));
                     b.extend_from_slice(first);
@@ -385,7 +432,11 @@ impl HttpBody for StreamBody {
         match polled {
             Poll::Ready(Some(delivery)) => match &delivery.stream {
                 Some(StreamOut::Data(data)) => {
-                    let (data, n) = this.join_queued(data, delivery.accepted_unix_nanos);
+                    let Some(data) = filter_stream(&mut this.filters, &delivery, data) else {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    };
+                    let (data, n) = this.join_queued(&data, delivery.accepted_unix_nanos);
                     if let Some(next) = this.next.as_mut() {
                         next.activity();
                     }
@@ -491,6 +542,9 @@ mod tests {
             channel: Arc::from("c"),
             prev_id: None,
             seq: 0,
+            id: None,
+            meta: Default::default(),
+            content_filters: Default::default(),
         })
     }
 
@@ -510,7 +564,12 @@ mod tests {
         .into();
         let mut seen = 0;
         let first = Bytes::from_static(b"a\n");
-        let j = join_stream_data(&first, || queue.pop_front(), |_| seen += 1);
+        let j = join_stream_data(
+            &first,
+            || queue.pop_front(),
+            |_, b| Some(b.clone()),
+            |_| seen += 1,
+        );
         assert_eq!(j.data, Bytes::from_static(b"a\nb\nc\n"));
         assert_eq!((j.count, seen), (3, 2));
         assert_eq!(
@@ -523,12 +582,17 @@ mod tests {
     #[test]
     fn a_lone_delivery_is_not_copied_and_batches_are_bounded() {
         let first = Bytes::from_static(b"only\n");
-        let j = join_stream_data(&first, || None, |_| {});
+        let j = join_stream_data(&first, || None, |_, b| Some(b.clone()), |_| {});
         assert_eq!(j.data.as_ptr(), first.as_ptr());
         assert_eq!(j.count, 1);
 
         let mut queue: VecDeque<_> = (0..200).map(|_| data("x")).collect();
-        let j = join_stream_data(&Bytes::from_static(b"x"), || queue.pop_front(), |_| {});
+        let j = join_stream_data(
+            &Bytes::from_static(b"x"),
+            || queue.pop_front(),
+            |_, b| Some(b.clone()),
+            |_| {},
+        );
         assert_eq!(j.count, MAX_COALESCE as u64);
         assert_eq!(j.data.len(), MAX_COALESCE);
         assert_eq!(queue.len(), 200 - (MAX_COALESCE - 1));
@@ -537,7 +601,7 @@ mod tests {
         let mut queue: VecDeque<_> = (0..10)
             .map(|_| delivery(Some(StreamOut::Data(big.clone()))))
             .collect();
-        let j = join_stream_data(&big, || queue.pop_front(), |_| {});
+        let j = join_stream_data(&big, || queue.pop_front(), |_, b| Some(b.clone()), |_| {});
         assert_eq!(j.count, 2, "stops once the chunk reaches the byte limit");
     }
 }

@@ -6,12 +6,16 @@
 
 mod app_labels;
 pub mod authz;
+mod commands;
 pub mod conn;
 mod cors;
 pub mod delivery;
+mod filtering;
+mod gone;
 pub mod headers;
 mod hold;
 pub mod keys;
+mod jsonp;
 pub mod metrics;
 mod next_link;
 pub mod origin;
@@ -154,6 +158,8 @@ pub(crate) struct EdgeInner {
     pub(crate) keys: keys::KeyTable,
     /// Bounds concurrent history reads (see [`resume::MAX_CONCURRENT_RESUMES`]).
     pub(crate) resumes: tokio::sync::Semaphore,
+    /// WebSocket-over-HTTP connections by `Connection-Id` (for `refresh` commands).
+    pub(crate) ws_by_cid: DashMap<String, Arc<ConnHandle>>,
 }
 
 impl EdgeInner {
@@ -209,6 +215,7 @@ impl Edge {
                 usage,
                 keys: keys::KeyTable::default(),
                 resumes: tokio::sync::Semaphore::new(resume::MAX_CONCURRENT_RESUMES),
+                ws_by_cid: DashMap::new(),
             }),
         })
     }
@@ -230,6 +237,12 @@ impl Edge {
     /// `bus`, until `shutdown`.
     pub async fn follow_revocations(&self, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
         authz::follow_revocations(self.inner.clone(), bus, shutdown).await;
+    }
+
+    /// Applies cluster-wide commands (`recover`, `refresh`) as they arrive on `bus`, until
+    /// `shutdown`.
+    pub async fn follow_commands(&self, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
+        commands::follow(self.inner.clone(), bus, shutdown).await;
     }
 
     /// Re-checks authorized live connections every `every` until `shutdown`.

@@ -82,6 +82,10 @@ impl EdgeMetrics {
             "Publish accepted by control to written to the client socket."
         );
         describe_counter!(
+            "gripmesh_edge_gone_requests_total",
+            "Grip-Link rel=gone requests sent when a connection ended, by result (sent, rejected, failed)."
+        );
+        describe_counter!(
             "gripmesh_edge_routes_reload_errors_total",
             "Routes files rejected on reload."
         );
@@ -151,6 +155,11 @@ impl EdgeMetrics {
     /// Counts a message that was not delivered (`reason` is one of [`DROP_REASONS`]).
     pub fn dropped(reason: &'static str) {
         metrics::counter!("gripmesh_edge_messages_dropped_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts a gone-link request by result (`sent`, `rejected`, `failed`).
+    pub fn gone(result: &'static str) {
+        metrics::counter!("gripmesh_edge_gone_requests_total", "result" => result).increment(1);
     }
 
     /// Counts an origin response by status class (`2xx`…, or `error`).

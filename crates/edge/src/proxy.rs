@@ -187,12 +187,27 @@ async fn proxy(
         return Err(ProxyError::EventsForbidden);
     }
 
-    let cors = route
-        .aco
+    // JSON-P (routes with `aco`, as in Pushpin) replaces CORS for the request it applies to.
+    let jsonp = if route.aco {
+        match crate::jsonp::apply_request(&route.jsonp, &mut req) {
+            Ok(j) => j,
+            Err(msg) => return Ok(text(StatusCode::BAD_REQUEST, format!("{msg}\n"))),
+        }
+    } else {
+        None
+    };
+    let (jsonp, body_override) = match jsonp {
+        Some((j, body)) => (Some(j), body),
+        None => (None, None),
+    };
+    let cors = (route.aco && jsonp.is_none())
         .then(|| crate::cors::Cors::from_request(req.headers()));
-    let mut resp = proxy_http(edge, req, peer, route).await?;
+    let mut resp = proxy_http(edge, req, peer, route, body_override).await?;
     if let Some(cors) = cors {
         cors.apply(resp.headers_mut());
+    }
+    if let Some(jsonp) = jsonp {
+        resp = jsonp.wrap(resp).await;
     }
     Ok(resp)
 }
@@ -226,6 +241,7 @@ async fn proxy_http(
     req: Request<Incoming>,
     peer: SocketAddr,
     route: Route,
+    body_override: Option<Bytes>,
 ) -> Result<Response<Body>, ProxyError> {
     let abort = req
         .extensions()
@@ -245,9 +261,15 @@ async fn proxy_http(
         method: parts.method.clone(),
         path: route.rewrite_path(path_and_query),
         headers: parts.headers,
-        body: ReqBody::new(body, edge.config.max_instruct_body).await?,
+        body: match body_override {
+            Some(b) => ReqBody::Buffered(b),
+            None => ReqBody::new(body, edge.config.max_instruct_body).await?,
+        },
     };
     let mut grip_last: Vec<(String, String)> = Vec::new();
+    // The first answer's gone link; re-requests keep it (Pushpin's rule). A response hold
+    // sends it when this function ends, whichever way (the client leaving drops the future).
+    let mut gone: Option<crate::gone::GoneLink> = None;
     for _attempt in 0..=MAX_REREQUESTS {
         let (resp, target) = ask_origin(
             &edge,
@@ -282,6 +304,19 @@ async fn proxy_http(
             return Err(ProxyError::TooLargeForGrip);
         }
         let channels = channels_for(&edge, &route, target, &instruct);
+        if gone.is_none()
+            && instruct.hold.is_some()
+            && let Some(url) = &instruct.gone_link
+        {
+            gone = Some(crate::gone::GoneLink::new(
+                edge.clone(),
+                Arc::new(route.clone()),
+                &origin_req.path,
+                url,
+                &origin_req.headers,
+                authorized.clone(),
+            ));
+        }
         return match instruct.hold {
             None => match body {
                 Some(body) => Ok(relay(Response::from_parts(rparts, body), true)),
@@ -325,6 +360,8 @@ async fn proxy_http(
                         authorized: authorized.clone(),
                     })
                 });
+                let filters =
+                    hold_filters(&instruct, route.prefix.as_deref().unwrap_or(""), &channels);
                 let extras = StreamExtras {
                     route_id: route.id.clone(),
                     chunked,
@@ -332,6 +369,8 @@ async fn proxy_http(
                     fetcher,
                     abort,
                     prefix: route.prefix.clone().unwrap_or_default(),
+                    filters,
+                    gone: gone.take(),
                 };
                 stream_hold(edge, rparts, instruct, body, channels, extras).await
             }
@@ -411,6 +450,16 @@ pub(crate) struct OriginRequest {
 }
 
 impl OriginRequest {
+    /// An empty-body POST (gone links).
+    pub(crate) fn post_empty(path: String, headers: HeaderMap) -> OriginRequest {
+        OriginRequest {
+            method: http::Method::POST,
+            path,
+            headers,
+            body: ReqBody::Buffered(Bytes::new()),
+        }
+    }
+
     /// A body-less GET (next links).
     pub(crate) fn get(path: String, headers: HeaderMap) -> OriginRequest {
         OriginRequest {
@@ -682,6 +731,7 @@ async fn response_hold(
             .map(|(_, name, prev)| ((*name).to_owned(), (*prev).to_owned()))
             .collect()
     };
+    let filters = hold_filters(instruct, prefix, &channels);
     let (mut guard, mut rx) = HoldGuard::new(edge.clone(), Transport::HttpResponse);
     guard.authorize(authorized, &route.id);
     guard
@@ -750,9 +800,13 @@ async fn response_hold(
             return Ok(HoldOutcome::ReRequest(grip_last()));
         }
         if r.action == grip::publish::ResponseAction::Send {
-            break delivery;
+            let Some(out) = filter_body(filters.as_deref(), &delivery, &r.body) else {
+                continue;
+            };
+            break (delivery, out);
         }
     };
+    let (delivery, out_body) = delivery;
     let Some(r) = &delivery.response else {
         return timeout_response(hdrs, body);
     };
@@ -787,7 +841,52 @@ async fn response_hold(
         code: r.code,
         reason: r.reason.clone(),
     });
-    build_response(r.code, &status, merged, full(r.body.clone())).map(HoldOutcome::Done)
+    build_response(r.code, &status, merged, full(out_body)).map(HoldOutcome::Done)
+}
+
+/// A response hold's body for this subscriber after its filters (`None`: dropped).
+fn filter_body(
+    filters: Option<&crate::filtering::ConnFilters>,
+    d: &crate::delivery::Delivery,
+    body: &Bytes,
+) -> Option<Bytes> {
+    use crate::filtering::Verdict;
+    let wanted = d.content_filters.http_response.as_deref();
+    let Some(f) = filters else {
+        return match wanted {
+            Some(list) if !list.is_empty() => None,
+            _ => Some(body.clone()),
+        };
+    };
+    match f.judge(d, wanted, body) {
+        Verdict::Shared => Some(body.clone()),
+        Verdict::Own(b) => Some(b),
+        Verdict::Drop => None,
+    }
+}
+
+/// The filter state of an HTTP hold: `None` unless some channel has filters.
+pub(crate) fn hold_filters(
+    instruct: &Instruct,
+    prefix: &str,
+    channels: &[String],
+) -> Option<Box<crate::filtering::ConnFilters>> {
+    if instruct.channels.iter().all(|c| c.filters.is_empty()) {
+        return None;
+    }
+    let mut f = crate::filtering::ConnFilters::default();
+    f.meta = instruct.meta.clone();
+    for full in channels {
+        let spec = instruct
+            .channels
+            .iter()
+            .find(|c| format!("{prefix}{}", c.name) == *full);
+        match spec {
+            Some(c) => f.subscribe(full, &c.filters, c.prev_id.clone()),
+            None => f.subscribe(full, &[], None),
+        }
+    }
+    Some(Box::new(f))
 }
 
 /// What a stream hold needs besides the origin's answer.
@@ -800,6 +899,8 @@ struct StreamExtras {
     abort: Option<tokio_util::sync::CancellationToken>,
     /// The route's channel prefix (instruction channel names are the origin's).
     prefix: String,
+    filters: Option<Box<crate::filtering::ConnFilters>>,
+    gone: Option<crate::gone::GoneLink>,
 }
 
 async fn stream_hold(
@@ -820,6 +921,7 @@ async fn stream_hold(
         guard.conn.set_abort(abort);
     }
     guard.authorize(extras.authorized, &extras.route_id);
+    guard.set_gone(extras.gone);
     guard
         .subscribe_all(channels)
         .await
@@ -849,11 +951,14 @@ async fn stream_hold(
         guard,
         next,
         extras.chunked,
+        extras.filters,
     );
     if !gaps.is_empty() {
         body.fetch_next_now(gaps);
     }
-    build_response(code, &instruct.status, hdrs, body.boxed_unsync())
+    let mut resp = build_response(code, &instruct.status, hdrs, body.boxed_unsync())?;
+    resp.extensions_mut().insert(crate::jsonp::NoWrap);
+    Ok(resp)
 }
 
 /// Signs a `Grip-Sig` for an origin request.

@@ -206,6 +206,22 @@ impl SubscriberRegistry {
             .and_then(|e| e.last_id.clone())
     }
 
+    /// The local subscribers of `channel`.
+    pub fn subscribers(&self, channel: &str) -> Vec<Arc<ConnHandle>> {
+        self.inner
+            .channels
+            .get(channel)
+            .map(|e| e.subscribers.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets every channel's last id (Pushpin's `recover`).
+    pub fn clear_last_ids(&self) {
+        for mut entry in self.inner.channels.iter_mut() {
+            entry.last_id = None;
+        }
+    }
+
     /// Number of channels with an entry (with local subscribers, or lingering).
     pub fn channel_count(&self) -> usize {
         self.inner.channels.len()

@@ -108,6 +108,9 @@ pub struct Instruct {
     pub status: Option<StatusOverride>,
     /// `Grip-Link` with `rel=next`.
     pub next_link: Option<NextLink>,
+    /// `Grip-Link` with `rel=gone` (Pushpin 1.41): the URL the edge POSTs to when the client's
+    /// connection ends.
+    pub gone_link: Option<String>,
     /// `Grip-Set-Meta` / JSON `meta`.
     pub meta: BTreeMap<String, String>,
     /// `Grip-Expose-Headers`: when `Some`, only these response headers reach the client.
@@ -209,12 +212,15 @@ pub fn parse_headers(headers: &HeaderMap) -> Result<Instruct, InstructError> {
     };
 
     let mut next_link = None;
+    let mut gone_link = None;
     for value in headers.get_all("grip-link") {
         let value = header_str(value, "Grip-Link")?;
         for entry in split_list(value).map_err(|e| herr("Grip-Link", e))? {
-            if let Some(link) = parse_link_entry(entry)? {
-                // Like Pushpin, the last `rel=next` entry wins.
-                next_link = Some(link);
+            // Like Pushpin, the last entry of each `rel` wins.
+            match parse_link_entry(entry)? {
+                Some(Link::Next(link)) => next_link = Some(link),
+                Some(Link::Gone(url)) => gone_link = Some(url),
+                None => {}
             }
         }
     }
@@ -253,6 +259,7 @@ pub fn parse_headers(headers: &HeaderMap) -> Result<Instruct, InstructError> {
         keep_alive,
         status,
         next_link,
+        gone_link,
         meta,
         expose_headers,
         response: None,
@@ -285,6 +292,7 @@ fn parse_json_inner(body: &[u8]) -> Result<Instruct, String> {
         keep_alive: None,
         status: None,
         next_link: None,
+        gone_link: None,
         meta: BTreeMap::new(),
         expose_headers: None,
         response: None,
@@ -684,9 +692,15 @@ fn parse_status(value: &str) -> Result<StatusOverride, InstructError> {
     })
 }
 
+/// A `Grip-Link` entry the edge acts on.
+enum Link {
+    Next(NextLink),
+    Gone(String),
+}
+
 /// One `Grip-Link` entry. `Ok(None)` for entries without parameters or with a `rel` other than
-/// `next` (e.g. 1.41's `gone`, which we do not implement).
-fn parse_link_entry(entry: &str) -> Result<Option<NextLink>, InstructError> {
+/// `next` and `gone`.
+fn parse_link_entry(entry: &str) -> Result<Option<Link>, InstructError> {
     const H: &str = "Grip-Link";
     let (link, params) = parse_entry(entry).map_err(|e| herr(H, e))?;
     if params.is_empty() {
@@ -700,18 +714,20 @@ fn parse_link_entry(entry: &str) -> Result<Option<NextLink>, InstructError> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(herr(H, "Grip-Link contains invalid link"));
     }
-    if param(&params, "rel") != Some("next") {
-        return Ok(None);
+    match param(&params, "rel") {
+        Some("next") => {}
+        Some("gone") => return Ok(Some(Link::Gone(url.to_owned()))),
+        _ => return Ok(None),
     }
     let timeout_secs = match param(&params, "timeout") {
         None => DEFAULT_NEXT_LINK_TIMEOUT_SECS,
         Some(t) => parse_non_negative(t).map_err(|e| herr(H, format!("Grip-Link timeout {e}")))?,
     }
     .clamp(1, crate::MAX_DURATION_SECS);
-    Ok(Some(NextLink {
+    Ok(Some(Link::Next(NextLink {
         url: url.to_owned(),
         timeout_secs,
-    }))
+    })))
 }
 
 #[cfg(test)]
@@ -1188,6 +1204,16 @@ mod tests {
     fn link_other_rels_and_bare_entries_ignored() {
         let i = ok(&[("Grip-Link", "</gone>; rel=gone, </n>; rel=next, </bare>")]);
         assert_eq!(i.next_link.map(|l| l.url), Some("/n".to_owned()));
+        assert_eq!(i.gone_link.as_deref(), Some("/gone"));
+        let i = ok(&[("Grip-Link", "<http://o/g?x=1>; rel=gone")]);
+        assert_eq!(
+            (i.next_link, i.gone_link.as_deref()),
+            (None, Some("http://o/g?x=1"))
+        );
+        assert_eq!(
+            err_header(&[("Grip-Link", "</a b>; rel=gone")]),
+            "Grip-Link"
+        );
         assert_eq!(ok(&[("Grip-Link", "</x>; rel=prev")]).next_link, None);
         // No parameters at all: ignored even when not in <...>.
         assert_eq!(ok(&[("Grip-Link", "nonsense")]).next_link, None);

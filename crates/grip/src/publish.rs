@@ -33,6 +33,20 @@ pub struct Formats {
     pub http_stream: Option<HttpStreamFormat>,
     /// For WebSockets.
     pub ws_message: Option<WsMessageFormat>,
+    /// Each format's `content-filters` list (`None`: not given, reaches every subscription).
+    pub content_filters: ContentFilters,
+}
+
+/// The `content-filters` of each format: a format that names them only reaches subscriptions
+/// whose content-changing filters are exactly that list (Pushpin's rule).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentFilters {
+    /// Of `http-response`.
+    pub http_response: Option<Vec<String>>,
+    /// Of `http-stream`.
+    pub http_stream: Option<Vec<String>>,
+    /// Of `ws-message`.
+    pub ws_message: Option<Vec<String>>,
 }
 
 /// What a response-hold delivery does.
@@ -174,8 +188,7 @@ pub fn parse_publish_body(body: &[u8]) -> Result<Vec<PublishItem>, PublishError>
 /// * `ws-message` with `"action":"hint"` is accepted and ignored, as Pushpin does: that format
 ///   is left out (`formats.ws_message` is `None`). This is the only way this function returns an
 ///   item whose formats are all `None`.
-/// * `content-filters` is validated (list of strings) but not kept; `size` is validated
-///   (non-negative integer) and ignored.
+/// * `size` is validated (non-negative integer) and ignored.
 pub fn parse_item(value: &serde_json::Value) -> Result<PublishItem, PublishError> {
     parse_item_inner(value).map_err(PublishError::Invalid)
 }
@@ -208,10 +221,19 @@ fn parse_item_inner(value: &Value) -> Result<PublishItem, String> {
     if vresponse.is_none() && vstream.is_none() && vws.is_none() {
         return Err("no formats specified".to_owned());
     }
+    let mut content_filters = ContentFilters::default();
     let formats = Formats {
-        http_response: vresponse.map(parse_http_response).transpose()?,
-        http_stream: vstream.map(parse_http_stream).transpose()?,
-        ws_message: vws.map(parse_ws_message).transpose()?.flatten(),
+        http_response: vresponse
+            .map(|v| parse_http_response(v, &mut content_filters.http_response))
+            .transpose()?,
+        http_stream: vstream
+            .map(|v| parse_http_stream(v, &mut content_filters.http_stream))
+            .transpose()?,
+        ws_message: vws
+            .map(|v| parse_ws_message(v, &mut content_filters.ws_message))
+            .transpose()?
+            .flatten(),
+        content_filters,
     };
 
     let meta = match jsonutil::opt_obj(item, ITEM, "meta")? {
@@ -259,9 +281,12 @@ fn parse_action(obj: &Obj, pn: &str) -> Result<Action, String> {
     }
 }
 
-fn check_content_filters(obj: &Obj, pn: &str) -> Result<(), String> {
+fn content_filters(obj: &Obj, pn: &str, out: &mut Option<Vec<String>>) -> Result<(), String> {
     if let Some(list) = jsonutil::opt_list(obj, pn, "content-filters")? {
-        jsonutil::string_list(list, "content-filters contains element with wrong type")?;
+        *out = Some(jsonutil::string_list(
+            list,
+            "content-filters contains element with wrong type",
+        )?);
     }
     Ok(())
 }
@@ -272,7 +297,10 @@ fn decode_bin(b64: &str, pn: &str, key: &str) -> Result<Bytes, String> {
         .ok_or_else(|| format!("{pn} contains '{key}' with invalid base64"))
 }
 
-fn parse_http_response(v: &Value) -> Result<HttpResponseFormat, String> {
+fn parse_http_response(
+    v: &Value,
+    filters: &mut Option<Vec<String>>,
+) -> Result<HttpResponseFormat, String> {
     let pn = HTTP_RESPONSE;
     let obj = format_obj(v, pn)?;
     let action = match parse_action(obj, pn)? {
@@ -305,7 +333,7 @@ fn parse_http_response(v: &Value) -> Result<HttpResponseFormat, String> {
         None => Vec::new(),
         Some(h) => jsonutil::headers(h, pn)?,
     };
-    check_content_filters(obj, pn)?;
+    content_filters(obj, pn, filters)?;
     let body = if let Some(b64) = jsonutil::opt_str(obj, pn, "body-bin")? {
         decode_bin(b64, pn, "body-bin")?
     } else if let Some(body) = jsonutil::opt_str(obj, pn, "body")? {
@@ -326,7 +354,10 @@ fn parse_http_response(v: &Value) -> Result<HttpResponseFormat, String> {
     })
 }
 
-fn parse_http_stream(v: &Value) -> Result<HttpStreamFormat, String> {
+fn parse_http_stream(
+    v: &Value,
+    filters: &mut Option<Vec<String>>,
+) -> Result<HttpStreamFormat, String> {
     let pn = HTTP_STREAM;
     let obj = format_obj(v, pn)?;
     match parse_action(obj, pn)? {
@@ -334,7 +365,7 @@ fn parse_http_stream(v: &Value) -> Result<HttpStreamFormat, String> {
         Action::Hint => Ok(HttpStreamFormat::Hint),
         Action::Refresh => Err(String::new()),
         Action::Send => {
-            check_content_filters(obj, pn)?;
+            content_filters(obj, pn, filters)?;
             if let Some(b64) = jsonutil::opt_str(obj, pn, "content-bin")? {
                 Ok(HttpStreamFormat::Send(decode_bin(b64, pn, "content-bin")?))
             } else if let Some(content) = jsonutil::opt_str(obj, pn, "content")? {
@@ -349,7 +380,10 @@ fn parse_http_stream(v: &Value) -> Result<HttpStreamFormat, String> {
 }
 
 /// `Ok(None)` for `"action":"hint"`, which Pushpin accepts and ignores for WebSockets.
-fn parse_ws_message(v: &Value) -> Result<Option<WsMessageFormat>, String> {
+fn parse_ws_message(
+    v: &Value,
+    filters: &mut Option<Vec<String>>,
+) -> Result<Option<WsMessageFormat>, String> {
     let pn = WS_MESSAGE;
     let obj = format_obj(v, pn)?;
     match parse_action(obj, pn)? {
@@ -373,7 +407,7 @@ fn parse_ws_message(v: &Value) -> Result<Option<WsMessageFormat>, String> {
                         .ok_or_else(|| format!("{pn} contains 'type' with unknown value"))?,
                 ),
             };
-            check_content_filters(obj, pn)?;
+            content_filters(obj, pn, filters)?;
             let (kind, content) = if let Some(b64) = jsonutil::opt_str(obj, pn, "content-bin")? {
                 (
                     kind.unwrap_or(WsMessageType::Binary),
@@ -754,6 +788,13 @@ mod tests {
         assert!(it.no_seq);
         assert_eq!(it.meta.get("sender").map(String::as_str), Some("alice"));
         assert_eq!(it.meta.len(), 2);
+        assert_eq!(
+            it.formats.content_filters,
+            ContentFilters {
+                http_stream: Some(vec!["build-id".to_owned()]),
+                ..ContentFilters::default()
+            }
+        );
         // null counts as absent.
         let it =
             one(json!({"channel": "c", "id": null, "formats": {"http-stream": {"content": "x"}}}));

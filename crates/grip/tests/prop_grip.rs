@@ -127,6 +127,7 @@ fn formats() -> impl Strategy<Value = Formats> {
             http_response,
             http_stream,
             ws_message,
+            content_filters: Default::default(),
         })
         .prop_filter("at least one format", |f| {
             f.http_response.is_some() || f.http_stream.is_some() || f.ws_message.is_some()
@@ -664,6 +665,7 @@ fn rendered_items_parse() {
                 kind: WsMessageType::Ping,
                 content: Bytes::new(),
             }),
+            content_filters: Default::default(),
         },
     };
     let s = Spelling {

@@ -161,6 +161,12 @@ pub(crate) fn spawn_authz_tasks(
         let (edge, bus, stop) = (edge.clone(), bus.clone(), shutdown.clone());
         async move { edge.follow_revocations(bus, stop).await }
     });
+    // Cluster-wide `recover` and `refresh` commands (not an authz matter, but every edge runs
+    // these tasks).
+    tokio::spawn({
+        let (edge, bus, stop) = (edge.clone(), bus.clone(), shutdown.clone());
+        async move { edge.follow_commands(bus, stop).await }
+    });
     if let Some(a) = authorizer {
         tokio::spawn({
             let (a, bus, stop) = (a.clone(), bus.clone(), shutdown.clone());

@@ -105,8 +105,40 @@ pub struct Route {
     pub authz_fail_open: bool,
     /// `debug`: detailed error bodies.
     pub debug: bool,
+    /// JSON-P options (`jsonp_mode`, `jsonp_cb`, `jsonp_body`, `jsonp_defcb`,
+    /// `jsonp_defmethod`); JSON-P applies on routes with `aco`.
+    pub jsonp: JsonpConfig,
     /// Targets in failover order (at least one).
     pub targets: Vec<Target>,
+}
+
+/// Pushpin's JSON-P options of a route (`domainmap.cpp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonpConfig {
+    /// `jsonp_mode=extended` (default: the response is wrapped as
+    /// `{"code","reason","headers","body"}`) or `basic` (the body itself).
+    pub extended: bool,
+    /// `jsonp_cb=`: the callback query parameter (default `callback`).
+    pub callback_param: String,
+    /// `jsonp_body=`: a query parameter that carries the request body (JSON).
+    pub body_param: Option<String>,
+    /// `jsonp_defcb=`: callback used when only the body parameter is given.
+    pub default_callback: Option<String>,
+    /// `jsonp_defmethod=`: method when the request has no `_method` (default GET in extended
+    /// mode, POST in basic).
+    pub default_method: String,
+}
+
+impl Default for JsonpConfig {
+    fn default() -> Self {
+        JsonpConfig {
+            extended: true,
+            callback_param: "callback".to_owned(),
+            body_param: None,
+            default_callback: None,
+            default_method: "GET".to_owned(),
+        }
+    }
 }
 
 /// What the router needs to know about a request.
@@ -149,7 +181,7 @@ impl RouteTable {
     /// - A route whose condition (host, `proto`, `ssl`, `path_beg`) repeats an earlier one is
     ///   skipped, as in Pushpin; see [`RouteTable::skipped_duplicates`].
     /// - Two routes with the same id (explicit or default) are an error.
-    /// - Pushpin properties we do not implement (`jsonp_*`, `orig_headers`, `session`,
+    /// - Pushpin properties we do not implement (`orig_headers`, `session`,
     ///   `sockjs`, `sockjs_as_path`, `log_level`, `untrusted`, `trust_connect_host`) are
     ///   accepted and listed in [`RouteTable::ignored_props`]; any other unknown property is an
     ///   error.
@@ -336,11 +368,6 @@ struct ParsedRoute {
 
 /// Condition props Pushpin knows that gripmesh accepts and ignores.
 const IGNORED_CONDITION_PROPS: &[&str] = &[
-    "jsonp_mode",
-    "jsonp_cb",
-    "jsonp_body",
-    "jsonp_defcb",
-    "jsonp_defmethod",
     "orig_headers",
     "session",
     "sockjs",
@@ -433,8 +460,10 @@ fn parse_route(line: usize, sections: &[lex::RawSection]) -> Result<ParsedRoute,
         authz: false,
         authz_fail_open: false,
         debug: false,
+        jsonp: JsonpConfig::default(),
         targets: Vec::new(),
     };
+    let mut jsonp_defmethod: Option<String> = None;
     let mut ignored = Vec::new();
     let mut seen = Seen::default();
 
@@ -500,9 +529,30 @@ fn parse_route(line: usize, sections: &[lex::RawSection]) -> Result<ParsedRoute,
                 }
             }
             "debug" => route.debug = flag(p)?,
+            "jsonp_mode" => {
+                route.jsonp.extended = match valued(p)? {
+                    "extended" => true,
+                    "basic" => false,
+                    _ => return Err(bad_value(p, "basic or extended")),
+                }
+            }
+            "jsonp_cb" => route.jsonp.callback_param = non_empty(p)?,
+            "jsonp_body" => route.jsonp.body_param = Some(non_empty(p)?),
+            "jsonp_defcb" => route.jsonp.default_callback = Some(non_empty(p)?),
+            "jsonp_defmethod" => {
+                let v = non_empty(p)?;
+                if !v.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Err(bad_value(p, "an HTTP method"));
+                }
+                jsonp_defmethod = Some(v.to_ascii_uppercase());
+            }
             _ => return Err(format!("unknown condition property '{name}'")),
         }
     }
+    // Pushpin: basic mode defaults to POST (its body parameter is the request body).
+    route.jsonp.default_method = jsonp_defmethod.unwrap_or_else(|| {
+        if route.jsonp.extended { "GET" } else { "POST" }.to_owned()
+    });
 
     if route.replace_beg.is_some() {
         if route.path_beg.is_none() {
@@ -943,11 +993,6 @@ mod tests {
         assert_eq!(
             names,
             vec![
-                "jsonp_mode",
-                "jsonp_cb",
-                "jsonp_body",
-                "jsonp_defcb",
-                "jsonp_defmethod",
                 "orig_headers",
                 "session",
                 "sockjs",
@@ -958,6 +1003,30 @@ mod tests {
         );
         assert!(t.ignored_props().iter().all(|(line, _)| *line == 2));
         assert!(t.routes()[0].aco);
+        assert_eq!(
+            t.routes()[0].jsonp,
+            JsonpConfig {
+                extended: false,
+                callback_param: "cb".into(),
+                body_param: Some("b".into()),
+                default_callback: Some("d".into()),
+                default_method: "POST".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn jsonp_options() {
+        let t = parse("*,aco 127.0.0.1:80
+*,path_beg=/b,jsonp_mode=basic 127.0.0.1:80
+");
+        assert_eq!(t.routes()[0].jsonp, JsonpConfig::default());
+        assert_eq!(t.routes()[1].jsonp.default_method, "POST");
+        for bad in ["*,jsonp_mode=x 1.1.1.1:1
+", "*,jsonp_defmethod=G-T 1.1.1.1:1
+"] {
+            assert!(RouteTable::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -1422,8 +1491,6 @@ id=metrics 127.0.0.1:9100
         assert_eq!(
             ignored,
             vec![
-                (7, "jsonp_mode"),
-                (7, "jsonp_cb"),
                 (8, "trust_connect_host"),
                 (10, "sockjs"),
                 (10, "session"),

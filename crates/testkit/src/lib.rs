@@ -18,6 +18,7 @@ mod nats;
 mod origin;
 mod process;
 mod publish;
+pub mod pushpin;
 mod tempdir;
 mod wait;
 pub mod ws;

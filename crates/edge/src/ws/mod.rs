@@ -278,14 +278,18 @@ async fn handshake(
             for n in set_meta {
                 response_headers.remove(n);
             }
+            let mut meta = std::collections::BTreeMap::new();
+            over_http::apply_set_meta(&reply.headers, &mut meta);
             let accepted = Accepted {
                 grip: grip_mode(&reply.headers),
                 upstream: Upstream::OverHttp(upstream),
+                gone: gone_url(&reply.headers),
                 response_headers,
                 first_events: reply.events,
+                meta,
             };
             return accepted
-                .into_handshake(&edge, authorized, &route, target, &client)
+                .into_handshake(&edge, authorized, &route, target, &client, (&path, &replay))
                 .await;
         }
         match passthrough(edge.clone(), req, &route, target, &path, &replay).await {
@@ -303,11 +307,13 @@ async fn handshake(
                 let accepted = Accepted {
                     grip,
                     upstream: Upstream::Passthrough(ws),
+                    gone: gone_url(&h),
                     response_headers,
                     first_events: Vec::new(),
+                    meta: std::collections::BTreeMap::new(),
                 };
                 return accepted
-                    .into_handshake(&edge, authorized, &route, target, &client)
+                    .into_handshake(&edge, authorized, &route, target, &client, (&path, &replay))
                     .await;
             }
             Err(err) if err.is_connect() => {
@@ -327,6 +333,25 @@ struct Accepted {
     response_headers: HeaderMap,
     /// Events that came with the origin's acceptance (the rest of the OPEN answer).
     first_events: Vec<grip::wsevents::WsEvent>,
+    /// `Set-Meta-*` of the acceptance.
+    meta: std::collections::BTreeMap<String, String>,
+    /// `Grip-Link: <url>; rel=gone` of the acceptance.
+    gone: Option<String>,
+}
+
+/// The `rel=gone` link of an origin's WebSocket acceptance, if any (a malformed `Grip-*`
+/// header elsewhere does not matter here).
+fn gone_url(headers: &HeaderMap) -> Option<String> {
+    if !headers.contains_key("grip-link") {
+        return None;
+    }
+    let mut only_links = HeaderMap::new();
+    for v in headers.get_all("grip-link") {
+        only_links.append("grip-link", v.clone());
+    }
+    grip::instruct::parse_headers(&only_links)
+        .ok()
+        .and_then(|i| i.gone_link)
 }
 
 impl Accepted {
@@ -336,14 +361,25 @@ impl Accepted {
         self,
         edge: &Arc<EdgeInner>,
         authorized: Option<Arc<crate::authz::Authorized>>,
-        route: &Route,
+        route: &Arc<Route>,
         target: &Target,
         client: &ClientHandshake,
+        (path, replay): (&str, &HeaderMap),
     ) -> Result<Handshake, WsError> {
         let (mut guard, rx) = HoldGuard::new(edge.clone(), Transport::Ws);
-        guard.authorize(authorized, &route.id);
-        let mut session =
-            session::Session::new(guard, rx, self.grip, Some(self.upstream), route, target);
+        guard.authorize(authorized.clone(), &route.id);
+        guard.set_gone(self.gone.map(|url| {
+            crate::gone::GoneLink::new(edge.clone(), route.clone(), path, &url, replay, authorized)
+        }));
+        let mut session = session::Session::new(
+            guard,
+            rx,
+            self.grip,
+            Some(self.upstream),
+            route,
+            target,
+            self.meta,
+        );
         session.prepare(self.first_events).await.map_err(|e| {
             if e.invalid_channel {
                 WsError::BadGateway(e.to_string())

@@ -16,6 +16,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Applies an answer's `Set-Meta-<Name>` headers to `meta` (an empty value deletes the name).
+pub(crate) fn apply_set_meta(headers: &HeaderMap, meta: &mut BTreeMap<String, String>) {
+    for (name, value) in headers {
+        let Some(name) = name.as_str().strip_prefix("set-meta-") else {
+            continue;
+        };
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if value.is_empty() {
+            meta.remove(name);
+        } else {
+            meta.insert(name.to_owned(), value);
+        }
+    }
+}
+
 /// Largest events body accepted from an origin.
 const MAX_REPLY_BODY: usize = 1_000_000;
 /// Retries of a later request whose connection could not be made.
@@ -75,8 +90,9 @@ pub(crate) struct OverHttp {
     replay: HeaderMap,
     /// Stable id of this connection, sent as `Connection-Id`.
     pub connection_id: String,
-    /// Meta set by the origin (`Set-Meta-*`, `c:set-meta`), sent back as `Meta-*`.
-    pub meta: BTreeMap<String, String>,
+    /// Meta set by the origin (`Set-Meta-*`, `c:set-meta`), sent back as `Meta-*`; a copy of
+    /// the session's subscription meta, refreshed before each request.
+    meta: BTreeMap<String, String>,
     /// `Keep-Alive-Interval` asked for by the origin.
     pub keep_alive_interval: Option<Duration>,
 }
@@ -126,26 +142,22 @@ impl OverHttp {
             return Err(OverHttpError::NoOpen);
         }
         events.remove(0);
-        self.apply_headers(&parts.headers);
+        self.apply_keep_alive(&parts.headers);
         Ok(OpenReply::Accepted(Reply {
             headers: parts.headers,
             events,
         }))
     }
 
-    /// Applies `Set-Meta-*` and `Keep-Alive-Interval` from an answer.
-    pub(crate) fn apply_headers(&mut self, headers: &HeaderMap) {
-        for (name, value) in headers {
-            let Some(meta) = name.as_str().strip_prefix("set-meta-") else {
-                continue;
-            };
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            if value.is_empty() {
-                self.meta.remove(meta);
-            } else {
-                self.meta.insert(meta.to_owned(), value);
-            }
+    /// Uses `meta` (the session's subscription meta) for the `Meta-*` headers from now on.
+    pub(crate) fn set_meta(&mut self, meta: &BTreeMap<String, String>) {
+        if self.meta != *meta {
+            self.meta = meta.clone();
         }
+    }
+
+    /// Applies `Keep-Alive-Interval` from an answer.
+    pub(crate) fn apply_keep_alive(&mut self, headers: &HeaderMap) {
         if let Some(secs) = headers
             .get("keep-alive-interval")
             .and_then(|v| v.to_str().ok())

@@ -6,6 +6,7 @@ use super::over_http::{OverHttpError, Reply};
 use super::{GripMode, Upstream, Ws, client_ws_config};
 use crate::conn::{CloseReason, ConnQueue, Transport};
 use crate::delivery::{Delivery, WsOut};
+use crate::filtering::{ConnFilters, Verdict};
 use crate::hold::HoldGuard;
 use crate::registry::SubscribeError;
 use bytes::Bytes;
@@ -50,6 +51,12 @@ struct KeepAlive {
     deadline: Instant,
 }
 
+/// A `send-delayed` message waiting for its time (Pushpin's `WsSession::sendDelayed`).
+struct Delayed {
+    message: Message,
+    at: Instant,
+}
+
 type InFlight = Pin<Box<dyn Future<Output = Result<Reply, OverHttpError>> + Send>>;
 
 /// A WebSocket session, built during the handshake and run once the client is upgraded.
@@ -66,6 +73,14 @@ pub(crate) struct Session {
     /// Resumes history could not serve: (channel as the origin named it, last id), sent to a
     /// WebSocket-over-HTTP origin as `Grip-Last` on the next request.
     grip_last: Vec<(String, String)>,
+    /// Subscription filters and meta (`set-meta`, `Set-Meta-*`).
+    filters: ConnFilters,
+    /// The pending `send-delayed` message.
+    delayed: Option<Delayed>,
+    /// A refresh arrived while a request was in flight: send one when it is answered.
+    refresh_pending: bool,
+    /// `Connection-Id` under which `refresh` commands find this connection.
+    cid: Option<String>,
 }
 
 impl Session {
@@ -76,9 +91,23 @@ impl Session {
         upstream: Option<Upstream>,
         route: &Route,
         target: &Target,
+        meta: std::collections::BTreeMap<String, String>,
     ) -> Session {
         let prefix = route.prefix.clone().unwrap_or_default();
         let implicit = target.sub.iter().map(|s| format!("{prefix}{s}")).collect();
+        let mut filters = ConnFilters::default();
+        filters.meta = meta;
+        let mut upstream = upstream;
+        let mut cid = None;
+        if let Some(Upstream::OverHttp(oh)) = &mut upstream {
+            oh.set_meta(&filters.meta);
+            // `refresh` commands name the connection by its Connection-Id.
+            guard
+                .edge()
+                .ws_by_cid
+                .insert(oh.connection_id.clone(), guard.conn.clone());
+            cid = Some(oh.connection_id.clone());
+        }
         Session {
             guard,
             rx,
@@ -90,6 +119,10 @@ impl Session {
             keep_alive: None,
             detached: false,
             grip_last: Vec::new(),
+            filters,
+            delayed: None,
+            refresh_pending: false,
+            cid,
         }
     }
 
@@ -97,6 +130,7 @@ impl Session {
     /// subscriptions are live before the client gets its 101.
     pub(crate) async fn prepare(&mut self, events: Vec<WsEvent>) -> Result<(), SubscribeError> {
         for ch in self.implicit.clone() {
+            self.filters.subscribe(&ch, &[], None);
             self.guard.subscribe(ch).await?;
         }
         let actions = self.on_origin_events(events).await?;
@@ -168,13 +202,17 @@ impl Session {
     ) -> Result<(), SubscribeError> {
         match msg {
             ControlMessage::Subscribe {
-                channel, prev_id, ..
+                channel,
+                prev_id,
+                filters,
             } => {
                 let max = self.guard.edge().config.max_channels_per_connection;
                 let full = format!("{}{channel}", self.prefix);
                 if self.guard.channel_count() >= max {
                     tracing::debug!(channel = %full, "subscription limit reached; subscribe ignored");
                 } else {
+                    // Filters first: a publish racing the subscription must meet them.
+                    self.filters.subscribe(&full, &filters, None);
                     self.guard.subscribe(full.clone()).await?;
                     if let Some(prev) = prev_id {
                         self.resume(channel, &full, prev, out).await;
@@ -185,6 +223,7 @@ impl Session {
                 let full = format!("{}{channel}", self.prefix);
                 if !self.implicit.contains(&full) {
                     self.guard.unsubscribe(&full);
+                    self.filters.unsubscribe(&full);
                 }
             }
             ControlMessage::Detach => self.detached = true,
@@ -204,21 +243,42 @@ impl Session {
                 });
             }
             ControlMessage::SetMeta { name, value } => {
-                if let Some(Upstream::OverHttp(oh)) = &mut self.upstream {
-                    match value {
-                        Some(v) => {
-                            oh.meta.insert(name.to_ascii_lowercase(), v);
-                        }
-                        None => {
-                            oh.meta.remove(&name.to_ascii_lowercase());
-                        }
+                self.filters.set_meta(name, value);
+                self.meta_changed();
+            }
+            ControlMessage::SendDelayed {
+                kind,
+                content,
+                timeout_secs,
+            } => {
+                // Pushpin: a new delayed message first sends the pending one.
+                if let Some(d) = self.delayed.take() {
+                    out.push(Action::Send(d.message));
+                }
+                // Pushpin treats a timeout of 0 as the default (1 s).
+                let secs = if timeout_secs == 0 {
+                    grip::wscontrol::DEFAULT_SEND_DELAYED_SECS
+                } else {
+                    timeout_secs
+                };
+                match ws_message(kind, content) {
+                    Some(message) => {
+                        self.delayed = Some(Delayed {
+                            message,
+                            // Clamped to a day when parsed: the deadline cannot overflow.
+                            at: Instant::now() + Duration::from_secs(secs),
+                        });
                     }
+                    None => tracing::debug!("dropping send-delayed: text content is not UTF-8"),
                 }
             }
-            ControlMessage::Session { .. }
-            | ControlMessage::SendDelayed { .. }
-            | ControlMessage::FlushDelayed => {
-                tracing::debug!("ignoring unsupported control message");
+            ControlMessage::FlushDelayed => {
+                if let Some(d) = self.delayed.take() {
+                    out.push(Action::Send(d.message));
+                }
+            }
+            ControlMessage::Session { .. } => {
+                tracing::debug!("ignoring the session control message (not implemented)");
             }
         }
         Ok(())
@@ -237,6 +297,13 @@ impl Session {
                 }
                 _ => self.grip_last.push((channel, prev)),
             },
+        }
+    }
+
+    /// Hands the subscription meta to the WebSocket-over-HTTP requests (`Meta-*` headers).
+    fn meta_changed(&mut self) {
+        if let Some(Upstream::OverHttp(oh)) = &mut self.upstream {
+            oh.set_meta(&self.filters.meta);
         }
     }
 
@@ -274,6 +341,10 @@ impl Session {
             {
                 break;
             }
+            if self.refresh_pending && (self.detached || state.closing.is_some()) {
+                // Pushpin only refreshes connected sessions.
+                self.refresh_pending = false;
+            }
             if let Some(Upstream::OverHttp(oh)) = &self.upstream
                 && in_flight.is_none()
                 && !self.grip_last.is_empty()
@@ -286,9 +357,11 @@ impl Session {
             }
             if let Some(Upstream::OverHttp(oh)) = &self.upstream
                 && in_flight.is_none()
-                && !state.outbox.is_empty()
+                && (!state.outbox.is_empty() || self.refresh_pending)
                 && !self.detached
             {
+                // Any request satisfies a pending refresh; with nothing queued it is empty.
+                self.refresh_pending = false;
                 let batch = state.outbox.take_batch(oh.one_event());
                 in_flight = Some(Box::pin(oh.request(batch)));
                 last_request = Instant::now();
@@ -307,8 +380,10 @@ impl Session {
                 }
                 _ => None,
             };
-            // One timer for keep-alives, keep-alive-interval requests and the close deadline.
-            let timer = [ka_deadline, kai_deadline, state.closing]
+            let delayed_at = self.delayed.as_ref().map(|d| d.at);
+            // One timer for keep-alives, keep-alive-interval requests, the delayed message
+            // and the close deadline.
+            let timer = [ka_deadline, kai_deadline, delayed_at, state.closing]
                 .into_iter()
                 .flatten()
                 .min();
@@ -380,8 +455,10 @@ impl Session {
                     match reply {
                         Ok(reply) => {
                             if let Some(Upstream::OverHttp(oh)) = &mut self.upstream {
-                                oh.apply_headers(&reply.headers);
+                                oh.apply_keep_alive(&reply.headers);
+                                super::over_http::apply_set_meta(&reply.headers, &mut self.filters.meta);
                             }
+                            self.meta_changed();
                             match self.on_origin_events(reply.events).await {
                                 Ok(actions) => {
                                     if !self.apply(&mut client, actions, &mut state).await && state.closing.is_none() {
@@ -422,6 +499,12 @@ impl Session {
                         if !self.write(&mut client, [msg], &mut state).await {
                             break;
                         }
+                    }
+                    if delayed_at.is_some_and(|d| now >= d)
+                        && let Some(d) = self.delayed.take()
+                        && !self.write(&mut client, [d.message], &mut state).await
+                    {
+                        break;
                     }
                     if kai_deadline.is_some_and(|d| now >= d)
                         && let Some(Upstream::OverHttp(oh)) = &self.upstream
@@ -605,12 +688,30 @@ impl Session {
         let mut msgs = Vec::with_capacity(batch.len());
         let metrics = self.guard.edge().metrics.clone();
         for d in &batch {
-            match &d.ws {
-                Some(WsOut::Message(m)) => {
-                    msgs.push(m.clone());
+            let Some(out) = &d.ws else { continue };
+            let content_filters = d.content_filters.ws_message.as_deref();
+            // Close and refresh meet the delivery filters too (Pushpin filters every action).
+            let verdict = match out {
+                WsOut::Message(m) => self.filters.judge(d, content_filters, &message_bytes(m)),
+                _ => self.filters.judge(d, None, &Bytes::new()),
+            };
+            if verdict == Verdict::Drop {
+                continue;
+            }
+            match out {
+                WsOut::Message(m) => {
+                    let m = match verdict {
+                        Verdict::Own(content) => match with_payload(m, content) {
+                            Some(m) => m,
+                            None => continue,
+                        },
+                        _ => m.clone(),
+                    };
+                    msgs.push(m);
                     metrics.record_latency(d.accepted_unix_nanos);
                 }
-                Some(WsOut::Close(close)) => {
+                WsOut::Refresh => self.refresh_pending = true,
+                WsOut::Close(close) => {
                     let wire = wire_size(&msgs);
                     if !self.write(client, msgs.drain(..), state).await {
                         return false;
@@ -624,7 +725,6 @@ impl Session {
                     self.close_client(client, close.clone(), state).await;
                     return true;
                 }
-                None => {}
             }
         }
         let wire = wire_size(&msgs);
@@ -717,6 +817,14 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(cid) = &self.cid {
+            self.guard.edge().ws_by_cid.remove(cid);
+        }
+    }
+}
+
 /// Per-run loop state.
 #[derive(Default)]
 struct LoopState {
@@ -799,6 +907,27 @@ fn subscribe_failure_close(err: &SubscribeError) -> (u16, String) {
     } else {
         (1011, "internal error".to_owned())
     }
+}
+
+/// A published message's payload (a refcount bump).
+fn message_bytes(m: &Message) -> Bytes {
+    match m {
+        Message::Text(t) => Bytes::from(t.clone()),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.clone(),
+        Message::Close(_) | Message::Frame(_) => Bytes::new(),
+    }
+}
+
+/// `m`'s kind with another payload (a subscriber's filtered content). Text that is no longer
+/// UTF-8 cannot be sent: `None`.
+fn with_payload(m: &Message, content: Bytes) -> Option<Message> {
+    Some(match m {
+        Message::Text(_) => Message::Text(Utf8Bytes::try_from(content).ok()?),
+        Message::Binary(_) => Message::Binary(content),
+        Message::Ping(_) => Message::Ping(content),
+        Message::Pong(_) => Message::Pong(content),
+        Message::Close(_) | Message::Frame(_) => return None,
+    })
 }
 
 fn ws_message(kind: WsMessageType, data: Bytes) -> Option<Message> {
