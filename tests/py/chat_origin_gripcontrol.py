@@ -6,9 +6,9 @@ get its own message back.
 
 Used by tests/e2e/parity_filters.rs against gripmesh and against Pushpin.
 
-    chat_origin_gripcontrol.py CONTROL_URI [--channel ROOM]
+    chat_origin_gripcontrol.py CONTROL_URI [--channel ROOM] [--port PORT]
 
-WebSocket-over-HTTP on 127.0.0.1 (ephemeral port, prints `listening PORT`). The user is the
+WebSocket-over-HTTP on 127.0.0.1 (PORT, default ephemeral; prints `listening PORT`). The user is the
 `user` query parameter of the client's URL.
 
 * OPEN  -> OPEN, `set-meta user=<user>`, `subscribe ROOM` with `filters: ["skip-self"]`
@@ -94,9 +94,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("control_uri")
     parser.add_argument("--channel", default="room")
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), make_handler(args.control_uri, args.channel)
+        ("127.0.0.1", args.port), make_handler(args.control_uri, args.channel)
     )
     server.daemon_threads = True
     print("listening %d" % server.server_address[1], flush=True)

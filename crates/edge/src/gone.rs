@@ -75,7 +75,8 @@ impl Drop for GoneLink {
             std::mem::take(&mut self.path),
             std::mem::take(&mut self.headers),
         );
-        rt.spawn(async move {
+        let tracker = self.edge.gone_tasks.clone();
+        rt.spawn(tracker.track_future(async move {
             let sent = tokio::time::timeout(
                 GONE_TIMEOUT,
                 crate::proxy::ask_origin(&edge, &route, &mut req, authorized.as_deref(), &[]),
@@ -100,6 +101,6 @@ impl Drop for GoneLink {
                     tracing::debug!("gone link request timed out");
                 }
             }
-        });
+        }));
     }
 }

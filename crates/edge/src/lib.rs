@@ -160,6 +160,8 @@ pub(crate) struct EdgeInner {
     pub(crate) resumes: tokio::sync::Semaphore,
     /// WebSocket-over-HTTP connections by `Connection-Id` (for `refresh` commands).
     pub(crate) ws_by_cid: DashMap<String, Arc<ConnHandle>>,
+    /// Gone-link requests in flight (drain waits for them).
+    pub(crate) gone_tasks: tokio_util::task::TaskTracker,
 }
 
 impl EdgeInner {
@@ -216,6 +218,7 @@ impl Edge {
                 keys: keys::KeyTable::default(),
                 resumes: tokio::sync::Semaphore::new(resume::MAX_CONCURRENT_RESUMES),
                 ws_by_cid: DashMap::new(),
+                gone_tasks: tokio_util::task::TaskTracker::new(),
             }),
         })
     }
@@ -314,6 +317,13 @@ impl Edge {
     /// Number of held connections.
     pub fn held_count(&self) -> usize {
         self.inner.held.len()
+    }
+
+    /// Waits until the gone-link requests of closed connections are sent (call after the
+    /// connections ended; bound it with the drain deadline).
+    pub async fn gone_sent(&self) {
+        self.inner.gone_tasks.close();
+        self.inner.gone_tasks.wait().await;
     }
 
     /// Closes every held connection (streams end cleanly, long-polls get their timeout

@@ -50,6 +50,8 @@ impl Running {
                 let _ = task.await;
             })
             .await;
+            // `Grip-Link rel=gone` requests of the connections that just ended.
+            common::within(deadline, "gone links", edge.gone_sent()).await;
         }
         common::within(deadline, "api listeners", async {
             for s in self.servers {

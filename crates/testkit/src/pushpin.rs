@@ -2,8 +2,8 @@
 //! behaviour against both (`pushpin.md` §6 describes the setup this follows).
 //!
 //! Each [`Pushpin`] gets its own run directory, routes file and loopback ports; the runner
-//! (`pushpin --config …`) starts condure, zurl, the proxy and the handler in its own process
-//! group, which is ended (by its id) when the value is dropped. A missing `pushpin` binary fails
+//! (`pushpin --config …`) starts condure, zurl, the proxy and the handler; dropping the value
+//! sends the runner (by its pid) SIGTERM, which stops them all. A missing `pushpin` binary fails
 //! the test with instructions: `scripts/test` installs it.
 
 use crate::TempDir;
@@ -16,7 +16,8 @@ use tokio::process::{Child, Command};
 /// A running Pushpin.
 pub struct Pushpin {
     child: Child,
-    pgid: Option<u32>,
+    /// The runner's pid.
+    pid: Option<u32>,
     /// The client-facing listener.
     pub http: SocketAddr,
     /// The HTTP control API (`/publish`, `/recover`).
@@ -109,10 +110,10 @@ impl Pushpin {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let pgid = child.id();
+        let pid = child.id();
         let pushpin = Pushpin {
             child,
-            pgid,
+            pid,
             http: SocketAddr::from(([127, 0, 0, 1], http)),
             control: SocketAddr::from(([127, 0, 0, 1], push_http)),
             dir,
@@ -141,14 +142,23 @@ impl Pushpin {
 
 impl Drop for Pushpin {
     fn drop(&mut self) {
-        // The runner and the services it started share the process group we created.
-        if let Some(pgid) = self.pgid {
+        // SIGTERM to the runner alone (a positive pid: never a group, never -1); it stops the
+        // services it started (each runs in a process group of its own). SIGKILL only if it
+        // has not exited after a moment.
+        if let Some(pid) = self.pid.filter(|p| *p > 1) {
             let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(format!("-{pgid}"))
+                .arg("-s")
+                .arg("TERM")
+                .arg(pid.to_string())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
+            for _ in 0..30 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         let _ = self.child.start_kill();
     }
