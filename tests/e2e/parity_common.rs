@@ -65,7 +65,13 @@ impl Proxy {
 /// Publishes `items` to the proxy's control API; asserts 200.
 pub async fn publish(proxy: &Proxy, items: Value) {
     let resp = testkit::publish(proxy.control(), &serde_json::json!({ "items": items })).await;
-    assert_eq!(resp.status, 200, "{:?} publish {items}: {}", proxy.kind(), resp.text());
+    assert_eq!(
+        resp.status,
+        200,
+        "{:?} publish {items}: {}",
+        proxy.kind(),
+        resp.text()
+    );
 }
 
 /// A free loopback port (for a helper process that must be told its port up front).

@@ -39,7 +39,11 @@ async fn skip_self_chat(kind: Kind) {
     bob.send_text("hi alice").await;
     // Alice's next message is bob's: her own was skipped.
     assert_eq!(alice.expect_text(WAIT).await, "bob: hi alice", "{kind:?}");
-    assert_eq!(bob.recv(QUIET).await, Recv::Timeout, "{kind:?}: bob got his own");
+    assert_eq!(
+        bob.recv(QUIET).await,
+        Recv::Timeout,
+        "{kind:?}: bob got his own"
+    );
     assert_eq!(alice.recv(QUIET).await, Recv::Timeout, "{kind:?}");
 }
 
@@ -105,21 +109,29 @@ async fn stream_filters(kind: Kind) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // skip-users: alice is skipped.
-    publish(&proxy, json!([item("c", "one\n", json!({"skip_users": "x, alice"}))])).await;
+    publish(
+        &proxy,
+        json!([item("c", "one\n", json!({"skip_users": "x, alice"}))]),
+    )
+    .await;
     bob.read_until("one\n", WAIT).await;
     // var-subst: carol's copy is rendered for her; the others share the raw content.
     publish(&proxy, json!([item("c", "hi %(user)s\n", json!({}))])).await;
     carol.read_until("one\nhi carol\n", WAIT).await;
     bob.read_until("hi %(user)s\n", WAIT).await;
     alice.read_until("hi %(user)s\n", WAIT).await;
-    // content-filters: only subscriptions whose content filters are exactly the list.
-    publish(
-        &proxy,
-        json!([{"channel": "c", "formats": {"http-stream": {
-            "content": "for var-subst %(user)s\n", "content-filters": ["var-subst"]}}}]),
-    )
-    .await;
-    carol.read_until("for var-subst carol\n", WAIT).await;
+    // content-filters: only subscriptions whose content filters are exactly the list. Pushpin
+    // 1.41 drops the item for the others (what gripmesh follows); 1.36 ended their streams, so
+    // this part runs against gripmesh only.
+    if kind == Kind::Gripmesh {
+        publish(
+            &proxy,
+            json!([{"channel": "c", "formats": {"http-stream": {
+                "content": "for var-subst %(user)s\n", "content-filters": ["var-subst"]}}}]),
+        )
+        .await;
+        carol.read_until("for var-subst carol\n", WAIT).await;
+    }
     publish(&proxy, json!([item("c", "end\n", json!({}))])).await;
     for c in [&mut alice, &mut bob] {
         c.read_until("end\n", WAIT).await;
@@ -129,10 +141,18 @@ async fn stream_filters(kind: Kind) {
             c.received_text()
         );
     }
-    assert_eq!(alice.received_text(), "start\nhi %(user)s\nend\n", "{kind:?}");
+    assert_eq!(
+        alice.received_text(),
+        "start\nhi %(user)s\nend\n",
+        "{kind:?}"
+    );
 
     // require-sub: only the connection also subscribed to `d` gets it.
-    publish(&proxy, json!([item("r", "needs d\n", json!({"require_sub": "d"}))])).await;
+    publish(
+        &proxy,
+        json!([item("r", "needs d\n", json!({"require_sub": "d"}))]),
+    )
+    .await;
     publish(&proxy, json!([item("r", "free\n", json!({}))])).await;
     both.read_until("needs d\nfree\n", WAIT).await;
     only.read_until("free\n", WAIT).await;
@@ -177,7 +197,11 @@ async fn response_hold_skip_self(kind: Kind) {
         .await
         .expect("the hold is answered")
         .expect("request task");
-    assert_eq!((resp.status, resp.text().as_str()), (200, "theirs\n"), "{kind:?}");
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "theirs\n"),
+        "{kind:?}"
+    );
 }
 
 #[tokio::test]

@@ -56,19 +56,29 @@ async fn parity_gone_link_on_client_close() {
     .await;
     let mut c = StreamClient::open(env.edge(), "/s?id=1", &[("Host", "example.com")]).await;
     c.read_until("start\n", WAIT).await;
-    assert!(gone_posts(&origin).is_empty(), "nothing while the client stays");
+    assert!(
+        gone_posts(&origin).is_empty(),
+        "nothing while the client stays"
+    );
     drop(c);
     let post = wait_gone(&origin, "1").await;
     assert_eq!(post.method, "POST");
     assert!(post.body.is_empty(), "empty body");
     assert_eq!(post.header("host").as_deref(), Some("example.com"));
-    assert!(post.header("grip-sig").is_some(), "signed like every origin request");
+    assert!(
+        post.header("grip-sig").is_some(),
+        "signed like every origin request"
+    );
 }
 
 #[tokio::test]
 async fn parity_gone_link_on_close_publish_and_drain() {
     let origin = Origin::start(gone_origin).await;
-    let mut env = start(&format!("* {}\n", origin.target()), &["--drain-timeout", "5"]).await;
+    let mut env = start(
+        &format!("* {}\n", origin.target()),
+        &["--drain-timeout", "5"],
+    )
+    .await;
     let mut closed = StreamClient::open(env.edge(), "/s?id=closed", &[]).await;
     closed.read_until("start\n", WAIT).await;
     let mut drained = StreamClient::open(env.edge(), "/s?id=drained", &[]).await;
@@ -148,7 +158,11 @@ async fn parity_gone_link_on_websocket_close() {
     let mut ws = WsConn::connect(env.edge(), "/ws", &[]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        origin.origin().requests().iter().all(|r| r.path() != "/gone"),
+        origin
+            .origin()
+            .requests()
+            .iter()
+            .all(|r| r.path() != "/gone"),
         "nothing while connected"
     );
     ws.close(1000, "bye").await;

@@ -55,7 +55,11 @@ async fn jsonp(kind: Kind) {
             .is_some_and(|t| t.starts_with("application/javascript")),
         "{kind:?}"
     );
-    assert_eq!(resp.header("cache-control").as_deref(), Some("no-cache"), "{kind:?}");
+    assert_eq!(
+        resp.header("cache-control").as_deref(),
+        Some("no-cache"),
+        "{kind:?}"
+    );
     let v: Value = serde_json::from_str(&unwrap(&resp, "cb")).expect("JSON inside");
     assert_eq!(v["code"], 200, "{kind:?}");
     assert_eq!(v["body"], "plain\n", "{kind:?}");
@@ -68,7 +72,11 @@ async fn jsonp(kind: Kind) {
 
     // Basic: the body itself, without its trailing newline.
     let resp = http_get(edge, "/basic/plain?callback=cb", &[]).await;
-    assert_eq!((resp.status, resp.text().as_str()), (200, "/**/cb(plain);\n"), "{kind:?}");
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "/**/cb(plain);\n"),
+        "{kind:?}"
+    );
 
     // A long-poll's published answer is wrapped too.
     let held = tokio::spawn(async move { http_get(edge, "/response?callback=cb", &[]).await });
@@ -85,13 +93,20 @@ async fn jsonp(kind: Kind) {
         .expect("task");
     assert_eq!(resp.status, 200, "{kind:?}");
     let v: Value = serde_json::from_str(&unwrap(&resp, "cb")).expect("JSON inside");
-    assert_eq!((v["code"].as_u64(), v["body"].as_str()), (Some(201), Some("pushed\n")), "{kind:?}");
+    assert_eq!(
+        (v["code"].as_u64(), v["body"].as_str()),
+        (Some(201), Some("pushed\n")),
+        "{kind:?}"
+    );
     assert_eq!(header_ci(&v["headers"], "x-orig"), Some("yes"), "{kind:?}");
 
     // An empty callback is refused.
     let resp = http_get(edge, "/plain?callback=", &[]).await;
     assert_eq!(resp.status, 400, "{kind:?}");
-    assert!(resp.text().starts_with("Invalid callback parameter."), "{kind:?}");
+    assert!(
+        resp.text().starts_with("Invalid callback parameter."),
+        "{kind:?}"
+    );
 }
 
 #[tokio::test]

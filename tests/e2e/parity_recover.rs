@@ -35,13 +35,29 @@ async fn recover(kind: Kind) {
     origin.wait_for_requests(1, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     recovered.store(true, Ordering::SeqCst);
-    let resp = http_request(proxy.control(), "POST", "/recover", &[], "").await;
-    assert_eq!((resp.status, resp.text().as_str()), (200, "Updated\n"), "{kind:?}");
+    // Pushpin wants a Content-Length even for an empty body.
+    let resp = http_request(
+        proxy.control(),
+        "POST",
+        "/recover",
+        &[("Content-Length", "0")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "Updated\n"),
+        "{kind:?}"
+    );
     let resp = tokio::time::timeout(WAIT, held)
         .await
         .expect("the hold was re-requested")
         .expect("request task");
-    assert_eq!((resp.status, resp.text().as_str()), (200, "recovered\n"), "{kind:?}");
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "recovered\n"),
+        "{kind:?}"
+    );
 }
 
 #[tokio::test]
@@ -77,10 +93,16 @@ async fn parity_recover_reaches_every_edge_over_nats() {
                 .is_ok_and(|r| r.status == 200)
         })
         .await;
-        polls.push(tokio::spawn(async move { http_get(addr, "/poll", &[]).await }));
+        polls.push(tokio::spawn(
+            async move { http_get(addr, "/poll", &[]).await },
+        ));
     }
     testkit::wait_until(WAIT, "both long-polls reached the origin", || {
-        let n = origin.requests().iter().filter(|r| r.path() == "/poll").count();
+        let n = origin
+            .requests()
+            .iter()
+            .filter(|r| r.path() == "/poll")
+            .count();
         async move { n >= 2 }
     })
     .await;

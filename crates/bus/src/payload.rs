@@ -6,8 +6,8 @@
 
 use bytes::Bytes;
 use grip::publish::{
-    ContentFilters, Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction, WsMessageFormat,
-    WsMessageType,
+    ContentFilters, Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction,
+    WsMessageFormat, WsMessageType,
 };
 use prost::Message;
 
@@ -274,8 +274,16 @@ pub fn decode_full(payload: Bytes) -> Result<Decoded, PayloadError> {
                 .as_mut()
                 .and_then(|r| r.content_filters.take()),
         ),
-        http_stream: list(msg.http_stream.as_mut().and_then(|r| r.content_filters.take())),
-        ws_message: list(msg.ws_message.as_mut().and_then(|r| r.content_filters.take())),
+        http_stream: list(
+            msg.http_stream
+                .as_mut()
+                .and_then(|r| r.content_filters.take()),
+        ),
+        ws_message: list(
+            msg.ws_message
+                .as_mut()
+                .and_then(|r| r.content_filters.take()),
+        ),
     };
     let http_response = match msg.http_response {
         None => None,

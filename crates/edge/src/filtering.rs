@@ -186,7 +186,11 @@ mod tests {
     #[test]
     fn require_sub_and_build_id_see_the_channels() {
         let mut f = ConnFilters::default();
-        f.subscribe("a", &["require-sub".into(), "build-id".into()], Some("1".into()));
+        f.subscribe(
+            "a",
+            &["require-sub".into(), "build-id".into()],
+            Some("1".into()),
+        );
         f.subscribe("b", &[], None);
         f.set_meta("id_format".into(), Some("%(a)s".into()));
         let d = delivery("a", &[("require_sub", "b")], None);
@@ -200,9 +204,6 @@ mod tests {
             Verdict::Own(Bytes::from_static(b"id=2"))
         );
         let d = delivery("a", &[("require_sub", "zz")], None);
-        assert_eq!(
-            f.judge(&d, None, &Bytes::from_static(b"x")),
-            Verdict::Drop
-        );
+        assert_eq!(f.judge(&d, None, &Bytes::from_static(b"x")), Verdict::Drop);
     }
 }

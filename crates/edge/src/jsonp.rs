@@ -55,8 +55,8 @@ pub(crate) fn apply_request<B>(
         .collect();
     let has = |items: &[(String, String)], k: &str| items.iter().any(|(n, _)| n == k);
     let body_param = config.body_param.as_deref();
-    let by_default = config.default_callback.is_some()
-        && body_param.is_some_and(|b| has(&items, b));
+    let by_default =
+        config.default_callback.is_some() && body_param.is_some_and(|b| has(&items, b));
     if !has(&items, &config.callback_param) && !by_default {
         return Ok(None);
     }
@@ -89,7 +89,8 @@ pub(crate) fn apply_request<B>(
             let serde_json::Value::String(v) = v else {
                 return Err("Invalid _headers parameter.");
             };
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| "Invalid _headers parameter.")?;
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|_| "Invalid _headers parameter.")?;
             if name == header::HOST || name == header::ACCEPT {
                 continue;
             }
@@ -121,7 +122,13 @@ pub(crate) fn apply_request<B>(
     }
     let rest: Vec<String> = items
         .iter()
-        .map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") })
+        .map(|(k, v)| {
+            if v.is_empty() {
+                k.clone()
+            } else {
+                format!("{k}={v}")
+            }
+        })
         .collect();
     let path = req.uri().path();
     let pq = if rest.is_empty() {
@@ -157,7 +164,10 @@ fn is_callback_byte(b: u8) -> bool {
 
 /// Removes every `name` item; returns the first value.
 fn take(items: &mut Vec<(String, String)>, name: &str) -> Option<String> {
-    let first = items.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let first = items
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone());
     items.retain(|(k, _)| k != name);
     first
 }
@@ -264,7 +274,8 @@ mod tests {
     #[test]
     fn rewrites_the_request() {
         let c = JsonpConfig::default();
-        let mut r = req("/x?a=1&callback=cb&_method=POST&_headers=%7B%22X-A%22%3A%22v%22%7D&_body=hi");
+        let mut r =
+            req("/x?a=1&callback=cb&_method=POST&_headers=%7B%22X-A%22%3A%22v%22%7D&_body=hi");
         let (j, body) = apply_request(&c, &mut r).expect("ok").expect("jsonp");
         assert_eq!(j.callback, "cb");
         assert_eq!(body, Some(Bytes::from_static(b"hi")));
@@ -286,8 +297,14 @@ mod tests {
             ("/x?callback=", "Invalid callback parameter."),
             ("/x?callback=a(1)", "Invalid callback parameter."),
             ("/x?callback=cb&_method=G%20T", "Invalid _method parameter."),
-            ("/x?callback=cb&_headers=%5B%5D", "Invalid _headers parameter."),
-            ("/x?callback=cb&_headers=%7B%22a%22%3A1%7D", "Invalid _headers parameter."),
+            (
+                "/x?callback=cb&_headers=%5B%5D",
+                "Invalid _headers parameter.",
+            ),
+            (
+                "/x?callback=cb&_headers=%7B%22a%22%3A1%7D",
+                "Invalid _headers parameter.",
+            ),
         ] {
             assert_eq!(apply_request(&c, &mut req(uri)), Err(err), "{uri}");
         }

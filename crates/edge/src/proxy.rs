@@ -200,8 +200,8 @@ async fn proxy(
         Some((j, body)) => (Some(j), body),
         None => (None, None),
     };
-    let cors = (route.aco && jsonp.is_none())
-        .then(|| crate::cors::Cors::from_request(req.headers()));
+    let cors =
+        (route.aco && jsonp.is_none()).then(|| crate::cors::Cors::from_request(req.headers()));
     let mut resp = proxy_http(edge, req, peer, route, body_override).await?;
     if let Some(cors) = cors {
         cors.apply(resp.headers_mut());

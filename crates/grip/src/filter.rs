@@ -244,7 +244,9 @@ fn build_id(ctx: &FilterContext<'_>, content: &[u8]) -> Result<Vec<u8>, FilterEr
                 .ok_or("No ID specified and no default ID in context")?,
         };
         Ok(if hex {
-            id.iter().flat_map(|b| format!("{b:02x}").into_bytes()).collect()
+            id.iter()
+                .flat_map(|b| format!("{b:02x}").into_bytes())
+                .collect()
         } else {
             id
         })
@@ -311,10 +313,7 @@ fn process(
             let v = handle(c, None).map_err(|e| format!("{e} at position {n}"))?;
             out.extend_from_slice(&v);
         } else {
-            return Err(format!(
-                "Unknown directive '{}' at position {n}",
-                c as char
-            ));
+            return Err(format!("Unknown directive '{}' at position {n}", c as char));
         }
         n += 1;
     }
@@ -397,7 +396,13 @@ mod tests {
     fn skip_users_and_require_sub() {
         let f = ["skip-users"];
         assert_eq!(
-            run(&f, &[("user", "bob")], &[("skip_users", "al, bob ,")], &[], "x"),
+            run(
+                &f,
+                &[("user", "bob")],
+                &[("skip_users", "al, bob ,")],
+                &[],
+                "x"
+            ),
             Ok(FilterOutcome::Drop)
         );
         assert_eq!(
@@ -447,7 +452,13 @@ mod tests {
         let f = ["build-id"];
         let chans = [("a", Some("7")), ("b", Some("9"))];
         assert_eq!(
-            run(&f, &[("id_format", "%(a)s-%(b)s")], &[], &chans, "id:%I;%(x)I"),
+            run(
+                &f,
+                &[("id_format", "%(a)s-%(b)s")],
+                &[],
+                &chans,
+                "id:%I;%(x)I"
+            ),
             Ok(content("id:7-9;x"))
         );
         assert_eq!(

@@ -550,9 +550,8 @@ fn parse_route(line: usize, sections: &[lex::RawSection]) -> Result<ParsedRoute,
         }
     }
     // Pushpin: basic mode defaults to POST (its body parameter is the request body).
-    route.jsonp.default_method = jsonp_defmethod.unwrap_or_else(|| {
-        if route.jsonp.extended { "GET" } else { "POST" }.to_owned()
-    });
+    route.jsonp.default_method = jsonp_defmethod
+        .unwrap_or_else(|| if route.jsonp.extended { "GET" } else { "POST" }.to_owned());
 
     if route.replace_beg.is_some() {
         if route.path_beg.is_none() {
@@ -1017,14 +1016,19 @@ mod tests {
 
     #[test]
     fn jsonp_options() {
-        let t = parse("*,aco 127.0.0.1:80
+        let t = parse(
+            "*,aco 127.0.0.1:80
 *,path_beg=/b,jsonp_mode=basic 127.0.0.1:80
-");
+",
+        );
         assert_eq!(t.routes()[0].jsonp, JsonpConfig::default());
         assert_eq!(t.routes()[1].jsonp.default_method, "POST");
-        for bad in ["*,jsonp_mode=x 1.1.1.1:1
-", "*,jsonp_defmethod=G-T 1.1.1.1:1
-"] {
+        for bad in [
+            "*,jsonp_mode=x 1.1.1.1:1
+",
+            "*,jsonp_defmethod=G-T 1.1.1.1:1
+",
+        ] {
             assert!(RouteTable::parse(bad).is_err(), "{bad}");
         }
     }

@@ -128,6 +128,9 @@ impl Pushpin {
             let control = crate::try_http_request(self.control, "GET", "/", &[], "").await;
             let client = tokio::net::TcpStream::connect(self.http).await;
             if matches!(control, Ok(ref r) if r.status == 200) && client.is_ok() {
+                // The proxy's link to the handler (GRIP accepts) comes up a moment after both
+                // listeners; before that a hold answers 500 "Accept service unavailable".
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 return;
             }
             assert!(
