@@ -172,8 +172,9 @@ def check_container(p, where, c, tier_of_container):
     if tier == "edge":
         p.check("--routes" not in args, w, "edges must follow control's routes over the bus (no --routes)")
     if tier == "control":
-        p.check("--routes" in args and args[args.index("--routes") + 1] == "/etc/gripmesh/routes", w,
-                "control needs --routes /etc/gripmesh/routes")
+        # Without --routes the table is set with PUT /routes and kept in JetStream.
+        p.check("--routes" not in args or args[args.index("--routes") + 1] == "/etc/gripmesh/routes", w,
+                "control's --routes must be /etc/gripmesh/routes")
         tok = env_value(c, "GRIPMESH_PUBLISH_TOKEN")
         p.check(tok is not None and ((tok.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name"), w,
                 "GRIPMESH_PUBLISH_TOKEN must come from a Secret (the publish API listens on 0.0.0.0)")
@@ -262,7 +263,9 @@ def check_manifests(p, objs, expect, forbid, expect_objects=(), schema_only=Fals
             vols = {v["name"]: v for v in spec.get("volumes") or []}
             mounts = {m["mountPath"]: m for m in main.get("volumeMounts") or []}
             m = mounts.get("/etc/gripmesh")
-            if p.check(m and not m.get("subPath"), w, "routes must be a directory mount at /etc/gripmesh (no subPath)"):
+            # Without --routes the table lives in JetStream and there is nothing to mount.
+            file_owned = "--routes" in (main.get("args") or [])
+            if file_owned and p.check(m and not m.get("subPath"), w, "routes must be a directory mount at /etc/gripmesh (no subPath)"):
                 cm = (vols.get(m["name"]) or {}).get("configMap", {}).get("name")
                 cms = {c["metadata"]["name"]: c for c in by_kind.get("ConfigMap", [])}
                 p.check(cm in cms and "routes" in (cms[cm].get("data") or {}), w, f"ConfigMap {cm} with key routes must be rendered")
@@ -393,6 +396,9 @@ def cmd_compose(args):
             if p.check(isinstance(port, str) and port_re.match(port), sw, f"port {port!r} must be a quoted HOST:CONTAINER string"):
                 host_ports.append(port.rsplit(":", 1)[0])
         if name == "nats":
+            ncmd = [str(a) for a in (s.get("command") or [])]
+            p.check("-js" in ncmd or "--jetstream" in ncmd, sw, "NATS needs JetStream (-js): the cluster state lives in it")
+            p.check("--user" in ncmd or "--auth" in ncmd, sw, "NATS authorisation must be on (--user/--pass or --auth)")
             continue
         cmd = s.get("command")
         if not p.check(isinstance(cmd, list) and cmd and cmd[0] in SUBCOMMANDS, sw, "command must be a list starting with a subcommand"):
@@ -407,7 +413,8 @@ def cmd_compose(args):
         if cmd[0] in ("edge", "control", "authz"):
             p.check("nats" in (s.get("depends_on") or {}), sw, "must depend on nats")
         if cmd[0] in ("edge", "control"):
-            p.check(str(env.get("GRIPMESH_NATS", "")).startswith("nats://nats:"), sw, "GRIPMESH_NATS must point at the nats service")
+            p.check(re.match(r"^nats://[^@/]+@nats:", str(env.get("GRIPMESH_NATS", ""))) is not None, sw,
+                    "GRIPMESH_NATS must point at the nats service, with credentials")
         if cmd[0] == "edge":
             p.check("--authz" in cmd and cmd[cmd.index("--authz") + 1] == "http://authz:9191", sw, "edges use --authz http://authz:9191")
             p.check("--routes" not in cmd, sw, "edges follow control's routes")

@@ -1,5 +1,6 @@
-//! `bus::payload::decode` and `decode_routes` (what an edge reads off NATS) over arbitrary
-//! bytes; every accepted payload must round-trip through `encode`/`encode_routes`.
+//! `bus::payload::decode` (what an edge reads off NATS) and `RecordCodec::open` (what edges
+//! and sidecars read from the state buckets) over arbitrary bytes; every accepted payload must
+//! round-trip through `encode`/`seal`.
 #![no_main]
 
 use bytes::Bytes;
@@ -12,9 +13,11 @@ fuzz_target!(|data: &[u8]| {
             bus::payload::decode(bus::payload::encode(&item, at)).expect("own encoding decodes");
         assert_eq!(again, (item, at));
     }
-    if let Ok((version, text)) = bus::payload::decode_routes(payload) {
-        let again = bus::payload::decode_routes(bus::payload::encode_routes(version, &text))
+    let codec = bus::records::RecordCodec::default();
+    if let Ok(rec) = codec.open::<bus::records::RoutesRecord>("b", "k", payload) {
+        let again: bus::records::RoutesRecord = codec
+            .open("b", "k", codec.seal("b", "k", &rec))
             .expect("own encoding decodes");
-        assert_eq!(again, (version, text));
+        assert_eq!(again, rec);
     }
 });

@@ -156,6 +156,33 @@ async fn revoke(publish: SocketAddr, key: &str) {
     assert_eq!(body["credential_hash"], sha256_hex(key), "{body}");
 }
 
+/// True while less than `secs` seconds have passed since `since` (a revocation made then is
+/// surely still in force).
+fn revoked_at_most(since: Instant, secs: u64) -> bool {
+    since.elapsed() < Duration::from_millis(secs * 1000 - 500)
+}
+
+/// Opens `path` until the revocation of its key has lapsed (403 `Credential revoked.` until
+/// then); returns the first stream that is not refused as revoked.
+async fn reconnect_after_ttl(
+    edge: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> StreamClient {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let client = StreamClient::open(edge, path, headers).await;
+        if client.status != 403 {
+            return client;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: still refused after the TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Publishes one item to `channel` in both the `ws-message` and `http-stream` formats.
 async fn publish_both(publish_addr: SocketAddr, channel: &str, content: &str) {
     let item = json!({"channel": channel, "formats": {
@@ -435,7 +462,11 @@ async fn deny_and_allow_are_cached() {
 #[tokio::test]
 async fn revocation_closes_only_the_revoked_keys_connections() {
     let gw = Gateway::start(&["key-a", "key-b"]).await;
-    let env = start("*,authz test\n", &["--authz-gateway", &gw.url()]).await;
+    let env = start(
+        "*,authz test\n",
+        &["--authz-gateway", &gw.url(), "--revocation-ttl", "2"],
+    )
+    .await;
     let edge = env.edge();
 
     let mut ws_a = WsConn::connect(edge, "/ws?channel=rv&apikey=key-a", &[]).await;
@@ -479,8 +510,22 @@ async fn revocation_closes_only_the_revoked_keys_connections() {
     assert_eq!(ws_b.expect_text(WAIT).await, "b-still-here");
     stream_b.read_until("b-still-here\n", WAIT).await;
 
-    // The cached allow was dropped: the same request as stream_a asks the gateway again.
-    let again = StreamClient::open(edge, "/stream?channel=rv", &[("X-Api-Key", "key-a")]).await;
+    // While the revocation lasts (--revocation-ttl 2) key-a is refused without a gateway call;
+    // after it the cached allow is gone: the same request as stream_a asks the gateway again.
+    let calls = gw.calls_for("key-a");
+    let refused = http_get(edge, "/stream?channel=rv", &[("X-Api-Key", "key-a")]).await;
+    if revoked_at_most(started, 2) {
+        assert_eq!(
+            (refused.status, refused.text().as_str()),
+            (403, "Credential revoked.\n")
+        );
+    }
+    assert_eq!(
+        gw.calls_for("key-a"),
+        calls,
+        "no gateway call for a revoked key"
+    );
+    let again = reconnect_after_ttl(edge, "/stream?channel=rv", &[("X-Api-Key", "key-a")]).await;
     assert_eq!(again.status, 200);
     assert_eq!(gw.calls_for("key-a"), 4);
     wait_metric_at_least(env.admin(), "gripmesh_authz_revocations_total", 1.0, WAIT).await;
@@ -550,7 +595,7 @@ impl AuthzCluster {
             "text",
         ];
         let (control, sidecar) = tokio::join!(
-            ControlNode::start(BIN, &url, "*,authz test\n", &[]),
+            ControlNode::start(BIN, &url, "*,authz test\n", &["--revocation-ttl", "2"]),
             Gripmesh::start(BIN, &sidecar_args, &[])
         );
         let authz_url = format!(
@@ -613,6 +658,7 @@ async fn separate_sidecar_serves_two_edges_and_hears_revocations() {
     assert_eq!(ws1.expect_text(WAIT).await, "warm-up");
     stream_b.read_until("warm-up\n", WAIT).await;
 
+    let revoked_at = Instant::now();
     revoke(cluster.control.publish_addr(), "key-a").await;
     assert_eq!(ws0.expect_close(REVOKE_WAIT).await.0, 4401, "edge 0");
     assert_eq!(ws1.expect_close(REVOKE_WAIT).await.0, 4401, "edge 1");
@@ -633,7 +679,10 @@ async fn separate_sidecar_serves_two_edges_and_hears_revocations() {
     publish_both(cluster.control.publish_addr(), "cl", "b-lives").await;
     stream_b.read_until("b-lives\n", WAIT).await;
 
-    // The same request as ws0's: answered by the gateway, not the dropped cached decision.
+    // After the revocation's TTL (--revocation-ttl 2), the same request as ws0's is answered
+    // by the gateway, not the dropped cached decision.
+    let ttl_end = revoked_at + Duration::from_millis(2500);
+    tokio::time::sleep_until(ttl_end).await;
     let _again = WsConn::connect(e0, "/ws?channel=cl&apikey=key-a", &[]).await;
     assert_eq!(
         gw.calls_for("key-a"),
@@ -786,5 +835,88 @@ async fn measure_authz_connect_latency() {
         gw.calls_for("warm"),
         2,
         "warm cache: one gateway call per distinct request (stream and WebSocket)"
+    );
+}
+
+/// Starts `gripmesh authz --gateway <gateway> --nats <nats>` and waits until it is ready (it is
+/// ready only once the revocations that exist are known).
+async fn start_sidecar(gateway: &str, nats: &str) -> Gripmesh {
+    let sidecar = Gripmesh::start(
+        BIN,
+        &[
+            "authz",
+            "--gateway",
+            gateway,
+            "--nats",
+            nats,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ],
+        &[],
+    )
+    .await;
+    wait_ready(sidecar.admin_addr(), WAIT, "authz sidecar").await;
+    sidecar
+}
+
+/// Revocations are kept in JetStream for `--revocation-ttl`: an edge started after the
+/// revocation and a restarted sidecar refuse the revoked key with 403 without calling the
+/// gateway while it lasts; after it the gateway is asked again.
+#[tokio::test]
+async fn revocation_outlives_restarts_for_its_ttl() {
+    const TTL_SECS: u64 = 8;
+    let gw = Gateway::start(&["key-a", "key-b"]).await;
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let ttl = TTL_SECS.to_string();
+    let control =
+        ControlNode::start(BIN, &url, "*,authz test\n", &["--revocation-ttl", &ttl]).await;
+    wait_ready(control.admin_addr(), WAIT, "control").await;
+    let mut sidecar = start_sidecar(&gw.url(), &url).await;
+
+    let revoked_at = Instant::now();
+    revoke(control.publish_addr(), "key-a").await;
+
+    // The sidecar restarts, and an edge starts, after the revocation.
+    sidecar.kill().await;
+    let sidecar = start_sidecar(&gw.url(), &url).await;
+    let authz_url = format!(
+        "http://{}",
+        sidecar
+            .listener_addr("authz")
+            .expect("gripmesh authz prints `listening authz ADDR`")
+    );
+    let edge = start_edge(BIN, &url, &["--authz", &authz_url]).await;
+    wait_ready(edge.admin_addr(), WAIT, "edge started after the revocation").await;
+
+    let refused = http_get(edge.edge_addr(), "/stream?channel=rv&apikey=key-a", &[]).await;
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(TTL_SECS - 2),
+        "the machine is too slow for this test's TTL"
+    );
+    assert_eq!(
+        (refused.status, refused.text().as_str()),
+        (403, "Credential revoked.\n")
+    );
+    assert_eq!(
+        gw.calls_for("key-a"),
+        0,
+        "no gateway call for a revoked key"
+    );
+    // Another key is unaffected.
+    let b = StreamClient::open(edge.edge_addr(), "/stream?channel=rv&apikey=key-b", &[]).await;
+    assert_eq!(b.status, 200);
+
+    let again = reconnect_after_ttl(edge.edge_addr(), "/stream?channel=rv&apikey=key-a", &[]).await;
+    assert_eq!(again.status, 200, "allowed again after the TTL");
+    assert!(revoked_at.elapsed() >= Duration::from_secs(TTL_SECS));
+    assert_eq!(
+        gw.calls_for("key-a"),
+        1,
+        "the gateway is asked again after the TTL"
     );
 }

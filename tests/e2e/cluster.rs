@@ -61,6 +61,25 @@ impl Cluster {
         }
     }
 
+    /// Like [`Cluster::start_with_routes`], with control keeping the table in JetStream only
+    /// (no routes file; `routes` installed with `PUT /routes`).
+    async fn start_api(edges: usize, routes: &str) -> Cluster {
+        let nats = NatsServer::start();
+        let url = nats.url();
+        let (control, edges) = tokio::join!(
+            ControlNode::start_api(BIN, &url, Some(routes), &[]),
+            start_edges(BIN, &url, edges, &[])
+        );
+        for (i, edge) in edges.iter().enumerate() {
+            wait_edge_ready(edge, &format!("edge {i}")).await;
+        }
+        Cluster {
+            nats,
+            control,
+            edges,
+        }
+    }
+
     fn publish_addr(&self) -> SocketAddr {
         self.control.publish_addr()
     }
@@ -429,7 +448,7 @@ const HELLO: &str = "Hello from the gripmesh test origin.\n";
 #[tokio::test]
 async fn cluster_routes_put_through_control_reach_edges() {
     let old_table = "old.example test\n";
-    let c = Cluster::start_with_routes(2, old_table).await;
+    let c = Cluster::start_api(2, old_table).await;
     let pids: Vec<u32> = c.edges.iter().map(Gripmesh::pid).collect();
 
     for edge in &c.edges {

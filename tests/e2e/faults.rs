@@ -503,16 +503,16 @@ async fn fault_nats_node_killed_and_restarted_under_publishing() {
 // ---------------------------------------------------------------------------------------------
 
 /// Control is SIGKILLed under steady publishing: publishes fail fast (connection refused) while
-/// it is down, edges keep their clients and keep serving new ones; a restarted control (same
-/// routes file) accepts publishes that reach the old clients, and a route `PUT` after the
-/// restart reaches every edge.
+/// it is down, edges keep their clients and keep serving new ones; a restarted control (the
+/// table it serves comes from JetStream) accepts publishes that reach the old clients, and a
+/// route `PUT` after the restart reaches every edge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_control_killed_and_restarted() {
     let nats = NatsServer::start();
     let url = nats.url();
     let table = "old.example test\n";
     let (control, edges) = tokio::join!(
-        ControlNode::start(BIN, &url, table, &[]),
+        ControlNode::start_api(BIN, &url, Some(table), &[]),
         start_edges(BIN, &url, 2, &[])
     );
     let mut control = control;
@@ -565,11 +565,7 @@ async fn fault_control_killed_and_restarted() {
     }
 
     let restarted_at = Instant::now();
-    let routes_arg = control
-        .routes_file
-        .to_str()
-        .expect("utf-8 temp path")
-        .to_owned();
+    // The table lives in JetStream: the restarted control needs no routes file.
     let restarted = Gripmesh::start(
         BIN,
         &[
@@ -584,8 +580,6 @@ async fn fault_control_killed_and_restarted() {
             "127.0.0.1:0",
             "--log-format",
             "text",
-            "--routes",
-            &routes_arg,
         ],
         &[],
     )

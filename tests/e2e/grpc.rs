@@ -361,7 +361,7 @@ async fn grpc_routes_put_reaches_edges() {
     let nats = NatsServer::start();
     let url = nats.url();
     let (control, edge) = tokio::join!(
-        ControlNode::start(BIN, &url, "old.example test\n", &[]),
+        ControlNode::start_api(BIN, &url, Some("old.example test\n"), &[]),
         start_edge(BIN, &url, &[])
     );
     wait_ready(control.admin_addr(), WAIT, "control").await;

@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod clients_doc;
 mod cluster;
+mod cluster_state;
 mod common;
 mod demo;
 mod dropin;

@@ -13,7 +13,7 @@ pub mod limits;
 mod metrics;
 
 use breaker::Breaker;
-use bus::Bus;
+use bus::cluster_state::{CaughtUp, RevocationSet};
 use bytes::Bytes;
 use cache::DecisionCache;
 use dashmap::DashMap;
@@ -27,9 +27,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use gateway::GatewayError;
-
-/// Bus subject on which revocations travel (payload: the credential's hex SHA-256).
-pub use bus::payload::REVOKE_SUBJECT;
 
 /// Sidecar settings.
 #[derive(Debug, Clone)]
@@ -131,6 +128,8 @@ struct Inner {
     revocations: AtomicU64,
     breaker: Breaker,
     metrics: metrics::AuthzMetrics,
+    /// Credentials revoked and not yet lapsed: refused without asking the gateway.
+    revoked: RevocationSet,
 }
 
 /// A configuration the sidecar cannot run with.
@@ -155,6 +154,7 @@ impl Authorizer {
                 inflight: DashMap::new(),
                 revocations: AtomicU64::new(0),
                 metrics: metrics::AuthzMetrics::new(),
+                revoked: RevocationSet::new(),
             }),
         })
     }
@@ -167,6 +167,19 @@ impl Authorizer {
         // Reused only for exactly what the gateway decided on: route, method, path, query and
         // every credential presented (SPEC §7).
         let key = credential::decision_key(&inner.config.sources, &req, &presented);
+        if hashes.iter().any(|h| inner.revoked.contains(h)) {
+            // Revoked at the cluster: refused for the revocation's TTL, whatever the gateway
+            // would say (it may take a while to propagate its own revocation).
+            inner.metrics.check("deny", false);
+            let outcome = Outcome::Deny {
+                status: 403,
+                headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+                body: Bytes::from_static(b"Credential revoked.\n"),
+            };
+            let mut resp = self.response(&outcome, hashes, false);
+            resp.cache_ttl_seconds = 0;
+            return resp;
+        }
         if let Some(outcome) = inner.cache.get(&key, Instant::now()) {
             inner.metrics.check(outcome.label(), true);
             return self.response(&outcome, hashes, true);
@@ -335,12 +348,28 @@ impl Authorizer {
         dropped
     }
 
-    /// Applies revocations broadcast on the bus until `shutdown`.
-    pub async fn follow_revocations(&self, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
-        bus::follow(bus.as_ref(), REVOKE_SUBJECT, &shutdown, |payload| {
-            let dropped = self.revoke(&String::from_utf8_lossy(&payload));
-            tracing::info!(dropped, "revocation applied");
-        })
+    /// Follows the revocations bucket in `state` until `shutdown`: every live revocation
+    /// (also those made before this sidecar started) is refused until it lapses, and its
+    /// cached decisions are dropped. `on_current` runs once the revocations that existed at
+    /// the start are known (readiness waits for it).
+    pub async fn follow_revocations(
+        &self,
+        state: Arc<dyn bus::kv::StateStore>,
+        codec: bus::records::RecordCodec,
+        on_current: CaughtUp,
+        shutdown: CancellationToken,
+    ) {
+        bus::cluster_state::follow_revocations(
+            state.as_ref(),
+            codec,
+            &shutdown,
+            on_current,
+            |hash, expires| {
+                self.inner.revoked.insert(hash, expires);
+                let dropped = self.revoke(hash);
+                tracing::info!(dropped, "revocation applied");
+            },
+        )
         .await;
     }
 }

@@ -5,16 +5,21 @@
 //! plain bytes ([`payload`] encodes them with prost), so every implementation — the embedded
 //! [`MemoryBus`] here, NATS later — carries exactly the same thing.
 
+pub mod cluster_state;
 pub mod history;
+pub mod kv;
+mod kv_jetstream;
+mod kv_memory;
 mod memory;
 pub mod metrics;
 mod nats;
 pub mod payload;
+pub mod records;
 pub mod subject;
 pub mod usage;
 
 pub use memory::MemoryBus;
-pub use nats::{NatsBus, NatsOptions};
+pub use nats::{NatsAuth, NatsBus, NatsOptions};
 
 use bytes::Bytes;
 use futures_util::StreamExt;

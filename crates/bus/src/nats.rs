@@ -34,6 +34,109 @@ pub struct NatsOptions {
     pub name: String,
     /// Messages buffered per subscription before NATS counts the client as slow.
     pub subscription_capacity: usize,
+    /// Credentials and TLS.
+    pub auth: NatsAuth,
+}
+
+/// How to prove who we are to NATS, and how to check the server (SPEC §12). User/password or
+/// a token may also come in the URL (`nats://user:pass@host`, `nats://token@host`).
+#[derive(Debug, Clone, Default)]
+pub struct NatsAuth {
+    /// A `.creds` file (user JWT + NKey seed), as `nsc` makes them.
+    pub creds_file: Option<std::path::PathBuf>,
+    /// A file holding an NKey seed (`SU...`).
+    pub nkey_file: Option<std::path::PathBuf>,
+    /// CA certificate(s) (PEM) the server's certificate must chain to; implies TLS.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with `tls_key`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Client private key (PEM) for `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+/// A URL with any password or token replaced, for messages.
+fn redact(url: &str) -> String {
+    match url.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let scheme = userinfo.split_once("://").map_or("", |(s, _)| s);
+            if scheme.is_empty() {
+                format!("***@{host}")
+            } else {
+                format!("{scheme}://***@{host}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Applies credentials and TLS settings to the connect options.
+async fn apply_auth(
+    mut opts: async_nats::ConnectOptions,
+    auth: &NatsAuth,
+    servers: &[async_nats::ServerAddr],
+) -> Result<async_nats::ConnectOptions, BusError> {
+    let bad = |flag: &str, e: &dyn std::fmt::Display| BusError::Unavailable(format!("{flag}: {e}"));
+    if let Some(path) = &auth.creds_file {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| bad("--nats-creds", &format!("{}: {e}", path.display())))?;
+    }
+    if let Some(path) = &auth.nkey_file {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| bad("--nats-nkey", &format!("{}: {e}", path.display())))?;
+        let seed = seed
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("SU"))
+            .ok_or_else(|| {
+                bad(
+                    "--nats-nkey",
+                    &format!("{}: no user seed (SU...) in the file", path.display()),
+                )
+            })?;
+        opts = opts.nkey(seed.to_owned());
+    }
+    // async-nats does not read credentials from the URL itself: the first URL carrying some
+    // gives them (a user alone is a token, as with the Go client).
+    if let Some(with_user) = servers.iter().find(|s| s.has_user_pass()) {
+        let user = with_user.username().unwrap_or_default().to_owned();
+        opts = match with_user.password() {
+            Some(pass) => opts.user_and_password(user, pass.to_owned()),
+            None => opts.token(user),
+        };
+    }
+    if let Some(ca) = &auth.tls_ca {
+        if !ca.is_file() {
+            return Err(bad(
+                "--nats-tls-ca",
+                &format!("{}: no such file", ca.display()),
+            ));
+        }
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&auth.tls_cert, &auth.tls_key) {
+        (Some(cert), Some(key)) => {
+            for f in [cert, key] {
+                if !f.is_file() {
+                    return Err(bad(
+                        "--nats-tls-cert/--nats-tls-key",
+                        &format!("{}: no such file", f.display()),
+                    ));
+                }
+            }
+            opts = opts
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(BusError::Unavailable(
+                "--nats-tls-cert and --nats-tls-key go together".into(),
+            ));
+        }
+    }
+    Ok(opts)
 }
 
 /// A [`Bus`] on NATS core pub/sub. Cheap to clone.
@@ -54,8 +157,9 @@ impl NatsBus {
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .map(|u| {
-                u.parse()
-                    .map_err(|e| BusError::Unavailable(format!("invalid NATS URL {u}: {e}")))
+                u.parse().map_err(|e| {
+                    BusError::Unavailable(format!("invalid NATS URL {}: {e}", redact(u)))
+                })
             })
             .collect::<Result<_, _>>()?;
         if servers.is_empty() {
@@ -69,7 +173,8 @@ impl NatsBus {
         let cb_tx = tx.clone();
         let cb_once = connected_once.clone();
         let cb_metrics = metrics.clone();
-        let client = async_nats::ConnectOptions::new()
+        let opts = apply_auth(async_nats::ConnectOptions::new(), &options.auth, &servers).await?;
+        let client = opts
             .name(options.name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))

@@ -433,49 +433,6 @@ mod tests {
     }
 }
 
-/// Subject on which revocations travel; the payload is the credential's hex SHA-256.
-pub const REVOKE_SUBJECT: &str = "gripmesh.revoke";
-
-/// Subject on which control broadcasts route table snapshots.
-pub const ROUTES_SUBJECT: &str = "gripmesh.routes";
-/// Subject on which an edge asks control to broadcast the current snapshot now.
-pub const ROUTES_REQUEST_SUBJECT: &str = "gripmesh.routes.get";
-
-/// A versioned route table, as control broadcasts it.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RoutesSnapshot {
-    /// [`PAYLOAD_VERSION`].
-    #[prost(uint32, tag = "1")]
-    pub payload_version: u32,
-    /// Table version: milliseconds since the epoch when this table was set. Newer wins.
-    #[prost(uint64, tag = "2")]
-    pub version: u64,
-    /// The table in routes-file syntax (already validated by control).
-    #[prost(string, tag = "3")]
-    pub text: String,
-}
-
-/// Encodes a routes snapshot.
-pub fn encode_routes(version: u64, text: &str) -> Bytes {
-    Bytes::from(
-        RoutesSnapshot {
-            payload_version: PAYLOAD_VERSION,
-            version,
-            text: text.to_owned(),
-        }
-        .encode_to_vec(),
-    )
-}
-
-/// Decodes a routes snapshot into (version, text).
-pub fn decode_routes(payload: Bytes) -> Result<(u64, String), PayloadError> {
-    let msg = RoutesSnapshot::decode(payload)?;
-    if msg.payload_version != PAYLOAD_VERSION {
-        return Err(PayloadError::Version(msg.payload_version));
-    }
-    Ok((msg.version, msg.text))
-}
-
 /// Subject on which control sends commands to every edge ([`EdgeCommand`]).
 pub const COMMAND_SUBJECT: &str = "gripmesh.cmd";
 

@@ -27,6 +27,7 @@ async fn nats() -> Fixture {
         urls: server.url(),
         name: "conformance".into(),
         subscription_capacity: 65_536,
+        auth: Default::default(),
     })
     .await
     .unwrap();
@@ -199,6 +200,7 @@ async fn nats_subscription_is_live_on_return() {
         urls: server.url(),
         name: name.into(),
         subscription_capacity: 1024,
+        auth: Default::default(),
     };
     let subscriber = NatsBus::connect(options("sub")).await.unwrap();
     let publisher = NatsBus::connect(options("pub")).await.unwrap();
@@ -221,6 +223,7 @@ async fn nats_rejects_bad_urls() {
         urls: "not a url at all ::".into(),
         name: "x".into(),
         subscription_capacity: 16,
+        auth: Default::default(),
     })
     .await;
     assert!(err.is_err());

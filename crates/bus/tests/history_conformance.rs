@@ -37,6 +37,7 @@ async fn connect(server: &NatsServer) -> NatsBus {
         urls: server.url(),
         name: "history-conformance".into(),
         subscription_capacity: 1024,
+        auth: Default::default(),
     })
     .await
     .unwrap();

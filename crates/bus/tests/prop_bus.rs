@@ -123,10 +123,15 @@ proptest! {
     }
 
     #[test]
-    fn routes_snapshot_round_trip(version in any::<u64>(), text in "(?s).{0,200}") {
-        let decoded = payload::decode_routes(payload::encode_routes(version, &text))
+    fn routes_record_round_trip(seq in any::<u64>(), text in "(?s).{0,200}") {
+        let codec = bus::records::RecordCodec::new(Some(
+            bus::records::ClusterKey::parse("0123456789abcdef").map_err(TestCaseError::fail)?,
+        ));
+        let rec = bus::records::RoutesRecord { text, seq };
+        let opened: bus::records::RoutesRecord = codec
+            .open("b", "k", codec.seal("b", "k", &rec))
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(decoded, (version, text));
+        prop_assert_eq!(opened, rec);
     }
 
     #[test]
@@ -138,7 +143,8 @@ proptest! {
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(again, (item, at));
         }
-        let _ = payload::decode_routes(data);
+        let _ = bus::records::RecordCodec::default()
+            .open::<bus::records::RoutesRecord>("b", "k", data);
     }
 
     #[test]

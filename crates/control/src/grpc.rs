@@ -376,7 +376,9 @@ impl RouteService for RouteApi {
         request: Request<pb::ListRoutesRequest>,
     ) -> Result<Response<pb::RouteTable>, Status> {
         authorize(&self.inner, &request)?;
-        Ok(Response::new(route_table(&self.inner.routes.current())))
+        Ok(Response::new(route_table(
+            &self.inner.routes.current().await,
+        )))
     }
 
     async fn put(
@@ -384,12 +386,18 @@ impl RouteService for RouteApi {
         request: Request<pb::PutRoutesRequest>,
     ) -> Result<Response<pb::RouteTable>, Status> {
         authorize(&self.inner, &request)?;
-        match self.inner.routes.put(request.into_inner().text) {
+        match self.inner.routes.put(request.into_inner().text).await {
             Ok(v) => {
                 tracing::info!(version = v.version, "route table replaced through gRPC");
                 Ok(Response::new(route_table(&v)))
             }
-            Err(err) => Err(Status::invalid_argument(format!("invalid routes: {err}"))),
+            Err(crate::PutError::Invalid(err)) => {
+                Err(Status::invalid_argument(format!("invalid routes: {err}")))
+            }
+            Err(crate::PutError::FileManaged) => {
+                Err(Status::failed_precondition("routes are managed by a file"))
+            }
+            Err(crate::PutError::Unavailable(err)) => Err(Status::unavailable(err)),
         }
     }
 
@@ -426,7 +434,9 @@ impl Revocation for RevocationApi {
                 "give credential, or credential_hash as 64 hex digits",
             ));
         };
-        crate::revoke::broadcast(&self.inner, &hash)
+        self.inner
+            .revocations
+            .revoke(&hash)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::RevokeReply {
@@ -819,6 +829,33 @@ mod tests {
 
     // ---- services over a MemoryBus
 
+    /// In-memory route and revocation stores; the route table is seeded with
+    /// `* 127.0.0.1:1` (version 1) before this returns.
+    async fn stores(shutdown: &CancellationToken) -> (RouteStore, crate::RevocationStore) {
+        let state: Arc<dyn bus::kv::StateStore> = Arc::new(bus::kv::MemoryState::new());
+        let codec = bus::records::RecordCodec::default();
+        let routes = RouteStore::new(
+            state.clone(),
+            codec.clone(),
+            1,
+            crate::RoutesSource::Api {
+                seed: "* 127.0.0.1:1\n".into(),
+            },
+        );
+        tokio::spawn({
+            let (routes, stop) = (routes.clone(), shutdown.clone());
+            async move { routes.run(stop).await }
+        });
+        routes
+            .watch()
+            .wait_for(|v| v.version > 0)
+            .await
+            .expect("seeded");
+        let revocations =
+            crate::RevocationStore::new(state, codec, std::time::Duration::from_secs(60), 1);
+        (routes, revocations)
+    }
+
     struct Fixture {
         control: Control,
         bus: MemoryBus,
@@ -826,23 +863,18 @@ mod tests {
     }
 
     impl Fixture {
-        fn new(auth: PublishAuth) -> Fixture {
+        async fn new(auth: PublishAuth) -> Fixture {
             let bus = MemoryBus::new();
-            let routes = RouteStore::new(
-                RoutesVersion {
-                    version: 10,
-                    text: "* 127.0.0.1:1\n".into(),
-                },
-                None,
-            );
+            let shutdown = CancellationToken::new();
+            let (routes, revocations) = stores(&shutdown).await;
             let config = ControlConfig {
                 auth,
                 ..ControlConfig::default()
             };
             Fixture {
-                control: Control::new(config, Arc::new(bus.clone()), routes),
+                control: Control::new(config, Arc::new(bus.clone()), routes, revocations),
                 bus,
-                shutdown: CancellationToken::new(),
+                shutdown,
             }
         }
 
@@ -890,7 +922,7 @@ mod tests {
 
     #[tokio::test]
     async fn publish_delivers_the_batch_in_order() {
-        let fx = Fixture::new(PublishAuth::Open);
+        let fx = Fixture::new(PublishAuth::Open).await;
         let mut sub = fx.subscribe("c").await;
         let req = pb::PublishRequest {
             items: vec![stream_item("c", "one"), stream_item("c", "two")],
@@ -911,7 +943,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_batch_is_refused_whole() {
-        let fx = Fixture::new(PublishAuth::Open);
+        let fx = Fixture::new(PublishAuth::Open).await;
         let mut sub = fx.subscribe("c").await;
         let api = fx.publisher();
         let bad = pb::PublishRequest {
@@ -939,7 +971,7 @@ mod tests {
     /// subject NATS drops the connection over).
     #[tokio::test]
     async fn overlong_channel_is_refused() {
-        let fx = Fixture::new(PublishAuth::Open);
+        let fx = Fixture::new(PublishAuth::Open).await;
         let mut sub = fx.subscribe("c").await;
         let api = fx.publisher();
         let long = "x".repeat(ControlConfig::default().max_channel_length + 1);
@@ -962,7 +994,7 @@ mod tests {
 
     #[tokio::test]
     async fn publish_auth() {
-        let fx = Fixture::new(PublishAuth::Token("secret".into()));
+        let fx = Fixture::new(PublishAuth::Token("secret".into())).await;
         let api = fx.publisher();
         let req = || pb::PublishRequest {
             items: vec![stream_item("c", "x")],
@@ -996,7 +1028,7 @@ mod tests {
             .await
             .expect_err("routes need the token too");
         assert_eq!(denied.code(), Code::Unauthenticated);
-        assert_eq!(fx.control.routes().current().version, 10);
+        assert_eq!(fx.control.routes().current().await.version, 1);
         routes
             .list(with_auth(pb::ListRoutesRequest {}, "Bearer secret"))
             .await
@@ -1005,7 +1037,7 @@ mod tests {
 
     #[tokio::test]
     async fn stream_replies_once_per_request_and_survives_bad_requests() {
-        let fx = Fixture::new(PublishAuth::Open);
+        let fx = Fixture::new(PublishAuth::Open).await;
         let mut sub = fx.subscribe("c").await;
         let requests = futures_util::stream::iter(vec![
             Ok(pb::PublishRequest {
@@ -1048,7 +1080,7 @@ mod tests {
 
     #[tokio::test]
     async fn stream_ends_with_the_status_of_a_broken_request() {
-        let fx = Fixture::new(PublishAuth::Open);
+        let fx = Fixture::new(PublishAuth::Open).await;
         let requests = futures_util::stream::iter(vec![
             Ok(pb::PublishRequest {
                 items: vec![stream_item("c", "a")],
@@ -1069,7 +1101,7 @@ mod tests {
 
     #[tokio::test]
     async fn stream_ends_on_shutdown() {
-        let fx = Fixture::new(PublishAuth::Open);
+        let fx = Fixture::new(PublishAuth::Open).await;
         let mut replies = fx.publisher().reply_stream(futures_util::stream::pending());
         fx.shutdown.cancel();
         let end = tokio::time::timeout(WAIT, replies.next()).await;
@@ -1094,14 +1126,13 @@ mod tests {
     #[tokio::test]
     async fn bus_failure_is_unavailable() {
         let down = DownBus(tokio::sync::watch::Sender::new(BusState::Disconnected));
-        let routes = RouteStore::new(
-            RoutesVersion {
-                version: 1,
-                text: String::new(),
-            },
-            None,
+        let (routes, revocations) = stores(&CancellationToken::new()).await;
+        let control = Control::new(
+            ControlConfig::default(),
+            Arc::new(down),
+            routes,
+            revocations,
         );
-        let control = Control::new(ControlConfig::default(), Arc::new(down), routes);
         let api = PublishApi::new(control.inner.clone(), CancellationToken::new());
         let req = || pb::PublishRequest {
             items: vec![stream_item("c", "x")],
@@ -1127,14 +1158,11 @@ mod tests {
 
     #[tokio::test]
     async fn routes_list_put_and_watch() {
-        let fx = Fixture::new(PublishAuth::Open);
+        let fx = Fixture::new(PublishAuth::Open).await;
         let api = fx.routes();
         let mut watch = api.watch_stream();
         let first = watch.next().await.expect("initial").expect("table");
-        assert_eq!(
-            (first.version, first.text.as_str()),
-            (10, "* 127.0.0.1:1\n")
-        );
+        assert_eq!((first.version, first.text.as_str()), (1, "* 127.0.0.1:1\n"));
         assert_eq!(first.routes.len(), 1);
         assert_eq!(first.routes[0].line, 1);
 
@@ -1160,7 +1188,7 @@ mod tests {
             .await
             .expect("good table")
             .into_inner();
-        assert!(put.version > 10);
+        assert!(put.version > 1);
         assert_eq!(
             put.routes.iter().map(|r| r.line).collect::<Vec<_>>(),
             vec![2]
@@ -1185,7 +1213,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_services_are_unimplemented() {
-        let fx = Fixture::new(PublishAuth::Open);
+        let fx = Fixture::new(PublishAuth::Open).await;
         let mut router =
             router(fx.control.inner.clone(), fx.shutdown.clone()).expect("descriptors");
         let req = http::Request::builder()

@@ -13,7 +13,8 @@ pub mod routes;
 pub mod webhook;
 
 pub use auth::PublishAuth;
-pub use routes::{RouteStore, RoutesVersion};
+pub use revoke::RevocationStore;
+pub use routes::{PutError, RouteStore, RoutesSource, RoutesVersion};
 
 use bus::Bus;
 use std::sync::Arc;
@@ -75,19 +76,27 @@ pub(crate) struct Inner {
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) metrics: metrics::ControlMetrics,
     pub(crate) routes: RouteStore,
+    pub(crate) revocations: RevocationStore,
 }
 
 impl Control {
-    /// A control plane publishing on `bus` and owning the route table in `routes`.
-    pub fn new(config: ControlConfig, bus: Arc<dyn Bus>, routes: RouteStore) -> Control {
+    /// A control plane publishing on `bus`, owning the route table in `routes` and writing
+    /// revocations to `revocations`.
+    pub fn new(
+        config: ControlConfig,
+        bus: Arc<dyn Bus>,
+        routes: RouteStore,
+        revocations: RevocationStore,
+    ) -> Control {
         // Right away, so the first scrape has it ([`Control::track_routes_version`] follows).
-        metrics::ControlMetrics::set_routes_version(routes.current().version);
+        metrics::ControlMetrics::set_routes_version(routes.latest().version);
         Control {
             inner: Arc::new(Inner {
                 config,
                 bus,
                 metrics: metrics::ControlMetrics::new(),
                 routes,
+                revocations,
             }),
         }
     }
@@ -95,13 +104,6 @@ impl Control {
     /// The route store.
     pub fn routes(&self) -> &RouteStore {
         &self.inner.routes
-    }
-
-    /// Broadcasts the route table to edges until `shutdown`: on every change, when an edge
-    /// asks (`gripmesh.routes.get`), and every `every` so edges converge after any loss. Also
-    /// adopts newer tables broadcast by other control replicas.
-    pub async fn distribute_routes(&self, every: std::time::Duration, shutdown: CancellationToken) {
-        routes::distribute(self.inner.clone(), every, shutdown).await;
     }
 
     /// Keeps `gripmesh_control_routes_version` in step with the route table until `shutdown`

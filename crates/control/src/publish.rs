@@ -334,12 +334,15 @@ async fn revoke(inner: &Inner, req: Request<Incoming>) -> Reply {
             );
         }
     };
-    match crate::revoke::broadcast(inner, &hash).await {
+    match inner.revocations.revoke(&hash).await {
         Ok(()) => Reply::Json(
             StatusCode::OK,
             format!("{}\n", serde_json::json!({"credential_hash": hash})),
         ),
-        Err(_) => Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "Bus unavailable.\n".into()),
+        Err(err) => {
+            tracing::warn!(error = %err, "revocation not recorded");
+            Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "Bus unavailable.\n".into())
+        }
     }
 }
 
@@ -432,7 +435,7 @@ async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
     }
     match *req.method() {
         Method::GET | Method::HEAD => {
-            let cur = inner.routes.current();
+            let cur = inner.routes.current().await;
             let ids: Vec<serde_json::Value> = routes::RouteTable::parse(&cur.text)
                 .map(|t| {
                     t.routes()
@@ -456,7 +459,7 @@ async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
                     "Invalid routes: not UTF-8.\n".into(),
                 );
             };
-            match inner.routes.put(text) {
+            match inner.routes.put(text).await {
                 Ok(v) => {
                     tracing::info!(version = v.version, "route table replaced through the API");
                     Reply::Json(
@@ -464,8 +467,19 @@ async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
                         format!("{}\n", serde_json::json!({"version": v.version})),
                     )
                 }
-                Err(err) => {
+                Err(crate::PutError::Invalid(err)) => {
                     Reply::Text(StatusCode::BAD_REQUEST, format!("Invalid routes: {err}\n"))
+                }
+                Err(crate::PutError::FileManaged) => Reply::Text(
+                    StatusCode::CONFLICT,
+                    "Routes are managed by a file.\n".into(),
+                ),
+                Err(crate::PutError::Unavailable(err)) => {
+                    tracing::warn!(error = %err, "route table not written");
+                    Reply::Text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Route store unavailable.\n".into(),
+                    )
                 }
             }
         }

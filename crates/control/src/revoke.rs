@@ -1,8 +1,70 @@
-//! Credential revocation: hashed here, broadcast on the bus to every sidecar (drop the cached
-//! decision) and every edge (close the live connections opened with it).
+//! Credential revocation: hashed here and written to the `gripmesh_revocations` bucket for
+//! `--revocation-ttl`; every sidecar (drop the cached decision, refuse the credential) and
+//! every edge (close the live connections opened with it) watches the bucket.
 
-use crate::Inner;
+use bus::cluster_state::{RevocationsBucket, revocations_bucket};
+use bus::kv::StateStore;
+use bus::records::RecordCodec;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Where revocations are written. Cheap to clone.
+#[derive(Clone)]
+pub struct RevocationStore {
+    state: Arc<dyn StateStore>,
+    codec: RecordCodec,
+    ttl: Duration,
+    replicas: usize,
+    bucket: Arc<OnceCell<RevocationsBucket>>,
+}
+
+impl RevocationStore {
+    /// Revocations on `state`, sealed with `codec`, lasting `ttl` (also the bucket's
+    /// `max_age`), the bucket made with `replicas`.
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        codec: RecordCodec,
+        ttl: Duration,
+        replicas: usize,
+    ) -> RevocationStore {
+        RevocationStore {
+            state,
+            codec,
+            ttl,
+            replicas,
+            bucket: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// Creates the bucket (or brings its TTL up to date) now, so followers find it.
+    pub async fn prepare(&self) -> Result<(), bus::kv::KvError> {
+        self.bucket().await.map(|_| ())
+    }
+
+    async fn bucket(&self) -> Result<&RevocationsBucket, bus::kv::KvError> {
+        self.bucket
+            .get_or_try_init(|| async {
+                let kv = self
+                    .state
+                    .open(&revocations_bucket(self.ttl, self.replicas), true)
+                    .await?;
+                Ok(RevocationsBucket::new(kv, self.codec.clone()))
+            })
+            .await
+    }
+
+    /// Records a revocation.
+    pub(crate) async fn revoke(&self, credential_hash: &str) -> Result<(), bus::kv::KvError> {
+        tracing::info!("credential revoked");
+        self.bucket()
+            .await?
+            .revoke(credential_hash, self.ttl)
+            .await
+            .map(|_| ())
+    }
+}
 
 /// Hex SHA-256 of a credential (the same hash the sidecar uses).
 pub(crate) fn hash(credential: &str) -> String {
@@ -15,18 +77,6 @@ pub(crate) fn hash(credential: &str) -> String {
 /// True for a 64-digit hex string.
 pub(crate) fn is_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Publishes a revocation.
-pub(crate) async fn broadcast(inner: &Inner, credential_hash: &str) -> Result<(), bus::BusError> {
-    tracing::info!("credential revoked");
-    inner
-        .bus
-        .publish(
-            bus::payload::REVOKE_SUBJECT.into(),
-            bytes::Bytes::from(credential_hash.to_owned()),
-        )
-        .await
 }
 
 #[cfg(test)]

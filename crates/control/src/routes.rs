@@ -1,202 +1,273 @@
-//! The cluster's route table, owned by control: loaded from `--routes FILE`, replaced through
-//! `PUT /routes` or gRPC, versioned, and broadcast to every edge over the bus.
+//! The cluster's route table, owned by control and kept in the `gripmesh_routes` bucket
+//! (JetStream, or in memory for standalone without NATS).
+//!
+//! `PUT /routes` and gRPC `Put` validate and write the bucket (compare-and-set); with
+//! `--routes FILE` the file is the source of truth, written to the bucket whenever it changes,
+//! and API writes are refused. Every control replica reads the same bucket, so they all serve
+//! the same table and version (the bucket revision); edges watch the bucket themselves.
 
-use crate::Inner;
-use bytes::Bytes;
+use bus::cluster_state::{RoutesBucket, StoredRoutes, routes_bucket};
+use bus::kv::{KvError, StateStore};
+use bus::records::RecordCodec;
 use routes::RouteTable;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::watch;
+use std::sync::Arc;
+use tokio::sync::{OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 
 /// One version of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutesVersion {
-    /// Milliseconds since the epoch when this table was set (a file's mtime for file loads, so
-    /// every control replica reading the same file agrees). Newer wins.
+    /// The bucket revision that holds this table (0: none yet).
     pub version: u64,
     /// The table in routes-file syntax.
     pub text: String,
 }
 
-/// A rejected table: the line and reason.
-pub type RoutesRejection = routes::RoutesError;
-
-/// The route table and its history head. Cheap to clone.
-#[derive(Clone)]
-pub struct RouteStore {
-    current: watch::Sender<RoutesVersion>,
-    file: Option<PathBuf>,
-    write_lock: Arc<Mutex<()>>,
+impl From<StoredRoutes> for RoutesVersion {
+    fn from(s: StoredRoutes) -> Self {
+        RoutesVersion {
+            version: s.revision,
+            text: s.text,
+        }
+    }
 }
 
-/// Milliseconds since the epoch.
-pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// Why a table was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    /// The table has an error (line and reason); nothing changed.
+    #[error("{0}")]
+    Invalid(#[from] routes::RoutesError),
+    /// `--routes FILE` owns the table.
+    #[error("routes are managed by a file")]
+    FileManaged,
+    /// The bucket cannot be written right now.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Where the table comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoutesSource {
+    /// `PUT /routes` and gRPC `Put`; an empty bucket is seeded with this table.
+    Api {
+        /// Table written when the bucket holds none yet (first start of a cluster).
+        seed: String,
+    },
+    /// A routes file (written to the bucket by the caller through [`RouteStore::sync_file`]).
+    File,
+}
+
+/// The route table store. Cheap to clone.
+#[derive(Clone)]
+pub struct RouteStore {
+    state: Arc<dyn StateStore>,
+    codec: RecordCodec,
+    replicas: usize,
+    source: RoutesSource,
+    bucket: Arc<OnceCell<RoutesBucket>>,
+    latest: Arc<watch::Sender<RoutesVersion>>,
 }
 
 impl RouteStore {
-    /// A store starting with `initial` (already validated), persisting `PUT`s to `file` when
-    /// given.
-    pub fn new(initial: RoutesVersion, file: Option<PathBuf>) -> RouteStore {
+    /// A store on `state` (records sealed with `codec`, the bucket made with `replicas`).
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        codec: RecordCodec,
+        replicas: usize,
+        source: RoutesSource,
+    ) -> RouteStore {
         RouteStore {
-            current: watch::Sender::new(initial),
-            file,
-            write_lock: Arc::new(Mutex::new(())),
+            state,
+            codec,
+            replicas,
+            source,
+            bucket: Arc::new(OnceCell::new()),
+            latest: Arc::new(watch::Sender::new(RoutesVersion {
+                version: 0,
+                text: String::new(),
+            })),
         }
     }
 
-    /// The current version.
-    pub fn current(&self) -> RoutesVersion {
-        self.current.borrow().clone()
+    /// True when `--routes FILE` owns the table.
+    pub fn is_file_managed(&self) -> bool {
+        self.source == RoutesSource::File
     }
 
-    /// Follows changes.
+    async fn bucket(&self) -> Result<&RoutesBucket, PutError> {
+        self.bucket
+            .get_or_try_init(|| async {
+                let kv = self
+                    .state
+                    .open(&routes_bucket(self.replicas), true)
+                    .await
+                    .map_err(|e| PutError::Unavailable(e.to_string()))?;
+                Ok(RoutesBucket::new(kv, self.codec.clone()))
+            })
+            .await
+    }
+
+    /// The table as the bucket holds it now (so every replica answers the same at once);
+    /// the last one seen when the bucket cannot be read.
+    pub async fn current(&self) -> RoutesVersion {
+        if let Ok(b) = self.bucket().await
+            && let Ok(Some(stored)) = b.current().await
+        {
+            let v = RoutesVersion::from(stored);
+            self.offer(&v);
+            return v;
+        }
+        self.latest.borrow().clone()
+    }
+
+    /// The last table seen (no I/O).
+    pub fn latest(&self) -> RoutesVersion {
+        self.latest.borrow().clone()
+    }
+
+    /// Follows changes (for gRPC `Watch`): the latest table seen, then every newer one.
     pub fn watch(&self) -> watch::Receiver<RoutesVersion> {
-        self.current.subscribe()
+        self.latest.subscribe()
     }
 
-    /// Validates and installs a new table; on error nothing changes.
-    pub fn put(&self, text: String) -> Result<RoutesVersion, RoutesRejection> {
+    /// Validates and writes a table from the API; on error nothing changes.
+    pub async fn put(&self, text: String) -> Result<RoutesVersion, PutError> {
+        if self.is_file_managed() {
+            return Err(PutError::FileManaged);
+        }
+        self.write(text, false).await
+    }
+
+    /// Validates and writes the routes file's table (nothing is written when the bucket holds
+    /// it already).
+    pub async fn sync_file(&self, text: String) -> Result<RoutesVersion, PutError> {
+        self.write(text, true).await
+    }
+
+    async fn write(&self, text: String, only_if_changed: bool) -> Result<RoutesVersion, PutError> {
         RouteTable::parse_serving(&text)?;
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let version = now_millis().max(self.current.borrow().version + 1);
-        let new = RoutesVersion { version, text };
-        if let Some(path) = &self.file {
-            // Best effort: keep the file in step so a restart serves the same table. A
-            // read-only file (a ConfigMap) keeps the table in memory only.
-            let tmp = path.with_extension("gripmesh-tmp");
-            let written =
-                std::fs::write(&tmp, &new.text).and_then(|()| std::fs::rename(&tmp, path));
-            if let Err(err) = written {
-                tracing::warn!(path = %path.display(), error = %err, "could not persist routes; serving them from memory");
-            }
-        }
-        self.current.send_replace(new.clone());
-        Ok(new)
+        let stored = self
+            .bucket()
+            .await?
+            .put(&text, only_if_changed)
+            .await
+            .map_err(|e| PutError::Unavailable(e.to_string()))?;
+        let v = RoutesVersion::from(stored);
+        self.offer(&v);
+        Ok(v)
     }
 
-    /// Adopts a table from elsewhere (a peer's broadcast, or a file change) if it is newer.
-    /// Returns true when it was adopted.
-    pub fn adopt(&self, candidate: RoutesVersion) -> bool {
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let cur = self.current.borrow().clone();
-        if candidate.version > cur.version && candidate.text != cur.text {
-            if RouteTable::parse_serving(&candidate.text).is_err() {
-                return false;
+    /// Takes `v` as the latest if it is newer than what we have.
+    fn offer(&self, v: &RoutesVersion) {
+        self.latest.send_if_modified(|cur| {
+            let newer = v.version > cur.version;
+            if newer {
+                *cur = v.clone();
             }
-            self.current.send_replace(candidate);
-            return true;
-        }
-        false
+            newer
+        });
     }
-}
 
-/// See [`crate::Control::distribute_routes`].
-pub(crate) async fn distribute(inner: Arc<Inner>, every: Duration, shutdown: CancellationToken) {
-    let mut changes = inner.routes.watch();
-    let mut requests = None;
-    let mut peers = None;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // (Re)subscribe lazily: the bus may not be up yet when control starts.
-        if requests.is_none() {
-            requests = inner
-                .bus
-                .subscribe(bus::payload::ROUTES_REQUEST_SUBJECT.into())
-                .await
-                .ok();
-        }
-        if peers.is_none() {
-            peers = inner
-                .bus
-                .subscribe(bus::payload::ROUTES_SUBJECT.into())
-                .await
-                .ok();
-        }
-        let current = inner.routes.current();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                broadcast(&inner, &inner.routes.current()).await;
-            }
-            msg = next_or_pending(&mut requests) => match msg {
-                Some(_) => broadcast(&inner, &current).await,
-                None => requests = None,
-            },
-            msg = next_or_pending(&mut peers) => match msg {
-                Some(payload) => {
-                    if let Ok((version, text)) = bus::payload::decode_routes(payload)
-                        && inner.routes.adopt(RoutesVersion { version, text })
-                    {
-                        tracing::info!(version, "adopted a newer route table from a peer");
+    /// Opens the bucket (retrying while NATS or JetStream is away), seeds an empty one with
+    /// the default table unless a file owns it, and follows it until `shutdown`, keeping
+    /// [`RouteStore::watch`] current (`Control::track_routes_version` turns it into the
+    /// `gripmesh_control_routes_version` gauge).
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let bucket = loop {
+            match self.bucket().await {
+                Ok(b) => break b.clone(),
+                Err(err) => {
+                    tracing::debug!(error = %err, "route bucket not available yet");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                     }
                 }
-                None => peers = None,
-            },
-            _ = tick.tick() => broadcast(&inner, &current).await,
+            }
+        };
+        if let RoutesSource::Api { seed } = &self.source {
+            while let Err(err) = bucket.seed(seed).await {
+                tracing::debug!(error = %err, "cannot seed the route bucket yet");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
         }
+        bucket
+            .follow(&shutdown, |stored| {
+                // Control validates before writing; a table this build cannot parse is a
+                // version skew between replicas and is not served.
+                if let Err(err) = RouteTable::parse_serving(&stored.text) {
+                    tracing::error!(version = stored.revision, line = err.line, reason = %err.reason, "stored route table rejected");
+                    return;
+                }
+                self.offer(&RoutesVersion::from(stored));
+            })
+            .await;
     }
 }
 
-async fn next_or_pending(sub: &mut Option<bus::Subscription>) -> Option<Bytes> {
-    match sub {
-        Some(s) => s.next().await,
-        None => {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            None
-        }
-    }
-}
-
-async fn broadcast(inner: &Inner, v: &RoutesVersion) {
-    let payload = bus::payload::encode_routes(v.version, &v.text);
-    if let Err(err) = inner
-        .bus
-        .publish(bus::payload::ROUTES_SUBJECT.into(), payload)
-        .await
-    {
-        tracing::debug!(error = %err, "route broadcast failed; will retry");
+impl From<KvError> for PutError {
+    fn from(e: KvError) -> Self {
+        PutError::Unavailable(e.to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bus::kv::MemoryState;
 
-    #[test]
-    fn put_validates_and_bumps_the_version() {
-        let store = RouteStore::new(
-            RoutesVersion {
-                version: 5,
-                text: "* 127.0.0.1:1\n".into(),
+    #[tokio::test]
+    async fn put_validates_writes_the_bucket_and_refuses_when_file_managed() {
+        let state: Arc<dyn StateStore> = Arc::new(MemoryState::new());
+        let api = RouteStore::new(
+            state.clone(),
+            RecordCodec::default(),
+            1,
+            RoutesSource::Api {
+                seed: "* 127.0.0.1:1\n".into(),
             },
-            None,
         );
-        assert!(store.put("* nonsense-without-port\n".into()).is_err());
-        assert_eq!(store.current().version, 5);
-        let v = store.put("* 127.0.0.1:2\n".into()).expect("valid");
-        assert!(v.version > 5);
-        assert_eq!(store.current(), v);
-        assert!(!store.adopt(RoutesVersion {
-            version: 1,
-            text: "* 127.0.0.1:3\n".into()
-        }));
-        assert!(store.adopt(RoutesVersion {
-            version: u64::MAX,
-            text: "* 127.0.0.1:3\n".into()
-        }));
-        assert!(!store.adopt(RoutesVersion {
-            version: u64::MAX,
-            text: "bad line\n".into()
-        }));
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let (api, stop) = (api.clone(), stop.clone());
+            async move { api.run(stop).await }
+        });
+        let mut w = api.watch();
+        w.wait_for(|v| v.version > 0).await.expect("seeded");
+        let seeded = api.current().await;
+        assert_eq!(seeded.text, "* 127.0.0.1:1\n");
+        assert!(matches!(
+            api.put("* nonsense-without-port\n".into()).await,
+            Err(PutError::Invalid(_))
+        ));
+        assert_eq!(api.current().await, seeded);
+        let v = api.put("* 127.0.0.1:2\n".into()).await.expect("valid");
+        assert!(v.version > seeded.version);
+
+        // A second replica on the same state serves the same table at once.
+        let other = RouteStore::new(state, RecordCodec::default(), 1, RoutesSource::File);
+        assert_eq!(other.current().await, v);
+        assert!(matches!(
+            other.put("* 127.0.0.1:3\n".into()).await,
+            Err(PutError::FileManaged)
+        ));
+        let synced = other
+            .sync_file("* 127.0.0.1:3\n".into())
+            .await
+            .expect("file");
+        assert!(synced.version > v.version);
+        assert_eq!(
+            other
+                .sync_file("* 127.0.0.1:3\n".into())
+                .await
+                .expect("same"),
+            synced
+        );
+        w.wait_for(|x| *x == synced).await.expect("followed");
+        stop.cancel();
     }
 }

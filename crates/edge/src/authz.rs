@@ -119,6 +119,15 @@ pub(crate) async fn gate(
         },
     };
     match Decision::try_from(resp.decision).unwrap_or(Decision::Unspecified) {
+        // A sidecar that has not heard of a revocation yet (or follows no bus) cannot let a
+        // revoked credential through this edge.
+        Decision::Allow
+            if std::iter::once(&resp.credential_hash)
+                .chain(&resp.credential_hashes)
+                .any(|h| !h.is_empty() && edge.revoked.contains(h)) =>
+        {
+            Gate::Reject(revoked())
+        }
         Decision::Allow => match limited(edge, &resp) {
             Ok(slot) => Gate::Pass(Some(authorized(edge, resp, request, slot))),
             Err((status, body)) => Gate::Reject(text(status, body)),
@@ -232,6 +241,11 @@ fn expire(edge: &EdgeInner) {
     }
 }
 
+/// The answer for a revoked credential (SPEC §12).
+pub fn revoked() -> Response<Body> {
+    text(StatusCode::FORBIDDEN, "Credential revoked.\n")
+}
+
 fn unavailable() -> Response<Body> {
     text(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -281,18 +295,24 @@ pub(crate) fn revoke(edge: &EdgeInner, credential_hash: &str) -> usize {
     ids.len()
 }
 
-/// Applies revocations from the bus until `shutdown`.
+/// Follows the revocations bucket until `shutdown`: remembers every live revocation (a
+/// connection presenting a revoked credential is refused even if the sidecar allows it) and
+/// closes the live connections opened with each new one.
 pub(crate) async fn follow_revocations(
     edge: Arc<EdgeInner>,
-    bus: Arc<dyn bus::Bus>,
+    state: Arc<dyn bus::kv::StateStore>,
+    codec: bus::records::RecordCodec,
+    on_current: bus::cluster_state::CaughtUp,
     shutdown: CancellationToken,
 ) {
-    bus::follow(
-        bus.as_ref(),
-        bus::payload::REVOKE_SUBJECT,
+    bus::cluster_state::follow_revocations(
+        state.as_ref(),
+        codec,
         &shutdown,
-        |payload| {
-            let closed = revoke(&edge, &String::from_utf8_lossy(&payload));
+        on_current,
+        |hash, expires| {
+            edge.revoked.insert(hash, expires);
+            let closed = revoke(&edge, hash);
             tracing::info!(closed, "revocation applied");
         },
     )

@@ -22,8 +22,8 @@ pub mod origin;
 mod proxy;
 pub mod registry;
 mod resume;
-pub mod routes_bus;
 pub mod routes_file;
+pub mod routes_follow;
 pub mod sequencer;
 mod test_origin;
 pub mod usage;
@@ -162,6 +162,8 @@ pub(crate) struct EdgeInner {
     pub(crate) ws_by_cid: DashMap<String, Arc<ConnHandle>>,
     /// Gone-link requests in flight (drain waits for them).
     pub(crate) gone_tasks: tokio_util::task::TaskTracker,
+    /// Credentials revoked and not yet lapsed (from the revocations bucket).
+    pub(crate) revoked: bus::cluster_state::RevocationSet,
 }
 
 impl EdgeInner {
@@ -219,6 +221,7 @@ impl Edge {
                 resumes: tokio::sync::Semaphore::new(resume::MAX_CONCURRENT_RESUMES),
                 ws_by_cid: DashMap::new(),
                 gone_tasks: tokio_util::task::TaskTracker::new(),
+                revoked: bus::cluster_state::RevocationSet::new(),
             }),
         })
     }
@@ -236,10 +239,18 @@ impl Edge {
         .await;
     }
 
-    /// Closes live connections opened with a revoked credential, as revocations arrive on
-    /// `bus`, until `shutdown`.
-    pub async fn follow_revocations(&self, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
-        authz::follow_revocations(self.inner.clone(), bus, shutdown).await;
+    /// Follows the revocations bucket in `state` until `shutdown`: closes live connections
+    /// opened with a newly revoked credential and refuses revoked credentials while their
+    /// revocation lasts. `on_current` runs once the revocations made before it started are
+    /// known.
+    pub async fn follow_revocations(
+        &self,
+        state: Arc<dyn bus::kv::StateStore>,
+        codec: bus::records::RecordCodec,
+        on_current: bus::cluster_state::CaughtUp,
+        shutdown: CancellationToken,
+    ) {
+        authz::follow_revocations(self.inner.clone(), state, codec, on_current, shutdown).await;
     }
 
     /// Applies cluster-wide commands (`recover`, `refresh`) as they arrive on `bus`, until

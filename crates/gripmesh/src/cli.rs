@@ -259,6 +259,65 @@ pub struct PublishFlags {
     pub publish_max_body: usize,
 }
 
+/// NATS credentials and TLS, and the cluster key (every tier that talks to NATS; SPEC §12).
+/// User/password or a token may also be given in the `--nats` URL
+/// (`nats://user:pass@host:4222`, `nats://token@host:4222`).
+#[derive(Debug, Args)]
+pub struct NatsFlags {
+    /// NATS credentials file (user JWT + NKey seed, as `nsc` makes them).
+    #[arg(long, env = "GRIPMESH_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// File holding a NATS NKey user seed (`SU...`).
+    #[arg(long, env = "GRIPMESH_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+
+    /// CA certificate (PEM) that NATS server certificates must chain to; turns TLS on.
+    #[arg(long, env = "GRIPMESH_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS with NATS (with --nats-tls-key).
+    #[arg(long, env = "GRIPMESH_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// Client private key (PEM) for --nats-tls-cert.
+    #[arg(long, env = "GRIPMESH_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// Key (at least 16 bytes, literal or `base64:...`) that signs route tables and
+    /// revocations in the state buckets (HMAC-SHA256); unsigned or badly signed records are
+    /// then refused and counted. Give every tier the same key.
+    #[arg(long, env = "GRIPMESH_CLUSTER_KEY", hide_env_values = true)]
+    pub cluster_key: Option<String>,
+}
+
+impl NatsFlags {
+    /// No credentials, TLS or cluster key (the demo's in-memory setup).
+    pub fn none() -> NatsFlags {
+        NatsFlags {
+            nats_creds: None,
+            nats_nkey: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            cluster_key: None,
+        }
+    }
+}
+
+/// Cluster state settings of the tiers that write it (control, standalone).
+#[derive(Debug, Args)]
+pub struct StateFlags {
+    /// Seconds a revocation is kept: until then a connection presenting the credential is
+    /// refused (403) without asking the gateway, on every edge and sidecar.
+    #[arg(long, env = "GRIPMESH_REVOCATION_TTL", default_value_t = 600)]
+    pub revocation_ttl: u64,
+
+    /// JetStream replicas of the state buckets (3 on a 3-server NATS cluster).
+    #[arg(long, env = "GRIPMESH_STATE_REPLICAS", default_value_t = 1)]
+    pub state_replicas: usize,
+}
+
 /// Flags of `gripmesh standalone`.
 #[derive(Debug, Args)]
 pub struct StandaloneArgs {
@@ -334,6 +393,14 @@ pub struct StandaloneArgs {
     #[command(flatten)]
     pub history: HistoryFlags,
 
+    /// NATS security (with --nats) and the cluster key.
+    #[command(flatten)]
+    pub nats_flags: NatsFlags,
+
+    /// Cluster state settings.
+    #[command(flatten)]
+    pub state: StateFlags,
+
     /// Common settings.
     #[command(flatten)]
     pub common: CommonFlags,
@@ -350,7 +417,7 @@ pub struct EdgeArgs {
     #[arg(long, env = "GRIPMESH_ADMIN_LISTEN", default_value = "0.0.0.0:9101")]
     pub admin_listen: SocketAddr,
 
-    /// Routes file; without it the edge follows the route table broadcast by control.
+    /// Routes file; without it the edge follows the route table control keeps in JetStream.
     #[arg(long, env = "GRIPMESH_ROUTES")]
     pub routes: Option<PathBuf>,
 
@@ -395,6 +462,10 @@ pub struct EdgeArgs {
     #[command(flatten)]
     pub usage_stream: UsageStreamFlags,
 
+    /// NATS security and the cluster key.
+    #[command(flatten)]
+    pub nats_flags: NatsFlags,
+
     /// Common settings.
     #[command(flatten)]
     pub common: CommonFlags,
@@ -415,18 +486,16 @@ pub struct ControlArgs {
     #[arg(long, env = "GRIPMESH_ADMIN_LISTEN", default_value = "0.0.0.0:9102")]
     pub admin_listen: SocketAddr,
 
-    /// Routes file holding the cluster's route table (watched; `PUT /routes` writes it).
-    /// Default: ./routes if present, else `* 127.0.0.1:8080`.
+    /// Routes file: the source of truth for the cluster's route table (watched, written to
+    /// the JetStream bucket when it changes; `PUT /routes` then answers 409). Default:
+    /// ./routes if present; without a file the table is set with `PUT /routes` and kept in
+    /// the bucket (`* 127.0.0.1:8080` on a cluster's first start).
     #[arg(long, env = "GRIPMESH_ROUTES")]
     pub routes: Option<PathBuf>,
 
     /// NATS URL(s), comma-separated.
     #[arg(long, env = "GRIPMESH_NATS")]
     pub nats: String,
-
-    /// Seconds between periodic route table broadcasts.
-    #[arg(long, env = "GRIPMESH_ROUTES_BROADCAST_INTERVAL", default_value_t = 10)]
-    pub routes_broadcast_interval: u64,
 
     /// Publish API settings.
     #[command(flatten)]
@@ -446,6 +515,14 @@ pub struct ControlArgs {
     /// Usage webhook (fed from the usage stream).
     #[command(flatten)]
     pub usage_webhook: UsageWebhookFlags,
+
+    /// NATS security and the cluster key.
+    #[command(flatten)]
+    pub nats_flags: NatsFlags,
+
+    /// Cluster state settings.
+    #[command(flatten)]
+    pub state: StateFlags,
 
     /// Common settings.
     #[command(flatten)]
@@ -467,14 +544,18 @@ pub struct AuthzArgs {
     #[arg(long, env = "GRIPMESH_ADMIN_LISTEN", default_value = "0.0.0.0:9103")]
     pub admin_listen: SocketAddr,
 
-    /// NATS URL(s), comma-separated, to hear revocations (without it, revoked credentials are
-    /// only forgotten when their cached decision expires).
+    /// NATS URL(s), comma-separated, to follow revocations (without it, revoked credentials
+    /// are only forgotten when their cached decision expires).
     #[arg(long, env = "GRIPMESH_NATS")]
     pub nats: Option<String>,
 
     /// Sidecar settings.
     #[command(flatten)]
     pub authz: AuthzFlags,
+
+    /// NATS security and the cluster key.
+    #[command(flatten)]
+    pub nats_flags: NatsFlags,
 
     /// Common settings.
     #[command(flatten)]

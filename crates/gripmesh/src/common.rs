@@ -2,10 +2,12 @@
 
 use crate::cli::{
     AuthzFlags, ClientLimitFlags, CommonFlags, EdgeFlags, HistoryFlags, KeyLimitFlags, LogFormat,
-    PublishFlags,
+    NatsFlags, PublishFlags, StateFlags,
 };
 use bus::history::{HistoryPolicy, HistoryStore, JetStreamHistory, MemoryHistory};
-use bus::{Bus, BusState, MemoryBus, NatsBus, NatsOptions};
+use bus::kv::{JetStreamState, KvError, MemoryState, StateStore};
+use bus::records::{ClusterKey, RecordCodec};
+use bus::{Bus, BusState, MemoryBus, NatsAuth, NatsBus, NatsOptions};
 use control::PublishAuth;
 use edge::EdgeConfig;
 use grip::sig::SigKey;
@@ -253,27 +255,115 @@ pub fn publish_auth(
     Ok(auth)
 }
 
-/// The bus: NATS when URLs are given, else in-memory.
-pub async fn connect_bus(nats: Option<&str>, name: &str) -> Result<Arc<dyn Bus>, Fatal> {
-    Ok(connect(nats, name).await?.0)
+/// What a tier talks to the rest of the cluster through: the message bus and the state store
+/// (NATS + JetStream, or both in memory), and the codec for state records.
+#[derive(Clone)]
+pub struct Backend {
+    /// Publish/subscribe.
+    pub bus: Arc<dyn Bus>,
+    /// Key-value buckets (route table, revocations).
+    pub state: Arc<dyn StateStore>,
+    /// Signs and checks state records (`--cluster-key`).
+    pub codec: RecordCodec,
+    /// True on NATS (JetStream can then go away, and readiness says so).
+    pub on_nats: bool,
+    /// The NATS connection, when on NATS (channel history uses its JetStream).
+    pub nats: Option<NatsBus>,
 }
 
-/// The bus, and the NATS connection behind it when there is one (for JetStream).
-pub async fn connect(
+/// How long startup waits for NATS before checking that it has JetStream; a NATS that is not
+/// reachable yet is not an error (readiness says so until it is).
+const STARTUP_NATS_WAIT: Duration = Duration::from_secs(5);
+
+/// The bus and state store: NATS + JetStream when URLs are given, else in memory. A NATS
+/// without JetStream is a configuration error (exit 64, one line naming JetStream).
+pub async fn connect_bus(
     nats: Option<&str>,
     name: &str,
-) -> Result<(Arc<dyn Bus>, Option<NatsBus>), Fatal> {
-    match nats {
-        None => Ok((Arc::new(MemoryBus::new()), None)),
-        Some(urls) => NatsBus::connect(NatsOptions {
-            urls: urls.to_owned(),
-            name: name.to_owned(),
-            subscription_capacity: 65_536,
-        })
-        .await
-        .map(|b| (Arc::new(b.clone()) as Arc<dyn Bus>, Some(b)))
-        .map_err(|e| config_err(format!("--nats: {e}"))),
+    flags: &NatsFlags,
+) -> Result<Backend, Fatal> {
+    let codec = RecordCodec::new(
+        flags
+            .cluster_key
+            .as_deref()
+            .map(|k| ClusterKey::parse(k).map_err(|e| config_err(format!("--cluster-key: {e}"))))
+            .transpose()?,
+    );
+    let Some(urls) = nats else {
+        return Ok(Backend {
+            bus: Arc::new(MemoryBus::new()),
+            state: Arc::new(MemoryState::new()),
+            codec,
+            on_nats: false,
+            nats: None,
+        });
+    };
+    let bus = NatsBus::connect(NatsOptions {
+        urls: urls.to_owned(),
+        name: name.to_owned(),
+        subscription_capacity: 65_536,
+        auth: NatsAuth {
+            creds_file: flags.nats_creds.clone(),
+            nkey_file: flags.nats_nkey.clone(),
+            tls_ca: flags.nats_tls_ca.clone(),
+            tls_cert: flags.nats_tls_cert.clone(),
+            tls_key: flags.nats_tls_key.clone(),
+        },
+    })
+    .await
+    .map_err(|e| config_err(format!("--nats: {e}")))?;
+    let state = JetStreamState::new(bus.client().clone());
+    let mut connected = bus.state();
+    let up = tokio::time::timeout(
+        STARTUP_NATS_WAIT,
+        connected.wait_for(|s| *s == BusState::Connected),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if up && let Err(KvError::NoJetStream(why)) = state.check().await {
+        return Err(config_err(format!(
+            "--nats: JetStream is not enabled on the NATS server ({why}); a cluster keeps its state in JetStream: start nats-server with -js (Helm: config.jetstream.enabled=true)"
+        )));
     }
+    Ok(Backend {
+        bus: Arc::new(bus.clone()),
+        state: Arc::new(state),
+        codec,
+        on_nats: true,
+        nats: Some(bus),
+    })
+}
+
+/// Keeps the `jetstream` readiness condition in step with JetStream's availability (checked
+/// every two seconds while the bus is connected; a disconnected bus is the `bus` condition's
+/// business).
+pub fn track_state(backend: &Backend, health: &Health) {
+    if !backend.on_nats {
+        return;
+    }
+    let (state, bus, health) = (backend.state.clone(), backend.bus.clone(), health.clone());
+    health.set_not_ready("jetstream", "JetStream not checked yet");
+    tokio::spawn(async move {
+        loop {
+            if *bus.state().borrow() == BusState::Connected {
+                match state.check().await {
+                    Ok(()) => health.set_ready("jetstream"),
+                    Err(err) => {
+                        health.set_not_ready("jetstream", format!("JetStream unavailable: {err}"))
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+}
+
+/// The revocation TTL from flags (at least a second).
+pub fn revocation_ttl(flags: &StateFlags) -> Result<Duration, Fatal> {
+    if flags.revocation_ttl == 0 {
+        return Err(config_err("--revocation-ttl 0: must be at least 1 second"));
+    }
+    Ok(Duration::from_secs(flags.revocation_ttl))
 }
 
 /// The `--history` policy (exit 64 on a bad rule).

@@ -8,7 +8,7 @@ use crate::cli::DemoArgs;
 use crate::common::{self, Fatal};
 use crate::tiers;
 use arc_swap::ArcSwap;
-use control::{Control, ControlConfig, RouteStore, RoutesVersion};
+use control::{Control, ControlConfig, RevocationStore, RouteStore, RoutesSource};
 use edge::{Edge, EdgeConfig};
 use runtime::Health;
 use std::io::Write;
@@ -63,18 +63,27 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     let routes_text = ::demo::routes(&origin_addr.to_string());
     let table = routes::RouteTable::parse(&routes_text)
         .map_err(|e| Fatal::Runtime(format!("demo routes: {e}")))?;
-    let store = RouteStore::new(
-        RoutesVersion {
-            version: 1,
-            text: routes_text.clone(),
-        },
-        None,
-    );
     let authorizer =
         authz::Authorizer::new(authz::AuthzConfig::new(format!("http://{gateway_addr}")))
             .map_err(|e| Fatal::Runtime(e.to_string()))?;
-    let bus = common::connect_bus(None, "gripmesh-demo").await?;
+    let backend =
+        common::connect_bus(None, "gripmesh-demo", &crate::cli::NatsFlags::none()).await?;
+    let bus = backend.bus.clone();
     common::track_bus(&bus, &health);
+    let store = RouteStore::new(
+        backend.state.clone(),
+        backend.codec.clone(),
+        1,
+        RoutesSource::Api {
+            seed: routes_text.clone(),
+        },
+    );
+    let revocations = RevocationStore::new(
+        backend.state.clone(),
+        backend.codec.clone(),
+        std::time::Duration::from_secs(600),
+        1,
+    );
     let table = Arc::new(ArcSwap::from_pointee(table));
     let checker: Arc<dyn edge::authz::AuthzCheck> = Arc::new(common::Embedded(authorizer.clone()));
     // The trades channels keep an hour of history, so a reconnecting EventSource (or
@@ -104,6 +113,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
         },
         bus.clone(),
         store.clone(),
+        revocations.clone(),
     );
 
     let publish_listener =
@@ -116,7 +126,15 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     println!("listening gateway {gateway_addr}");
     println!("listening origin {origin_addr}");
 
-    tiers::spawn_authz_tasks(&edge, Some(&authorizer), &bus, 300, &stop_background);
+    tiers::spawn_authz_tasks(
+        &edge,
+        Some(&authorizer),
+        &backend,
+        &health,
+        300,
+        &stop_background,
+    );
+    tiers::run_control_stores(&store, &revocations, None, 1, &stop_background);
     let usage_file =
         std::env::temp_dir().join(format!("gripmesh-demo-usage-{}.jsonl", std::process::id()));
     let background = vec![tokio::spawn(usage_to_file(
@@ -128,7 +146,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
         "demo",
         Some(crate::status::RoutesSource::Store(store.clone())),
         Some(crate::status::Revocations::follow(
-            bus.clone(),
+            &backend,
             stop_background.clone(),
         )),
     );

@@ -2,7 +2,6 @@
 //! listener): its route table and the most recent revocations.
 
 use arc_swap::ArcSwap;
-use bus::Bus;
 use control::RouteStore;
 use routes::RouteTable;
 use runtime::admin::{StatusExtras, StatusPage};
@@ -20,20 +19,21 @@ const RECENT_REVOCATIONS: usize = 20;
 pub struct Revocations(Mutex<VecDeque<(String, u64)>>);
 
 impl Revocations {
-    /// Follows revocations on `bus` until `shutdown`.
-    pub fn follow(bus: Arc<dyn Bus>, shutdown: CancellationToken) -> Arc<Revocations> {
+    /// Follows the revocations bucket until `shutdown`.
+    pub fn follow(
+        backend: &crate::common::Backend,
+        shutdown: CancellationToken,
+    ) -> Arc<Revocations> {
         let recent = Arc::new(Revocations::default());
         let sink = recent.clone();
+        let (state, codec) = (backend.state.clone(), backend.codec.clone());
         tokio::spawn(async move {
-            bus::follow(
-                bus.as_ref(),
-                bus::payload::REVOKE_SUBJECT,
+            bus::cluster_state::follow_revocations(
+                state.as_ref(),
+                codec,
                 &shutdown,
-                |payload| {
-                    // The payload is the credential's SHA-256 hex; anything longer is not one.
-                    let hash: String = String::from_utf8_lossy(&payload).chars().take(64).collect();
-                    sink.push(hash);
-                },
+                bus::cluster_state::CaughtUp::new(|| {}),
+                |hash, _expires| sink.push(hash.to_owned()),
             )
             .await;
         });
@@ -104,7 +104,7 @@ pub fn page(
         let mut out = Map::new();
         match &routes {
             Some(RoutesSource::Store(store)) => {
-                let cur = store.current();
+                let cur = store.latest();
                 out.insert(
                     "routes".into(),
                     json!({"version": cur.version, "text": redact(&cur.text)}),

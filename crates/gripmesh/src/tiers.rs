@@ -1,14 +1,14 @@
 //! `standalone`, `edge` and `control`: the same building blocks, wired per tier.
 
+use crate::cli::StateFlags;
 use crate::cli::{AuthzArgs, ControlArgs, EdgeArgs, StandaloneArgs};
-use crate::common::{self, Fatal};
+use crate::common::{self, Backend, Fatal};
 use crate::status;
 use arc_swap::ArcSwap;
-use bus::Bus;
-use control::{Control, ControlConfig, RouteStore, RoutesVersion};
+use control::{Control, ControlConfig, PutError, RevocationStore, RouteStore, RoutesSource};
 use edge::Edge;
 use runtime::Health;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -73,49 +73,127 @@ impl Running {
     }
 }
 
-fn route_store(path: Option<&Path>) -> Result<(RouteStore, Option<PathBuf>), Fatal> {
-    let path = common::routes_path(path);
-    let (text, _) = common::load_routes(path.as_deref())?;
-    // A file's mtime is the version, so every control replica reading it agrees.
-    let version = path
-        .as_deref()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(1));
-    Ok((
-        RouteStore::new(RoutesVersion { version, text }, path.clone()),
-        path,
-    ))
+/// Control's route and revocation stores on the backend's state. With `file_owns_table` (a
+/// control with a routes file) API writes are refused; otherwise an empty bucket is seeded
+/// with `seed`.
+pub(crate) fn control_stores(
+    backend: &Backend,
+    state: &StateFlags,
+    file_owns_table: bool,
+    seed: &str,
+) -> Result<(RouteStore, RevocationStore), Fatal> {
+    let replicas = state.state_replicas.max(1);
+    let source = if file_owns_table {
+        RoutesSource::File
+    } else {
+        RoutesSource::Api {
+            seed: seed.to_owned(),
+        }
+    };
+    let routes = RouteStore::new(
+        backend.state.clone(),
+        backend.codec.clone(),
+        replicas,
+        source,
+    );
+    let revocations = RevocationStore::new(
+        backend.state.clone(),
+        backend.codec.clone(),
+        common::revocation_ttl(state)?,
+        replicas,
+    );
+    Ok((routes, revocations))
 }
 
-/// Follows a routes file into the control's store.
-fn watch_store_file(store: RouteStore, path: PathBuf, interval: u64, shutdown: CancellationToken) {
-    let shown = path.clone();
-    tokio::spawn(runtime::file_watch::watch(
-        path,
-        Duration::from_secs(interval.max(1)),
-        shutdown,
-        move |content| {
-            let parsed = content
-                .map_err(|e| format!("file unreadable: {e}"))
-                .and_then(|c| {
-                    edge::routes_file::parse_bytes(&c)
-                        .map(|_| String::from_utf8_lossy(&c).into_owned())
-                        .map_err(|err| format!("line {}: {}", err.line, err.reason))
-                });
-            match parsed {
-                Ok(text) if text != store.current().text => match store.put(text) {
-                    Ok(v) => {
-                        tracing::info!(path = %shown.display(), version = v.version, "routes file reloaded")
-                    }
-                    Err(err) => edge::routes_file::rejected(&shown, &err.to_string()),
-                },
-                Ok(_) => {}
-                Err(reason) => edge::routes_file::rejected(&shown, &reason),
+/// Runs the stores' background work until `shutdown`: follows the route bucket, creates the
+/// revocations bucket (so followers find it), and writes the routes file to the bucket
+/// whenever it changes.
+pub(crate) fn run_control_stores(
+    routes: &RouteStore,
+    revocations: &RevocationStore,
+    file: Option<PathBuf>,
+    poll_interval: u64,
+    shutdown: &CancellationToken,
+) {
+    tokio::spawn({
+        let (routes, stop) = (routes.clone(), shutdown.clone());
+        async move { routes.run(stop).await }
+    });
+    tokio::spawn({
+        let (revocations, stop) = (revocations.clone(), shutdown.clone());
+        async move {
+            while let Err(err) = revocations.prepare().await {
+                tracing::debug!(error = %err, "revocations bucket not available yet");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
-        },
-    ));
+        }
+    });
+    if let Some(path) = file {
+        tokio::spawn(sync_routes_file(
+            routes.clone(),
+            path,
+            Duration::from_secs(poll_interval.max(1)),
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// Writes the routes file's table to the bucket at startup and whenever the file changes; a
+/// bad file is logged (file, line, reason) and counted, and the stored table stays. A write
+/// that fails (NATS away) is tried again at the next check.
+async fn sync_routes_file(
+    store: RouteStore,
+    path: PathBuf,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut written: Option<Vec<u8>> = None;
+    let mut reported: Option<Result<Vec<u8>, String>> = None;
+    loop {
+        match std::fs::read(&path) {
+            Ok(bytes) if written.as_ref() != Some(&bytes) => {
+                let outcome = match edge::routes_file::parse_bytes(&bytes) {
+                    Err(err) => Err(format!("line {}: {}", err.line, err.reason)),
+                    Ok(_) => match store
+                        .sync_file(String::from_utf8_lossy(&bytes).into_owned())
+                        .await
+                    {
+                        Ok(v) => {
+                            tracing::info!(path = %path.display(), version = v.version, "routes file written to the route bucket");
+                            written = Some(bytes.clone());
+                            Ok(())
+                        }
+                        Err(PutError::Unavailable(err)) => {
+                            tracing::debug!(error = %err, "route bucket not writable yet; will retry");
+                            Ok(())
+                        }
+                        Err(err) => Err(err.to_string()),
+                    },
+                };
+                if let Err(reason) = outcome
+                    && reported.as_ref() != Some(&Ok(bytes.clone()))
+                {
+                    edge::routes_file::rejected(&path, &reason);
+                    reported = Some(Ok(bytes));
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                let msg = err.to_string();
+                if reported.as_ref() != Some(&Err(msg.clone())) {
+                    edge::routes_file::rejected(&path, &format!("file unreadable: {msg}"));
+                    reported = Some(Err(msg));
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
 }
 
 /// Serves control's HTTP publish API and gRPC API until `stop`.
@@ -150,30 +228,35 @@ pub(crate) fn serve_edge(
     tokio::spawn(async move { edge.serve(listener, stop).await })
 }
 
-/// Revocations for the edge (close live connections) and the sidecar (drop cached decisions),
-/// and periodic re-checks of authorized connections.
+/// Revocations for the edge (close live connections, refuse revoked credentials) and the
+/// sidecar (drop cached decisions, refuse without asking the gateway), and periodic re-checks
+/// of authorized connections.
 pub(crate) fn spawn_authz_tasks(
     edge: &Edge,
     authorizer: Option<&authz::Authorizer>,
-    bus: &Arc<dyn Bus>,
+    backend: &Backend,
+    health: &Health,
     recheck_secs: u64,
     shutdown: &CancellationToken,
 ) {
+    let caught_up = revocations_condition(health);
     tokio::spawn({
-        let (edge, bus, stop) = (edge.clone(), bus.clone(), shutdown.clone());
-        async move { edge.follow_revocations(bus, stop).await }
+        let (edge, state, codec, stop) = (
+            edge.clone(),
+            backend.state.clone(),
+            backend.codec.clone(),
+            shutdown.clone(),
+        );
+        async move { edge.follow_revocations(state, codec, caught_up, stop).await }
     });
     // Cluster-wide `recover` and `refresh` commands (not an authz matter, but every edge runs
     // these tasks).
     tokio::spawn({
-        let (edge, bus, stop) = (edge.clone(), bus.clone(), shutdown.clone());
+        let (edge, bus, stop) = (edge.clone(), backend.bus.clone(), shutdown.clone());
         async move { edge.follow_commands(bus, stop).await }
     });
     if let Some(a) = authorizer {
-        tokio::spawn({
-            let (a, bus, stop) = (a.clone(), bus.clone(), shutdown.clone());
-            async move { a.follow_revocations(bus, stop).await }
-        });
+        spawn_sidecar_revocations(a, backend, health, shutdown);
     }
     tokio::spawn({
         let (edge, stop) = (edge.clone(), shutdown.clone());
@@ -185,7 +268,7 @@ pub(crate) fn spawn_authz_tasks(
 /// Closes the edge's held connections after `--bus-loss-close` seconds without NATS (0: never).
 pub(crate) fn spawn_bus_loss_close(
     edge: &Edge,
-    bus: &Arc<dyn Bus>,
+    bus: &Arc<dyn bus::Bus>,
     secs: u64,
     shutdown: &CancellationToken,
 ) {
@@ -194,6 +277,31 @@ pub(crate) fn spawn_bus_loss_close(
     }
     let (edge, state, stop) = (edge.clone(), bus.state(), shutdown.clone());
     tokio::spawn(async move { edge.close_on_bus_loss(state, stop).await });
+}
+
+/// The sidecar follows the revocations bucket.
+pub(crate) fn spawn_sidecar_revocations(
+    authorizer: &authz::Authorizer,
+    backend: &Backend,
+    health: &Health,
+    shutdown: &CancellationToken,
+) {
+    let caught_up = revocations_condition(health);
+    let (a, state, codec, stop) = (
+        authorizer.clone(),
+        backend.state.clone(),
+        backend.codec.clone(),
+        shutdown.clone(),
+    );
+    tokio::spawn(async move { a.follow_revocations(state, codec, caught_up, stop).await });
+}
+
+/// The `revocations` readiness condition: not ready until the revocations that exist are
+/// known, so a restarted edge or sidecar never lets a revoked credential through meanwhile.
+fn revocations_condition(health: &Health) -> bus::cluster_state::CaughtUp {
+    health.set_not_ready("revocations", "loading revocations");
+    let health = health.clone();
+    bus::cluster_state::CaughtUp::new(move || health.set_ready("revocations"))
 }
 
 /// Applies every change of the route store to an in-process edge's table.
@@ -222,7 +330,6 @@ pub(crate) async fn follow_store(
 
 /// `gripmesh standalone`.
 pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
-    common::init_logging(&args.common);
     // Before anything that may log: a refused configuration is one line.
     let auth = common::publish_auth(
         &args.publish,
@@ -231,8 +338,8 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
             ("--grpc-listen", args.grpc_listen),
         ],
     )?;
-    let (store, routes_path) = route_store(args.routes.as_deref())?;
-    let (_, table) = common::load_routes(routes_path.as_deref())?;
+    let routes_path = common::routes_path(args.routes.as_deref());
+    let (text, table) = common::load_routes(routes_path.as_deref())?;
     let tls = common::edge_tls(&args.edge)?;
     let mut edge_config = common::edge_config(&args.edge, &args.limits, args.listen)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
@@ -250,13 +357,24 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         .as_deref()
         .map(|g| common::authz_config(g, &args.authz))
         .transpose()?;
+    let backend = common::connect_bus(
+        args.nats.as_deref(),
+        "gripmesh-standalone",
+        &args.nats_flags,
+    )
+    .await?;
+    // Logging starts once NATS is checked, so a refusal (no JetStream) stays one line.
+    common::init_logging(&args.common);
+    // Standalone: the routes file is written to the store when it changes, and `PUT /routes`
+    // may still replace the table (a single process has no replicas to disagree).
+    let (store, revocations) = control_stores(&backend, &args.state, false, &text)?;
+    common::track_bus(&backend.bus, &health);
+    common::track_state(&backend, &health);
     let policy = common::history_policy(&args.history)?;
-    let (bus, nats) = common::connect(args.nats.as_deref(), "gripmesh-standalone").await?;
-    common::track_bus(&bus, &health);
     // History: in memory without NATS (only when a channel has a policy), else JetStream.
-    let history = (!policy.is_empty() || nats.is_some()).then(|| {
+    let history = (!policy.is_empty() || backend.nats.is_some()).then(|| {
         common::history_store(
-            nats.as_ref(),
+            backend.nats.as_ref(),
             &policy,
             args.history.history_replicas,
             &health,
@@ -270,9 +388,8 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     let edge_listener = common::listen("--listen", "edge", args.listen).await?;
     let node_id = crate::usage::node_id(args.usage.node_id.as_deref(), &edge_listener);
     edge_config.usage = crate::usage::edge_config(&args.usage, node_id);
-    let edge = Edge::new(edge_config, bus.clone(), table.clone(), checker)
+    let edge = Edge::new(edge_config, backend.bus.clone(), table.clone(), checker)
         .map_err(|e| Fatal::Runtime(e.to_string()))?;
-    let control_bus = bus.clone();
     let control = Control::new(
         ControlConfig {
             auth,
@@ -283,8 +400,9 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
                 .filter(|_| !policy.is_empty())
                 .map(|store| control::ControlHistory { policy, store }),
         },
-        bus,
+        backend.bus.clone(),
         store.clone(),
+        revocations.clone(),
     );
 
     let publish_listener =
@@ -297,34 +415,35 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     spawn_authz_tasks(
         &edge,
         authorizer.as_ref(),
-        &control_bus,
+        &backend,
+        &health,
         args.authz_recheck,
         &stop_background,
     );
     let mut background = crate::usage::spawn_edge(
         &edge,
-        &control_bus,
+        &backend.bus,
         &usage_stream,
         webhook.as_ref(),
         &stop_background,
     );
     background.extend(crate::usage::spawn_control(
-        &control_bus,
+        &backend.bus,
         &usage_stream,
         webhook,
         &stop_background,
     ));
     common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
-    let revocations = status::Revocations::follow(control_bus.clone(), stop_background.clone());
+    let recent_revocations = status::Revocations::follow(&backend, stop_background.clone());
     let page = status::page(
         "standalone",
         Some(status::RoutesSource::Store(store.clone())),
-        Some(revocations),
+        Some(recent_revocations),
     );
-    if nats.is_some() {
+    if backend.on_nats {
         spawn_bus_loss_close(
             &edge,
-            &control_bus,
+            &backend.bus,
             args.edge.bus_loss_close,
             &stop_background,
         );
@@ -340,14 +459,13 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     let servers = serve_control(&control, publish_listener, grpc_listener, &stop_accepting);
     // One table: the routes file and `PUT /routes` both go through control's store, and the
     // embedded edge follows the store.
-    if let Some(path) = routes_path {
-        watch_store_file(
-            store.clone(),
-            path,
-            args.common.routes_poll_interval,
-            stop_background.clone(),
-        );
-    }
+    run_control_stores(
+        &store,
+        &revocations,
+        routes_path,
+        args.common.routes_poll_interval,
+        &stop_background,
+    );
     tokio::spawn(follow_store(store, table, stop_background.clone()));
     health.set_ready("routes");
     Running {
@@ -366,7 +484,6 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
 
 /// `gripmesh edge`.
 pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
-    common::init_logging(&args.common);
     let tls = common::edge_tls(&args.edge)?;
     let mut edge_config = common::edge_config(&args.edge, &args.limits, args.listen)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
@@ -378,10 +495,14 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     };
     let metrics = runtime::telemetry::install_metrics();
     let health = Health::new();
-    let (bus, nats) = common::connect(Some(&args.nats), "gripmesh-edge").await?;
-    common::track_bus(&bus, &health);
+    let backend = common::connect_bus(Some(&args.nats), "gripmesh-edge", &args.nats_flags).await?;
+    // Logging starts once NATS is checked, so a refusal (no JetStream) stays one line.
+    common::init_logging(&args.common);
+    common::track_bus(&backend.bus, &health);
+    common::track_state(&backend, &health);
     // Edges read history (on resumes only) straight from JetStream, never through control.
-    edge_config.history = nats
+    edge_config.history = backend
+        .nats
         .as_ref()
         .map(|n| edge::EdgeHistory(Arc::new(bus::history::JetStreamHistory::new(n))));
     let table = Arc::new(ArcSwap::from_pointee(
@@ -400,24 +521,37 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     let edge_listener = common::listen("--listen", "edge", args.listen).await?;
     let node_id = crate::usage::node_id(args.usage.node_id.as_deref(), &edge_listener);
     edge_config.usage = crate::usage::edge_config(&args.usage, node_id);
-    let edge = Edge::new(edge_config, bus.clone(), table.clone(), checker)
+    let edge = Edge::new(edge_config, backend.bus.clone(), table.clone(), checker)
         .map_err(|e| Fatal::Runtime(e.to_string()))?;
     if file.is_none() {
-        // Not ready until control's table arrives (set before the admin listener answers).
+        // Not ready until the table is in (set before the admin listener answers).
         health.set_not_ready(
-            edge::routes_bus::READY_CONDITION,
-            "waiting for the route table from control",
+            edge::routes_follow::READY_CONDITION,
+            "waiting for the route table (bucket gripmesh_routes)",
         );
     }
     let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
 
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
-    spawn_authz_tasks(&edge, None, &bus, args.authz_recheck, &stop_background);
-    let background = crate::usage::spawn_edge(&edge, &bus, &usage_stream, None, &stop_background);
-    spawn_bus_loss_close(&edge, &bus, args.edge.bus_loss_close, &stop_background);
+    spawn_authz_tasks(
+        &edge,
+        None,
+        &backend,
+        &health,
+        args.authz_recheck,
+        &stop_background,
+    );
+    let background =
+        crate::usage::spawn_edge(&edge, &backend.bus, &usage_stream, None, &stop_background);
+    spawn_bus_loss_close(
+        &edge,
+        &backend.bus,
+        args.edge.bus_loss_close,
+        &stop_background,
+    );
     common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
-    let revocations = status::Revocations::follow(bus.clone(), stop_background.clone());
+    let revocations = status::Revocations::follow(&backend, stop_background.clone());
     let page = status::page(
         "edge",
         Some(status::RoutesSource::Table(table.clone())),
@@ -441,8 +575,9 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
             ));
         }
         None => {
-            tokio::spawn(edge::routes_bus::follow(
-                bus,
+            tokio::spawn(edge::routes_follow::follow(
+                backend.state.clone(),
+                backend.codec.clone(),
                 table.clone(),
                 health.clone(),
                 stop_background.clone(),
@@ -466,7 +601,6 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
 
 /// `gripmesh control`.
 pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
-    common::init_logging(&args.common);
     let auth = common::publish_auth(
         &args.publish,
         &[
@@ -474,20 +608,32 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
             ("--grpc-listen", args.grpc_listen),
         ],
     )?;
-    let (store, path) = route_store(args.routes.as_deref())?;
+    let routes_path = common::routes_path(args.routes.as_deref());
+    // A bad file is a startup error (exit 64), as before.
+    common::load_routes(routes_path.as_deref())?;
     let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
     crate::usage::webhook(&args.usage_webhook)?;
     let metrics = runtime::telemetry::install_metrics();
     // Built after the recorder is installed, so its metrics are registered with it.
     let webhook = crate::usage::webhook(&args.usage_webhook)?;
     let health = Health::new();
+    let backend =
+        common::connect_bus(Some(&args.nats), "gripmesh-control", &args.nats_flags).await?;
+    // Logging starts once NATS is checked, so a refusal (no JetStream) stays one line.
+    common::init_logging(&args.common);
+    let (store, revocations) = control_stores(
+        &backend,
+        &args.state,
+        routes_path.is_some(),
+        common::DEFAULT_ROUTES,
+    )?;
+    common::track_bus(&backend.bus, &health);
+    common::track_state(&backend, &health);
+    let usage_bus = backend.bus.clone();
     let policy = common::history_policy(&args.history)?;
-    let (bus, nats) = common::connect(Some(&args.nats), "gripmesh-control").await?;
-    common::track_bus(&bus, &health);
-    let usage_bus = bus.clone();
     let history = (!policy.is_empty()).then(|| control::ControlHistory {
         store: common::history_store(
-            nats.as_ref(),
+            backend.nats.as_ref(),
             &policy,
             args.history.history_replicas,
             &health,
@@ -502,9 +648,11 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
             server: common::server_options(&args.limits, 16 * 1024, None)?,
             history,
         },
-        bus.clone(),
+        backend.bus.clone(),
         store.clone(),
+        revocations.clone(),
     );
+    health.set_not_ready("routes", "route table not loaded from the bucket yet");
     let publish_listener =
         common::listen("--publish-listen", "publish", args.publish_listen).await?;
     let grpc_listener = common::listen("--grpc-listen", "grpc", args.grpc_listen).await?;
@@ -516,7 +664,7 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         "control",
         Some(status::RoutesSource::Store(store.clone())),
         Some(status::Revocations::follow(
-            bus.clone(),
+            &backend,
             stop_background.clone(),
         )),
     );
@@ -527,23 +675,24 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         page,
         stop_background.clone(),
     ));
-    if let Some(path) = path {
-        watch_store_file(
-            store,
-            path,
-            args.common.routes_poll_interval,
-            stop_background.clone(),
-        );
-    }
+    run_control_stores(
+        &store,
+        &revocations,
+        routes_path,
+        args.common.routes_poll_interval,
+        &stop_background,
+    );
     tokio::spawn({
-        let (control, stop) = (control.clone(), stop_background.clone());
-        let every = Duration::from_secs(args.routes_broadcast_interval.max(1));
-        async move { control.distribute_routes(every, stop).await }
+        let (health, mut latest) = (health.clone(), store.watch());
+        async move {
+            if latest.wait_for(|v| v.version > 0).await.is_ok() {
+                health.set_ready("routes");
+            }
+        }
     });
     let servers = serve_control(&control, publish_listener, grpc_listener, &stop_accepting);
     let background =
         crate::usage::spawn_control(&usage_bus, &usage_stream, webhook, &stop_background);
-    health.set_ready("routes");
     Running {
         health,
         edge: None,
@@ -560,26 +709,29 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
 
 /// `gripmesh authz`.
 pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
-    common::init_logging(&args.common);
     // The recorder first, so the sidecar's series exist at 0 from the start.
     let metrics = runtime::telemetry::install_metrics();
     let authorizer = common::authz_config(&args.gateway, &args.authz)?;
     let health = Health::new();
-    let bus = match &args.nats {
+    let backend = match &args.nats {
         Some(urls) => {
-            let bus = common::connect_bus(Some(urls), "gripmesh-authz").await?;
-            common::track_bus(&bus, &health);
-            Some(bus)
+            let backend =
+                common::connect_bus(Some(urls), "gripmesh-authz", &args.nats_flags).await?;
+            common::track_bus(&backend.bus, &health);
+            common::track_state(&backend, &health);
+            Some(backend)
         }
         None => None,
     };
+    // Logging starts once NATS is checked, so a refusal (no JetStream) stays one line.
+    common::init_logging(&args.common);
     let listener = common::listen("--listen", "authz", args.listen).await?;
     let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
-    let revocations = bus
+    let revocations = backend
         .as_ref()
-        .map(|b| status::Revocations::follow(b.clone(), stop_background.clone()));
+        .map(|b| status::Revocations::follow(b, stop_background.clone()));
     let admin = tokio::spawn(runtime::admin::serve(
         admin_listener,
         health.clone(),
@@ -587,9 +739,8 @@ pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
         status::page("authz", None, revocations),
         stop_background.clone(),
     ));
-    if let Some(bus) = bus {
-        let (a, stop) = (authorizer.clone(), stop_background.clone());
-        tokio::spawn(async move { a.follow_revocations(bus, stop).await });
+    if let Some(backend) = &backend {
+        spawn_sidecar_revocations(&authorizer, backend, &health, &stop_background);
     }
     let server = tokio::spawn({
         let stop = stop_accepting.clone();

@@ -12,12 +12,13 @@ use crate::process::Gripmesh;
 use crate::tempdir::TempDir;
 use crate::wait::wait_until;
 
-/// A running `gripmesh control` with its routes file.
+/// A running `gripmesh control`, with the routes file that owns the table or without one.
 pub struct ControlNode {
     /// The process.
     pub gm: Gripmesh,
-    /// The routes file control was started with (`PUT /routes` rewrites it).
-    pub routes_file: PathBuf,
+    /// The routes file control was started with (it owns the cluster's table; `PUT /routes`
+    /// answers 409); `None` when the table is set through the API.
+    pub routes_file: Option<PathBuf>,
     _dir: TempDir,
 }
 
@@ -47,9 +48,52 @@ impl ControlNode {
         let gm = Gripmesh::start(bin, &args, &[]).await;
         ControlNode {
             gm,
-            routes_file,
+            routes_file: Some(routes_file),
             _dir: dir,
         }
+    }
+
+    /// Starts `gripmesh control --nats <nats>` without a routes file (the table lives in the
+    /// JetStream bucket and is set with `PUT /routes`), followed by `extra` flags; waits for
+    /// `ready` on stdout, then for readiness, and, when `routes` is given, installs it with an
+    /// unauthenticated `PUT /routes`.
+    pub async fn start_api(
+        bin: &str,
+        nats: &str,
+        routes: Option<&str>,
+        extra: &[&str],
+    ) -> ControlNode {
+        let mut args = vec![
+            "control",
+            "--nats",
+            nats,
+            "--publish-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ];
+        args.extend_from_slice(extra);
+        let gm = Gripmesh::start(bin, &args, &[]).await;
+        let node = ControlNode {
+            gm,
+            routes_file: None,
+            _dir: TempDir::new(),
+        };
+        wait_ready(
+            node.admin_addr(),
+            Duration::from_secs(20),
+            "control (API-managed routes)",
+        )
+        .await;
+        if let Some(text) = routes {
+            let resp = put_routes(node.publish_addr(), text).await;
+            assert_eq!(resp.status, 200, "PUT /routes: {}", resp.text());
+        }
+        node
     }
 
     /// The HTTP publish API (also `/routes`).

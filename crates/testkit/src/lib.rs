@@ -32,7 +32,7 @@ pub use metrics::{
     metric_value, parse_metric, scrape_metrics, wait_metric, wait_metric_at_least,
     wait_metric_at_most,
 };
-pub use nats::NatsServer;
+pub use nats::{NatsServer, NatsServerOptions};
 pub use origin::{Origin, OriginResponse, RawOrigin, RecordedRequest, query_param};
 pub use process::{Gripmesh, Signal, run, run_with_env};
 pub use publish::{publish, publish_raw, publish_stream, publish_with_auth};

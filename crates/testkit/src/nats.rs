@@ -1,5 +1,6 @@
-//! A real `nats-server` for tests: on free loopback ports, optionally clustered, killable and
-//! restartable on the same ports.
+//! A real `nats-server` for tests: on free loopback ports, with JetStream (its store in a temp
+//! dir that survives restarts) unless asked otherwise, optionally with user/password or token
+//! authorisation, optionally clustered, killable and restartable on the same ports.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -17,8 +18,33 @@ pub struct NatsServer {
     pub cluster_port: u16,
     routes: Vec<u16>,
     name: String,
+    options: NatsServerOptions,
     /// JetStream storage, kept across restarts of this server.
     store: crate::tempdir::TempDir,
+}
+
+/// How to start a test server.
+#[derive(Debug, Clone)]
+pub struct NatsServerOptions {
+    /// Enable JetStream (`-js -sd <temp dir>`); on by default, as a cluster needs it.
+    pub jetstream: bool,
+    /// Require this user and password (`--user`/`--pass`).
+    pub user: Option<(String, String)>,
+    /// Require this token (`--auth`).
+    pub token: Option<String>,
+    /// Serve TLS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Default for NatsServerOptions {
+    fn default() -> Self {
+        NatsServerOptions {
+            jetstream: true,
+            user: None,
+            token: None,
+            tls: None,
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -45,8 +71,13 @@ fn binary() -> PathBuf {
 }
 
 impl NatsServer {
-    /// Starts a standalone server and waits until it accepts connections.
+    /// Starts a standalone server with JetStream and waits until it accepts connections.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(NatsServerOptions::default())
+    }
+
+    /// Starts a standalone server with `options`.
+    pub fn start_with(options: NatsServerOptions) -> NatsServer {
         let mut s = NatsServer {
             child: None,
             port: free_port(),
@@ -54,6 +85,7 @@ impl NatsServer {
             cluster_port: 0,
             routes: Vec::new(),
             name: format!("test-{}", free_port()),
+            options,
             store: crate::tempdir::TempDir::new(),
         };
         s.spawn();
@@ -83,6 +115,7 @@ impl NatsServer {
                     .map(|(_, p)| *p)
                     .collect(),
                 name: format!("node-{i}-{}", cluster_ports[i]),
+                options: NatsServerOptions::default(),
                 store: crate::tempdir::TempDir::new(),
             })
             .collect();
@@ -96,6 +129,20 @@ impl NatsServer {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        // JetStream needs a meta leader before it answers.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &nodes {
+            while node.monitor("/jsz")["meta_cluster"]["leader"]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "JetStream meta leader not elected"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         nodes
     }
 
@@ -105,10 +152,23 @@ impl NatsServer {
             .arg(self.port.to_string())
             .args(["-m"])
             .arg(self.monitor_port.to_string())
-            .args(["-n", &self.name])
-            .arg("-js")
-            .arg("-sd")
-            .arg(self.store.path());
+            .args(["-n", &self.name]);
+        if self.options.jetstream {
+            cmd.arg("-js").arg("-sd").arg(self.store.path());
+        }
+        if let Some((user, pass)) = &self.options.user {
+            cmd.arg("--user").arg(user).arg("--pass").arg(pass);
+        }
+        if let Some(token) = &self.options.token {
+            cmd.arg("--auth").arg(token);
+        }
+        if let Some((cert, key)) = &self.options.tls {
+            cmd.arg("--tls")
+                .arg("--tlscert")
+                .arg(cert)
+                .arg("--tlskey")
+                .arg(key);
+        }
         if self.cluster_port != 0 {
             cmd.arg("--cluster_name")
                 .arg("gripmesh-test")
@@ -139,9 +199,23 @@ impl NatsServer {
         }
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://127.0.0.1:<port>` (no credentials).
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL with the server's user/password or token in it (`tls://` when TLS is on, with
+    /// `localhost` as the host so the test certificate's name matches).
+    pub fn auth_url(&self) -> String {
+        let userinfo = match (&self.options.user, &self.options.token) {
+            (Some((u, p)), _) => format!("{u}:{p}@"),
+            (None, Some(t)) => format!("{t}@"),
+            (None, None) => String::new(),
+        };
+        match self.options.tls {
+            Some(_) => format!("tls://{userinfo}localhost:{}", self.port),
+            None => format!("nats://{userinfo}127.0.0.1:{}", self.port),
+        }
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.

@@ -192,12 +192,67 @@ lifecycle:
 Environment every tier gets.
 */}}
 {{- define "gripmesh.commonEnv" -}}
+{{- /* NATS_PASSWORD is not a gripmesh variable: it is substituted into GRIPMESH_NATS. */ -}}
+{{- if .Values.nats.auth.existingSecret -}}
+- name: NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.nats.auth.existingSecret }}
+      key: {{ .Values.nats.auth.passwordKey }}
+- name: GRIPMESH_NATS
+  value: {{ regexReplaceAll "^([a-z]+://)" (include "gripmesh.natsUrl" .) (printf "${1}%s:$(NATS_PASSWORD)@" .Values.nats.auth.user) | quote }}
+{{- else -}}
 - name: GRIPMESH_NATS
   value: {{ include "gripmesh.natsUrl" . | quote }}
+{{- end }}
+{{- if .Values.nats.credsSecret }}
+- name: GRIPMESH_NATS_CREDS
+  value: /etc/gripmesh-nats/creds/nats.creds
+{{- end }}
+{{- if .Values.nats.tls.existingSecret }}
+- name: GRIPMESH_NATS_TLS_CA
+  value: /etc/gripmesh-nats/tls/ca.crt
+{{- end }}
+{{- with .Values.clusterKey.existingSecret }}
+- name: GRIPMESH_CLUSTER_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.clusterKey.existingSecretKey }}
+{{- end }}
 - name: GRIPMESH_DRAIN_TIMEOUT
   value: {{ .Values.drain.timeoutSeconds | int | quote }}
 - name: GRIPMESH_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
+{{- end }}
+
+{{/*
+Mounts of the NATS credentials and TLS Secrets (see gripmesh.natsVolumes).
+*/}}
+{{- define "gripmesh.natsVolumeMounts" -}}
+{{- if .Values.nats.credsSecret }}
+- name: nats-creds
+  mountPath: /etc/gripmesh-nats/creds
+  readOnly: true
+{{- end }}
+{{- if .Values.nats.tls.existingSecret }}
+- name: nats-tls
+  mountPath: /etc/gripmesh-nats/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "gripmesh.natsVolumes" -}}
+{{- with .Values.nats.credsSecret }}
+- name: nats-creds
+  secret:
+    secretName: {{ . }}
+{{- end }}
+{{- with .Values.nats.tls.existingSecret }}
+- name: nats-tls
+  secret:
+    secretName: {{ . }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -281,6 +336,9 @@ The authz container (own Deployment or edge sidecar). Call with (dict "root" $ "
   volumeMounts:
     - name: tmp
       mountPath: /tmp
+    {{- with include "gripmesh.natsVolumeMounts" $root }}
+    {{- . | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{/*
