@@ -199,5 +199,10 @@ async fn express_gateway_as_forward_auth_for_the_sidecar() {
     let (code, _) = ws.expect_close(WAIT).await;
     assert_eq!(code, 4401);
     let refused = WsConn::connect_rejected(env.edge(), &path, &[]).await;
-    assert_eq!(refused.status, 401, "the revoked key, asked again");
+    // SPEC §12: during --revocation-ttl the edge refuses the revoked key itself (403
+    // `Credential revoked.`), without asking the gateway again.
+    assert_eq!(
+        refused.status, 403,
+        "the revoked key, during the revocation TTL"
+    );
 }

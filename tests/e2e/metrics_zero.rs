@@ -94,11 +94,18 @@ async fn standalone_series_exist_at_zero_right_after_start() {
         ),
         Some(0.0)
     );
-    let version = parse_metric(&page, "gripmesh_control_routes_version").unwrap_or(0.0);
-    assert!(
-        version >= 1.0,
-        "gripmesh_control_routes_version in standalone: {version}\n{page}"
-    );
+    // Present from the start (above); the table itself lands in the store right after, so
+    // the version is polled rather than read from the first scrape.
+    let admin = gm.admin_addr();
+    testkit::wait_until(
+        std::time::Duration::from_secs(10),
+        "gripmesh_control_routes_version >= 1 in standalone",
+        || async move {
+            let page = scrape_metrics(admin).await;
+            parse_metric(&page, "gripmesh_control_routes_version").unwrap_or(0.0) >= 1.0
+        },
+    )
+    .await;
 }
 
 /// `gripmesh authz`: the sidecar's series exist before its first check.

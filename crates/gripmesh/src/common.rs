@@ -159,9 +159,21 @@ pub fn max_channel_length(limits: &ClientLimitFlags) -> Result<usize, Fatal> {
     Ok(n)
 }
 
+/// Says once, loudly, when origin requests are signed with Pushpin's well-known default key
+/// on a client listener other than loopback (anyone can forge that `Grip-Sig`). Called after
+/// logging starts, so the warning is not lost.
+pub fn warn_default_sig_key(config: &EdgeConfig, listen: SocketAddr) {
+    if config.sig_key.is_pushpin_default() && !listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %listen,
+            "Grip-Sig is signed with Pushpin's well-known default key \"changeme\": origins cannot \
+             tell gripmesh from anyone else who knows it; set --sig-key (GRIPMESH_SIG_KEY)"
+        );
+    }
+}
+
 /// The edge configuration from flags. Without `--sig-key`, origin requests are signed with
-/// Pushpin's default key, as a stock Pushpin does; on a client listener other than loopback
-/// that is said once, loudly, since anyone can forge a `Grip-Sig` with the well-known key.
+/// Pushpin's default key, as a stock Pushpin does ([`warn_default_sig_key`] says so).
 pub fn edge_config(
     flags: &EdgeFlags,
     limits: &ClientLimitFlags,
@@ -171,13 +183,6 @@ pub fn edge_config(
         Some(k) => SigKey::parse(k).map_err(|e| config_err(format!("--sig-key: {e}")))?,
         None => SigKey::pushpin_default(),
     };
-    if sig_key.is_pushpin_default() && !listen.ip().is_loopback() {
-        tracing::warn!(
-            listen = %listen,
-            "Grip-Sig is signed with Pushpin's well-known default key \"changeme\": origins cannot \
-             tell gripmesh from anyone else who knows it; set --sig-key (GRIPMESH_SIG_KEY)"
-        );
-    }
     Ok(EdgeConfig {
         sig_key,
         sig_iss: flags.sig_iss.clone(),

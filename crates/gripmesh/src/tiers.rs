@@ -365,6 +365,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     .await?;
     // Logging starts once NATS is checked, so a refusal (no JetStream) stays one line.
     common::init_logging(&args.common);
+    common::warn_default_sig_key(&edge_config, args.listen);
     // Standalone: the routes file is written to the store when it changes, and `PUT /routes`
     // may still replace the table (a single process has no replicas to disagree).
     let (store, revocations) = control_stores(&backend, &args.state, false, &text)?;
@@ -498,6 +499,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     let backend = common::connect_bus(Some(&args.nats), "gripmesh-edge", &args.nats_flags).await?;
     // Logging starts once NATS is checked, so a refusal (no JetStream) stays one line.
     common::init_logging(&args.common);
+    common::warn_default_sig_key(&edge_config, args.listen);
     common::track_bus(&backend.bus, &health);
     common::track_state(&backend, &health);
     // Edges read history (on resumes only) straight from JetStream, never through control.
