@@ -174,11 +174,7 @@ pub fn warn_default_sig_key(config: &EdgeConfig, listen: SocketAddr) {
 
 /// The edge configuration from flags. Without `--sig-key`, origin requests are signed with
 /// Pushpin's default key, as a stock Pushpin does ([`warn_default_sig_key`] says so).
-pub fn edge_config(
-    flags: &EdgeFlags,
-    limits: &ClientLimitFlags,
-    listen: SocketAddr,
-) -> Result<EdgeConfig, Fatal> {
+pub fn edge_config(flags: &EdgeFlags, limits: &ClientLimitFlags) -> Result<EdgeConfig, Fatal> {
     let sig_key = match flags.sig_key.as_deref() {
         Some(k) => SigKey::parse(k).map_err(|e| config_err(format!("--sig-key: {e}")))?,
         None => SigKey::pushpin_default(),

@@ -341,7 +341,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     let routes_path = common::routes_path(args.routes.as_deref());
     let (text, table) = common::load_routes(routes_path.as_deref())?;
     let tls = common::edge_tls(&args.edge)?;
-    let mut edge_config = common::edge_config(&args.edge, &args.limits, args.listen)?;
+    let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     edge_config.forward_headers = common::forward_headers(&args.authz.forward_headers)?;
     let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
@@ -486,7 +486,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
 /// `gripmesh edge`.
 pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     let tls = common::edge_tls(&args.edge)?;
-    let mut edge_config = common::edge_config(&args.edge, &args.limits, args.listen)?;
+    let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
     edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
     edge_config.forward_headers = common::forward_headers(&args.forward_headers)?;
     edge_config.key_limits = common::key_limits(&args.keys)?;
