@@ -9,6 +9,8 @@
 //!   and Pushpin can be driven through the same origin.
 //! * `smoke` — a few-second end-to-end check for CI (exit non-zero on loss).
 //! * `table` / `report` — markdown rows from result files; HTML from a result file.
+//! * `storm` — reconnect storm: HTTP holds opened back to back, sustained open rate and
+//!   failures.
 //! * `soak` — churning clients with steady publishing; fails when the server's RSS or open
 //!   files keep growing once warm.
 
@@ -24,6 +26,7 @@ mod run;
 mod soak;
 mod spawn;
 mod stats;
+mod storm;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +63,9 @@ enum Cmd {
     Soak(soak::SoakArgs),
     /// Render the HTML report of a `run` result JSON file.
     Report(ReportArgs),
+    /// Reconnect storm: open HTTP holds (stream, SSE, long-poll) back to back for a while and
+    /// report the sustained open rate and failures.
+    Storm(Box<storm::StormArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +219,7 @@ async fn main_inner(cli: Cli) -> Result<bool> {
         }
         Cmd::Smoke(a) => cmd_smoke(&a).await,
         Cmd::Soak(a) => soak::soak(&a).await,
+        Cmd::Storm(a) => storm::storm(&a).await,
         Cmd::Table(a) => {
             let rs = a
                 .files

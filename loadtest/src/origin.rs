@@ -91,6 +91,15 @@ pub fn respond_http(path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
             let mut r = text(StatusCode::OK, "[timeout]\n");
             set(&mut r, "grip-hold", "response");
             set(&mut r, "grip-channel", &ch);
+            // `timeout=N`: the hold's `Grip-Timeout` (long-poll storms).
+            if let Some(t) = query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .find_map(|kv| kv.strip_prefix("timeout="))
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            {
+                set(&mut r, "grip-timeout", t);
+            }
             r
         }
         "/" => text(StatusCode::OK, "gripmesh-loadtest origin\n"),

@@ -26,6 +26,7 @@ mod keepalive;
 mod key_limits;
 mod metrics_zero;
 mod node;
+mod origin_reuse;
 mod parity_common;
 mod parity_filters;
 mod parity_gone;

@@ -71,7 +71,7 @@ impl Drop for GoneLink {
         let edge = self.edge.clone();
         let route = self.route.clone();
         let authorized = self.authorized.take();
-        let mut req = crate::proxy::OriginRequest::post_empty(
+        let mut req = crate::origin::OriginRequest::post_empty(
             std::mem::take(&mut self.path),
             std::mem::take(&mut self.headers),
         );
@@ -79,14 +79,14 @@ impl Drop for GoneLink {
         rt.spawn(tracker.track_future(async move {
             let sent = tokio::time::timeout(
                 GONE_TIMEOUT,
-                crate::proxy::ask_origin(&edge, &route, &mut req, authorized.as_deref(), &[]),
+                crate::origin::ask(&edge, &route, &mut req, authorized.as_deref(), &[]),
             )
             .await;
             match sent {
                 Ok(Ok((resp, _))) if resp.status().is_success() => {
                     EdgeMetrics::gone("sent");
                     // Pushpin expects an empty answer; the body is read and dropped.
-                    let _ = crate::proxy::collect_limited(resp.into_body(), 64 * 1024).await;
+                    let _ = crate::origin::collect_limited(resp.into_body(), 64 * 1024).await;
                 }
                 Ok(Ok((resp, _))) => {
                     EdgeMetrics::gone("rejected");

@@ -197,7 +197,7 @@ impl Jsonp {
             return resp;
         }
         let (parts, body) = resp.into_parts();
-        let Ok(body) = crate::proxy::collect_limited(body, MAX_WRAPPED_BODY).await else {
+        let Ok(body) = crate::origin::collect_limited(body, MAX_WRAPPED_BODY).await else {
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Upstream response could not be JSON-P encoded.\n",

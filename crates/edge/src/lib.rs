@@ -172,13 +172,13 @@ impl EdgeInner {
         let iss = route.sig_iss.as_deref().unwrap_or(&self.config.sig_iss);
         match &route.sig_key {
             Some(raw) => match SigKey::parse(raw) {
-                Ok(key) => proxy::sign(iss, &key),
+                Ok(key) => origin::sign(iss, &key),
                 Err(err) => {
                     tracing::warn!(route = %route.id, error = %err, "route sig_key unusable; no Grip-Sig sent");
                     None
                 }
             },
-            None => proxy::sign(iss, &self.config.sig_key),
+            None => origin::sign(iss, &self.config.sig_key),
         }
     }
 }

@@ -44,8 +44,8 @@ impl NextFetcher {
         let this = self.clone();
         Box::pin(async move {
             let path = resolve(&this.base_path, &link.url);
-            let mut req = crate::proxy::OriginRequest::get(path, this.headers.clone());
-            let (resp, _) = crate::proxy::ask_origin(
+            let mut req = crate::origin::OriginRequest::get(path, this.headers.clone());
+            let (resp, _) = crate::origin::ask(
                 &this.edge,
                 &this.route,
                 &mut req,
@@ -61,7 +61,7 @@ impl NextFetcher {
                 .ok()
                 .and_then(|i| i.next_link)
                 .unwrap_or(link);
-            let body = crate::proxy::collect_limited(resp.into_body(), MAX_NEXT_BODY).await?;
+            let body = crate::origin::collect_limited(resp.into_body(), MAX_NEXT_BODY).await?;
             Ok((body, next))
         })
     }

@@ -6,19 +6,18 @@ use crate::conn::{CloseReason, Transport};
 use crate::headers;
 use crate::hold::{HoldGuard, StreamBody};
 use crate::metrics::EdgeMetrics;
-use crate::test_origin;
+use crate::origin::{AskError, OriginRequest, ReqBody};
 use bytes::Bytes;
 use grip::instruct::{HoldMode, Instruct, StatusOverride};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use routes::{Route, RouteRequest, Target, TargetAddr};
-use runtime::body::{BodyFaults, ClientBody};
+use routes::{Route, RouteRequest, Target};
 use runtime::server::{Body, full, text};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// What went wrong, and so what the client gets.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +62,15 @@ impl ProxyError {
                 "Request too large to accept GRIP instruct.\n",
             ),
             ProxyError::ClientBody(fault) => fault.response(),
+        }
+    }
+}
+
+impl From<AskError> for ProxyError {
+    fn from(e: AskError) -> ProxyError {
+        match e {
+            AskError::BadGateway(msg) => ProxyError::BadGateway(msg),
+            AskError::ClientBody(fault) => ProxyError::ClientBody(fault),
         }
     }
 }
@@ -271,7 +279,7 @@ async fn proxy_http(
     // sends it when this function ends, whichever way (the client leaving drops the future).
     let mut gone: Option<crate::gone::GoneLink> = None;
     for _attempt in 0..=MAX_REREQUESTS {
-        let (resp, target) = ask_origin(
+        let (resp, target) = crate::origin::ask(
             &edge,
             &route,
             &mut origin_req,
@@ -382,200 +390,11 @@ async fn proxy_http(
 /// Re-requests of one held request (prev-id conflicts, hints) before giving up with 502.
 const MAX_REREQUESTS: usize = 5;
 
-/// The client's request body toward the origin: kept in memory when small enough that a GRIP
-/// hold may re-request the origin with it, streamed otherwise. Either way it carries the
-/// client-body timeout, and its failures are reported as the client's (400/408), not 502.
-pub(crate) enum ReqBody {
-    Buffered(Bytes),
-    Streamed(Option<ClientBody>, BodyFaults),
-}
-
-impl ReqBody {
-    async fn new(body: ClientBody, max: usize) -> Result<ReqBody, ProxyError> {
-        use http_body::Body as _;
-        let exact = body.size_hint().exact();
-        match exact {
-            Some(0) if body.is_end_stream() => Ok(ReqBody::Buffered(Bytes::new())),
-            Some(n) if n <= max as u64 => {
-                let faults = body.faults();
-                let bytes = body
-                    .collect()
-                    .await
-                    .map_err(|_| {
-                        ProxyError::ClientBody(
-                            faults.get().unwrap_or(runtime::body::BodyFault::Malformed),
-                        )
-                    })?
-                    .to_bytes();
-                Ok(ReqBody::Buffered(bytes))
-            }
-            _ if body.is_end_stream() => Ok(ReqBody::Buffered(Bytes::new())),
-            _ => {
-                let faults = body.faults();
-                Ok(ReqBody::Streamed(Some(body), faults))
-            }
-        }
-    }
-
-    fn is_streamed(&self) -> bool {
-        matches!(self, ReqBody::Streamed(..))
-    }
-
-    /// How the client's body failed, if it did.
-    fn fault(&self) -> Option<runtime::body::BodyFault> {
-        match self {
-            ReqBody::Buffered(_) => None,
-            ReqBody::Streamed(_, faults) => faults.get(),
-        }
-    }
-
-    /// The body for one origin request (a streamed body can be sent once).
-    fn take(&mut self) -> Body {
-        match self {
-            ReqBody::Buffered(b) => full(b.clone()),
-            ReqBody::Streamed(b, _) => b.take().map_or_else(
-                || full(""),
-                |b| b.map_err(box_client_body_error).boxed_unsync(),
-            ),
-        }
-    }
-}
-
-/// What the origin gets for one client request.
-pub(crate) struct OriginRequest {
-    method: http::Method,
-    path: String,
-    headers: HeaderMap,
-    body: ReqBody,
-}
-
-impl OriginRequest {
-    /// An empty-body POST (gone links).
-    pub(crate) fn post_empty(path: String, headers: HeaderMap) -> OriginRequest {
-        OriginRequest {
-            method: http::Method::POST,
-            path,
-            headers,
-            body: ReqBody::Buffered(Bytes::new()),
-        }
-    }
-
-    /// A body-less GET (next links).
-    pub(crate) fn get(path: String, headers: HeaderMap) -> OriginRequest {
-        OriginRequest {
-            method: http::Method::GET,
-            path,
-            headers,
-            body: ReqBody::Buffered(Bytes::new()),
-        }
-    }
-}
-
-/// Sends the request to the route's first reachable target (the built-in test origin answers
-/// in-process). `grip_last` adds `Grip-Last: <channel>; last-id=<id>` headers (re-requests).
-pub(crate) async fn ask_origin<'r>(
-    edge: &Arc<EdgeInner>,
-    route: &'r Route,
-    req: &mut OriginRequest,
-    authorized: Option<&crate::authz::Authorized>,
-    grip_last: &[(String, String)],
-) -> Result<(Response<Body>, &'r Target), ProxyError> {
-    let started = Instant::now();
-    let mut last_err = String::from("route has no usable target");
-    for target in &route.targets {
-        if target.addr == TargetAddr::Test {
-            let uri: Uri = req.path.parse().unwrap_or_else(|_| Uri::from_static("/"));
-            return Ok((
-                test_origin::respond(&req.method, uri.path(), uri.query(), &req.headers),
-                target,
-            ));
-        }
-        let sender = match crate::origin::connect(&edge.origin, target).await {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(route = %route.id, error = %err, "origin target unavailable");
-                last_err = err.to_string();
-                continue;
-            }
-        };
-        let mut builder = Request::builder()
-            .method(req.method.clone())
-            .uri(req.path.as_str());
-        if let Some(h) = builder.headers_mut() {
-            *h = origin_headers(edge, &req.headers, route, target);
-            if let Some(a) = authorized {
-                a.apply(h);
-            }
-            for (channel, id) in grip_last {
-                if let Ok(v) = HeaderValue::from_str(&format!("{channel}; last-id={id}")) {
-                    h.append(HeaderName::from_static("grip-last"), v);
-                }
-            }
-        }
-        let origin_req = builder
-            .body(req.body.take())
-            .map_err(|e| ProxyError::BadGateway(format!("cannot build origin request: {e}")))?;
-        let result = edge.origin.send(sender, origin_req).await;
-        edge.metrics
-            .origin_duration
-            .record(started.elapsed().as_secs_f64());
-        return match result {
-            Ok(resp) => {
-                EdgeMetrics::origin_request(Some(resp.status().as_u16()));
-                Ok((resp.map(|b| b.boxed_unsync_err()), target))
-            }
-            Err(err) => {
-                // A request that failed because the client's body did is the client's error.
-                if let Some(fault) = req.body.fault() {
-                    return Err(ProxyError::ClientBody(fault));
-                }
-                EdgeMetrics::origin_request(None);
-                Err(ProxyError::BadGateway(err.to_string()))
-            }
-        };
-    }
-    EdgeMetrics::origin_request(None);
-    Err(ProxyError::BadGateway(last_err))
-}
-
 /// Relays an origin response unchanged but for hop-by-hop (and, for GRIP, `Grip-*`) headers.
 fn relay(resp: Response<Body>, strip_grip: bool) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     parts.headers = headers::to_client(&parts.headers, strip_grip);
     Response::from_parts(parts, body)
-}
-
-pub(crate) fn origin_headers(
-    edge: &EdgeInner,
-    client: &HeaderMap,
-    route: &Route,
-    target: &Target,
-) -> HeaderMap {
-    let mut h = headers::to_origin(client);
-    let host_override = target.host.as_deref().or(route.as_host.as_deref());
-    if let Some(host) = host_override.and_then(|v| HeaderValue::from_str(v).ok()) {
-        h.insert(header::HOST, host);
-    }
-    for (name, value) in &route.headers {
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-            continue;
-        };
-        if value.is_empty() {
-            h.remove(&name);
-        } else if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    }
-    if !route.no_grip {
-        h.insert(
-            HeaderName::from_static("grip-feature"),
-            HeaderValue::from_static(grip::GRIP_FEATURES),
-        );
-        if let Some(sig) = edge.grip_sig(route) {
-            h.insert(HeaderName::from_static("grip-sig"), sig);
-        }
-    }
-    h
 }
 
 fn channels_for(
@@ -606,24 +425,9 @@ fn channels_for(
 }
 
 async fn read_limited(body: Body, max: usize) -> Result<Bytes, ProxyError> {
-    collect_limited(body, max)
+    crate::origin::collect_limited(body, max)
         .await
         .map_err(|e| ProxyError::BadGateway(format!("origin body: {e}")))
-}
-
-/// Reads a whole body of at most `max` bytes.
-pub(crate) async fn collect_limited(mut body: Body, max: usize) -> Result<Bytes, String> {
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > max {
-                return Err(format!("body larger than {max} bytes"));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
 }
 
 /// Status, headers and body the client gets first (stream) or on timeout (response hold).
@@ -959,31 +763,4 @@ async fn stream_hold(
     let mut resp = build_response(code, &instruct.status, hdrs, body.boxed_unsync())?;
     resp.extensions_mut().insert(crate::jsonp::NoWrap);
     Ok(resp)
-}
-
-/// Signs a `Grip-Sig` for an origin request.
-pub(crate) fn sign(iss: &str, key: &grip::sig::SigKey) -> Option<HeaderValue> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    HeaderValue::from_str(&grip::sig::sign(iss, key, now, 3600)).ok()
-}
-
-pub(crate) trait BoxedErr {
-    fn boxed_unsync_err(self) -> Body;
-}
-
-/// Boxes a hyper error (a named function: closures here trip a rustc lifetime inference
-/// limitation around `Send` futures).
-pub(crate) fn box_hyper_error(e: hyper::Error) -> runtime::server::BoxError {
-    Box::new(e)
-}
-
-/// Boxes a client body error (a named function for the same reason as [`box_hyper_error`]).
-fn box_client_body_error(e: runtime::body::ClientBodyError) -> runtime::server::BoxError {
-    Box::new(e)
-}
-
-impl BoxedErr for Incoming {
-    fn boxed_unsync_err(self) -> Body {
-        self.map_err(box_hyper_error).boxed_unsync()
-    }
 }

@@ -1,27 +1,42 @@
 //! Outbound HTTP/1.1 connections: TCP (with a connect timeout), optional TLS (rustls, WebPKI
 //! roots, or no verification for `insecure` endpoints).
 //!
-//! Proxied requests get their own connection ([`OriginClient::connect`]). That keeps failover
-//! exact — an endpoint is skipped only when connecting to it fails, before any of the request
-//! was sent — and lets WebSocket passthrough upgrade the same connection later.
+//! Requests go out on pooled keep-alive connections ([`OriginClient::request`]): a new
+//! connection per request leaves a `TIME_WAIT` socket behind and caps one process at a few
+//! hundred requests per second towards one origin address. A connection goes back to its
+//! endpoint's idle list once its response body was read to the end ([`PooledBody`]); a body
+//! dropped early closes it. The pool is bounded per endpoint and in total, and idle
+//! connections are closed after [`POOL_IDLE_TIMEOUT`].
 //!
-//! Requests whose answers are read to the end (WebSocket-over-HTTP events) may instead reuse
-//! an idle keep-alive connection ([`OriginClient::send_pooled`], [`OriginClient::checkin`]):
-//! one connection per event would leave a `TIME_WAIT` socket per request and cap the edge at
-//! a few hundred requests per second to one origin address.
+//! The guarantees a proxy needs are kept (as nginx's upstream keep-alive and hyper-util's
+//! pool do): a request is sent again on another connection only when hyper hands it back
+//! unsent (the idle connection turned out closed or not ready before anything was written),
+//! so a request body is never replayed; [`OriginError::Connect`] (nothing sent, the next
+//! target may be tried) only comes from making a new connection.
+//!
+//! WebSocket passthrough gets a connection of its own ([`OriginClient::connect`]) that it
+//! upgrades.
 
 use crate::server::Body;
+use http_body::{Body as _, Frame, SizeHint};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// Idle keep-alive connections kept per endpoint.
-const POOL_MAX_IDLE_PER_ENDPOINT: usize = 64;
+pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
+/// Idle keep-alive connections kept over all endpoints.
+pub const POOL_MAX_IDLE: usize = 4096;
 /// How long an idle connection is kept: below common origin keep-alive timeouts (Node.js
 /// closes idle connections after 5 s), so a connection is rarely reused just as the origin
 /// closes it.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a pooled connection whose last response just ended may take to be ready for the
+/// next request before a new connection is made instead.
+const POOL_READY_WAIT: Duration = Duration::from_millis(500);
 
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -64,6 +79,16 @@ impl OriginError {
     }
 }
 
+/// A failed [`OriginClient::request`].
+#[derive(Debug)]
+pub struct RequestFailed {
+    /// What failed.
+    pub error: OriginError,
+    /// The request, untouched (its body not polled), when none of it was sent: always there
+    /// for [`OriginError::Connect`].
+    pub unsent: Option<Box<http::Request<Body>>>,
+}
+
 /// A connected origin, ready for one request.
 pub type OriginSender = hyper::client::conn::http1::SendRequest<Body>;
 
@@ -74,23 +99,45 @@ struct Idle {
 }
 
 impl Idle {
-    fn usable(&self) -> bool {
-        self.since.elapsed() < POOL_IDLE_TIMEOUT && !self.sender.is_closed()
+    fn usable(&self, now: Instant) -> bool {
+        now.duration_since(self.since) < POOL_IDLE_TIMEOUT && !self.sender.is_closed()
     }
 }
 
-/// Builds outbound connections (and keeps idle ones for [`OriginClient::send_pooled`]).
+/// Idle connections per endpoint, most recently used last.
+#[derive(Default)]
+struct Pool {
+    idle: HashMap<Endpoint, Vec<Idle>>,
+    /// Connections in `idle`, over all endpoints.
+    total: usize,
+}
+
+impl Pool {
+    /// Drops expired and closed connections of every endpoint.
+    fn sweep(&mut self, now: Instant) {
+        self.idle.retain(|_, list| {
+            list.retain(|c| c.usable(now));
+            !list.is_empty()
+        });
+        self.total = self.idle.values().map(Vec::len).sum();
+    }
+}
+
+/// Builds outbound connections and keeps idle keep-alive ones for reuse.
 #[derive(Clone)]
 pub struct OriginClient {
     verified: Arc<rustls::ClientConfig>,
     insecure: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     response_timeout: Duration,
-    idle: Arc<Mutex<HashMap<Endpoint, Vec<Idle>>>>,
+    pool: Arc<Mutex<Pool>>,
 }
 
 impl OriginClient {
     /// A client trusting the WebPKI roots (and nothing for `insecure` targets).
+    ///
+    /// Within a Tokio runtime, a background task closes idle connections past
+    /// [`POOL_IDLE_TIMEOUT`] (it ends with the last clone of the client).
     pub fn new(
         connect_timeout: Duration,
         response_timeout: Duration,
@@ -109,74 +156,108 @@ impl OriginClient {
                     .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())))
                     .with_no_client_auth()
             })?;
+        let pool: Arc<Mutex<Pool>> = Arc::default();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(sweep_idle(Arc::downgrade(&pool)));
+        }
         Ok(OriginClient {
             verified: Arc::new(verified),
             insecure: Arc::new(insecure),
             connect_timeout,
             response_timeout,
-            idle: Arc::default(),
+            pool,
         })
     }
 
-    /// Sends `req` on an idle connection to `endpoint` when there is one, else on a new
-    /// connection; returns the response and the connection, which the caller hands back with
-    /// [`OriginClient::checkin`] once it has read the response body to the end.
+    /// Sends `req` to `endpoint` on an idle keep-alive connection when one is ready, else on
+    /// a new connection, and waits for the response head. The connection goes back to the
+    /// pool once the returned body has been read to the end.
     ///
-    /// An idle connection that turns out unusable before any of the request was written
-    /// (closed by the origin, not ready) is dropped and the next one, or a new connection,
-    /// is tried. Only a failure to make a new connection is [`OriginError::Connect`].
-    pub async fn send_pooled(
+    /// An idle connection that turns out closed or not ready before any of the request was
+    /// written (hyper hands the request back) is dropped and the next one, or a new
+    /// connection, is tried. Only a failure to make a new connection is
+    /// [`OriginError::Connect`]; any other failure may come after part of the request was
+    /// sent, and is never retried.
+    pub async fn request(
         &self,
         endpoint: &Endpoint,
         mut req: http::Request<Body>,
-    ) -> Result<(http::Response<hyper::body::Incoming>, OriginSender), OriginError> {
-        while let Some(mut sender) = self.checkout(endpoint) {
-            match tokio::time::timeout(self.response_timeout, sender.try_send_request(req)).await {
-                Err(_) => return Err(OriginError::Timeout),
-                Ok(Ok(resp)) => return Ok((resp, sender)),
+    ) -> Result<http::Response<PooledBody>, RequestFailed> {
+        let failed = |error| RequestFailed {
+            error,
+            unsent: None,
+        };
+        while let Some(mut sender) = self.checkout(endpoint).await {
+            let sent = tokio::time::timeout(self.response_timeout, sender.try_send_request(req));
+            match sent.await {
+                Err(_) => return Err(failed(OriginError::Timeout)),
+                Ok(Ok(resp)) => return Ok(self.pooled(endpoint, sender, resp)),
                 Ok(Err(mut err)) => match err.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(OriginError::Request(err.into_error())),
+                    None => return Err(failed(OriginError::Request(err.into_error()))),
                 },
             }
         }
-        let mut sender = self.connect(endpoint).await?;
+        let mut sender = match self.connect(endpoint).await {
+            Ok(s) => s,
+            Err(error) => {
+                return Err(RequestFailed {
+                    error,
+                    unsent: Some(Box::new(req)),
+                });
+            }
+        };
         let resp = tokio::time::timeout(self.response_timeout, sender.send_request(req))
             .await
-            .map_err(|_| OriginError::Timeout)?
-            .map_err(OriginError::Request)?;
-        Ok((resp, sender))
+            .map_err(|_| failed(OriginError::Timeout))?
+            .map_err(|e| failed(OriginError::Request(e)))?;
+        Ok(self.pooled(endpoint, sender, resp))
     }
 
-    /// Returns a connection whose last response was read to the end, for reuse.
-    pub fn checkin(&self, endpoint: &Endpoint, sender: OriginSender) {
-        if sender.is_closed() {
-            return;
-        }
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
+    /// Idle connections currently pooled for `endpoint`.
+    pub fn idle_count(&self, endpoint: &Endpoint) -> usize {
+        self.pool
+            .lock()
+            .map_or(0, |p| p.idle.get(endpoint).map_or(0, Vec::len))
+    }
+
+    fn pooled(
+        &self,
+        endpoint: &Endpoint,
+        sender: OriginSender,
+        resp: http::Response<hyper::body::Incoming>,
+    ) -> http::Response<PooledBody> {
+        let back = Checkin {
+            pool: Arc::downgrade(&self.pool),
+            endpoint: endpoint.clone(),
+            sender,
         };
-        let list = idle.entry(endpoint.clone()).or_default();
-        list.retain(Idle::usable);
-        if list.len() < POOL_MAX_IDLE_PER_ENDPOINT {
-            list.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
+        resp.map(|body| PooledBody::new(body, back))
     }
 
-    /// The most recently used idle connection to `endpoint` that is still usable.
-    fn checkout(&self, endpoint: &Endpoint) -> Option<OriginSender> {
-        let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(endpoint)?;
-        while let Some(conn) = list.pop() {
-            if conn.usable() {
-                return Some(conn.sender);
+    /// The most recently used idle connection to `endpoint` that is ready for a request.
+    async fn checkout(&self, endpoint: &Endpoint) -> Option<OriginSender> {
+        loop {
+            let mut idle = {
+                let mut pool = self.pool.lock().ok()?;
+                let list = pool.idle.get_mut(endpoint)?;
+                let conn = list.pop();
+                if list.is_empty() {
+                    pool.idle.remove(endpoint);
+                }
+                let conn = conn?;
+                pool.total = pool.total.saturating_sub(1);
+                conn
+            };
+            if !idle.usable(Instant::now()) {
+                continue;
+            }
+            // Back in the pool as soon as its last response ended: the connection task may
+            // not have turned to the next request yet.
+            if let Ok(Ok(())) = tokio::time::timeout(POOL_READY_WAIT, idle.sender.ready()).await {
+                return Some(idle.sender);
             }
         }
-        idle.remove(endpoint);
-        None
     }
 
     /// Opens a connection to `endpoint` and performs the HTTP/1.1 handshake.
@@ -256,6 +337,127 @@ impl OriginClient {
             .await
             .map_err(|_| OriginError::Timeout)?
             .map_err(OriginError::Request)
+    }
+}
+
+/// Where a connection goes back once its response was read to the end.
+struct Checkin {
+    pool: Weak<Mutex<Pool>>,
+    endpoint: Endpoint,
+    sender: OriginSender,
+}
+
+impl Checkin {
+    /// Returns the connection to its endpoint's idle list (unless closed or over a bound).
+    fn checkin(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        let Ok(mut pool) = pool.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if pool.total >= POOL_MAX_IDLE {
+            pool.sweep(now);
+            if pool.total >= POOL_MAX_IDLE {
+                return;
+            }
+        }
+        let pool = &mut *pool;
+        let list = pool.idle.entry(self.endpoint).or_default();
+        if list.len() >= POOL_MAX_IDLE_PER_ENDPOINT {
+            let before = list.len();
+            list.retain(|c| c.usable(now));
+            pool.total = pool.total.saturating_sub(before - list.len());
+            if list.len() >= POOL_MAX_IDLE_PER_ENDPOINT {
+                return;
+            }
+        }
+        list.push(Idle {
+            sender: self.sender,
+            since: now,
+        });
+        pool.total += 1;
+    }
+}
+
+/// A response body from a pooled connection: when it has been read to the end, the
+/// connection goes back to the pool; dropped before that, the connection is closed (hyper
+/// cannot reuse a connection with an unread body).
+pub struct PooledBody {
+    inner: hyper::body::Incoming,
+    back: Option<Checkin>,
+}
+
+impl PooledBody {
+    fn new(inner: hyper::body::Incoming, back: Checkin) -> PooledBody {
+        let mut body = PooledBody {
+            inner,
+            back: Some(back),
+        };
+        if body.inner.is_end_stream() {
+            body.done();
+        }
+        body
+    }
+
+    fn done(&mut self) {
+        if let Some(back) = self.back.take() {
+            back.checkin();
+        }
+    }
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody").finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.done(),
+            // A reader may stop at `is_end_stream` without polling for the end.
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.done(),
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Closes idle connections past [`POOL_IDLE_TIMEOUT`] until the pool is dropped.
+async fn sweep_idle(pool: Weak<Mutex<Pool>>) {
+    let mut tick = tokio::time::interval(POOL_IDLE_TIMEOUT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        if let Ok(mut pool) = pool.lock() {
+            pool.sweep(Instant::now());
+        }
     }
 }
 

@@ -33,7 +33,10 @@ pub use metrics::{
     wait_metric_at_most,
 };
 pub use nats::{NatsServer, NatsServerOptions};
-pub use origin::{Origin, OriginResponse, RawOrigin, RecordedRequest, query_param};
+pub use origin::{
+    Origin, OriginResponse, RawOrigin, RecordedRequest, ScriptedOrigin, ScriptedRequest, Step,
+    query_param,
+};
 pub use process::{Gripmesh, Signal, run, run_with_env};
 pub use publish::{publish, publish_raw, publish_stream, publish_with_auth};
 pub use tempdir::TempDir;

@@ -406,7 +406,7 @@ fn switching_protocols(mut headers: HeaderMap, client: &ClientHandshake) -> Resp
 
 /// A non-success origin answer, relayed to the client as the handshake's answer.
 async fn reject_with(parts: http::response::Parts, body: Body) -> Response<Body> {
-    let bytes = crate::proxy::collect_limited(body, MAX_REJECT_BODY)
+    let bytes = crate::origin::collect_limited(body, MAX_REJECT_BODY)
         .await
         .unwrap_or_default();
     let mut headers = headers::to_client(&parts.headers, true);
@@ -448,7 +448,7 @@ async fn passthrough(
     replay: &HeaderMap,
 ) -> Result<PassthroughReply, PassthroughError> {
     let sender: OriginSender = crate::origin::connect(&edge.origin, target).await?;
-    let mut h = crate::proxy::origin_headers(&edge, replay, route, target);
+    let mut h = crate::origin::headers(&edge, replay, route, target);
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert("sec-websocket-extensions", HeaderValue::from_static("grip"));
@@ -470,7 +470,7 @@ async fn passthrough(
     crate::metrics::EdgeMetrics::origin_request(Some(resp.status().as_u16()));
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = resp.into_parts();
-        let body = crate::proxy::BoxedErr::boxed_unsync_err(body);
+        let body = crate::origin::boxed(body);
         return Ok(PassthroughReply::Rejected(reject_with(parts, body).await));
     }
     let headers = resp.headers().clone();

@@ -3,14 +3,13 @@
 
 use crate::EdgeInner;
 use crate::metrics::EdgeMetrics;
-use crate::origin::{OriginClient, OriginError, OriginSender};
+use crate::origin::OriginError;
 use crate::test_origin;
 use bytes::Bytes;
 use grip::wsevents::{self, WsEvent, WsEventsError};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use routes::{Route, TargetAddr};
-use runtime::client::Endpoint;
 use runtime::server::{Body, full};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -129,14 +128,13 @@ impl OverHttp {
     /// Sends `OPEN` and interprets the answer.
     pub(crate) async fn open(&mut self) -> Result<OpenReply, OverHttpError> {
         let body = wsevents::encode_to_bytes(&[WsEvent::Open]);
-        let (resp, conn) = self.send(body, &[]).await?;
+        let resp = self.send(body, &[]).await?;
         let (parts, body) = resp.into_parts();
         let events_ok = parts.status == StatusCode::OK && wsevents::is_events_body(&parts.headers);
         if !events_ok {
             return Ok(OpenReply::Rejected(super::reject_with(parts, body).await));
         }
         let body = read_limited(body).await?;
-        conn.checkin(&self.edge.origin);
         let mut events = wsevents::decode(body)?;
         if events.first() != Some(&WsEvent::Open) {
             return Err(OverHttpError::NoOpen);
@@ -194,7 +192,7 @@ impl OverHttp {
         };
         async move {
             let mut attempt = 0;
-            let (resp, conn) = loop {
+            let resp = loop {
                 match this.send(body.clone(), &grip_last).await {
                     Ok(answer) => break answer,
                     Err(err) if err.is_connect() && attempt < MAX_RETRIES => {
@@ -215,7 +213,6 @@ impl OverHttp {
                 return Err(OverHttpError::ContentType);
             }
             let body = read_limited(body).await?;
-            conn.checkin(&this.edge.origin);
             let events = wsevents::decode(body)?;
             Ok(Reply {
                 headers: parts.headers,
@@ -239,13 +236,13 @@ impl OverHttp {
     }
 
     /// One POST to the target (or the built-in test origin), on a pooled keep-alive
-    /// connection when one is idle. The connection comes back with the answer; hand it to
-    /// [`Reusable::checkin`] once the body is read to the end.
+    /// connection when one is ready; the connection goes back to the pool once the answer
+    /// was read to the end.
     async fn send(
         &self,
         body: Bytes,
         grip_last: &[(String, String)],
-    ) -> Result<(Response<Body>, Reusable), OverHttpError> {
+    ) -> Result<Response<Body>, OverHttpError> {
         let Some(target) = self.route.targets.get(self.target) else {
             return Err(OverHttpError::Body("route changed".into()));
         };
@@ -255,12 +252,12 @@ impl OverHttp {
             } else {
                 wsevents::decode(body)?
             };
-            return Ok((test_origin::ws_reply(&self.path, &events), Reusable(None)));
+            return Ok(test_origin::ws_reply(&self.path, &events));
         }
         let Some(endpoint) = crate::origin::endpoint(target) else {
             return Err(OverHttpError::Body("target has no address".into()));
         };
-        let mut h = crate::proxy::origin_headers(&self.edge, &self.replay, &self.route, target);
+        let mut h = crate::origin::headers(&self.edge, &self.replay, &self.route, target);
         let events_type = HeaderValue::from_static(wsevents::CONTENT_TYPE);
         h.insert("sec-websocket-extensions", HeaderValue::from_static("grip"));
         h.insert(header::CONTENT_TYPE, events_type.clone());
@@ -268,11 +265,7 @@ impl OverHttp {
         if let Ok(id) = HeaderValue::from_str(&self.connection_id) {
             h.insert("connection-id", id);
         }
-        for (channel, id) in grip_last {
-            if let Ok(v) = HeaderValue::from_str(&format!("{channel}; last-id={id}")) {
-                h.append(HeaderName::from_static("grip-last"), v);
-            }
-        }
+        crate::origin::append_grip_last(&mut h, grip_last);
         for (name, value) in &self.meta {
             let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(format!("meta-{name}").as_bytes()),
@@ -290,34 +283,19 @@ impl OverHttp {
         }
         let req = builder.body(full(body))?;
         let started = std::time::Instant::now();
-        let result = self.edge.origin.send_pooled(&endpoint, req).await;
+        let result = self.edge.origin.request(&endpoint, req).await;
         self.edge
             .metrics
             .origin_duration
             .record(started.elapsed().as_secs_f64());
-        EdgeMetrics::origin_request(result.as_ref().ok().map(|(r, _)| r.status().as_u16()));
-        let (resp, sender) = result?;
-        Ok((
-            resp.map(crate::proxy::BoxedErr::boxed_unsync_err),
-            Reusable(Some((endpoint, sender))),
-        ))
-    }
-}
-
-/// An origin connection whose answer is being read; back to the pool once it was read whole.
-pub(crate) struct Reusable(Option<(Endpoint, OriginSender)>);
-
-impl Reusable {
-    /// The answer was read to the end: the connection may carry the next request.
-    fn checkin(self, client: &OriginClient) {
-        if let Some((endpoint, sender)) = self.0 {
-            client.checkin(&endpoint, sender);
-        }
+        EdgeMetrics::origin_request(result.as_ref().ok().map(|r| r.status().as_u16()));
+        let resp = result.map_err(|failed| failed.error)?;
+        Ok(resp.map(crate::origin::boxed))
     }
 }
 
 async fn read_limited(body: Body) -> Result<Bytes, OverHttpError> {
-    crate::proxy::collect_limited(body, MAX_REPLY_BODY)
+    crate::origin::collect_limited(body, MAX_REPLY_BODY)
         .await
         .map_err(OverHttpError::Body)
 }
