@@ -32,6 +32,10 @@ use crate::common::{BIN, Env, Survivor, WAIT, standard_origin, start};
 
 /// Allowed RSS growth of any process over one fault.
 const MAX_RSS_GROWTH_MB: f64 = 100.0;
+/// How long a process may take to become ready next to a NATS cluster that just formed: a
+/// follower retries opening the route bucket, and on a fresh 3-node JetStream cluster under
+/// load one attempt has been seen to take 10 s.
+const READY_WAIT: Duration = Duration::from_secs(30);
 
 /// What the built-in test origin answers on `/`.
 const HELLO: &str = "Hello from the gripmesh test origin.\n";
@@ -330,11 +334,11 @@ async fn open_test_stream(edge: SocketAddr, channel: &str, host: &str) -> Stream
 
 /// Waits until an edge that follows control's routes is ready and has a route table.
 async fn wait_edge_ready(edge: &Gripmesh, what: &str) {
-    wait_ready(edge.admin_addr(), WAIT, what).await;
+    wait_ready(edge.admin_addr(), READY_WAIT, what).await;
     wait_metric(
         edge.admin_addr(),
         "gripmesh_edge_routes_version",
-        WAIT,
+        READY_WAIT,
         &format!("{what}: has control's route table"),
         |v| v > 0.0,
     )
@@ -376,7 +380,7 @@ async fn fault_nats_node_killed_and_restarted_under_publishing() {
         start_edge(BIN, &urls[1], &[])
     );
     let (mut control, mut edge_a, mut edge_b) = (control, edge_a, edge_b);
-    wait_ready(control.admin_addr(), WAIT, "control").await;
+    wait_ready(control.admin_addr(), READY_WAIT, "control").await;
     wait_edge_ready(&edge_a, "edge A").await;
     wait_edge_ready(&edge_b, "edge B").await;
     assert_eq!(gripmesh_connections(&nodes[0]), 1, "edge A on node 0");
@@ -416,7 +420,12 @@ async fn fault_nats_node_killed_and_restarted_under_publishing() {
     .await;
     let rejoined = restarted_at.elapsed();
     // Steady state again: everything published from now on must arrive everywhere.
-    wait_ready(edge_a.admin_addr(), WAIT, "edge A after the node restart").await;
+    wait_ready(
+        edge_a.admin_addr(),
+        READY_WAIT,
+        "edge A after the node restart",
+    )
+    .await;
     let settled_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop_tx.send_replace(true);

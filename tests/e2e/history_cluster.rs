@@ -1,7 +1,8 @@
 //! Durable channels in a cluster under failure (SPEC §11): a rolling deploy of every edge
 //! (SIGTERM, and SIGKILL), control killed mid-stream, the same id through two control
-//! replicas, and NATS lost under one edge — with real `gripmesh control`/`edge` processes on
-//! a real `nats-server -js`.
+//! replicas, NATS lost under one edge (for longer than `--bus-loss-close`, and briefly), and a
+//! node of a 3-node NATS cluster killed — with real `gripmesh control`/`edge` processes on
+//! real `nats-server -js`.
 //!
 //! Clients are HTTP streams on the built-in `test` origin, which turns `Last-Event-ID` into
 //! `prev-id`: each client reconnects (to a live edge) with the last id it saw whenever its
@@ -512,4 +513,151 @@ async fn history_bus_loss_closes_clients_who_resume_elsewhere() {
     let (losses, dups) = settle(&clients, last, "bus loss").await;
     stop_clients.cancel();
     assert_eq!((losses, dups), (0, 0));
+}
+
+/// One node of a 3-node NATS cluster (history with 3 replicas) is SIGKILLed under steady
+/// publishing and started again: the edge that was connected to it reconnects to a surviving
+/// node, and its clients — which missed the live items published while it was away — resume
+/// from history; every client ends with every acknowledged item exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_nats_node_killed_loses_nothing() {
+    let mut nodes = NatsServer::start_cluster(3);
+    let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
+    let dir = TempDir::new();
+    let routes = dir.write("routes", "* test\n");
+    let control = ControlNode::start(
+        BIN,
+        &urls[2],
+        "* test\n",
+        &["--history", HISTORY, "--history-replicas", "3"],
+    )
+    .await;
+    wait_ready(control.admin_addr(), WAIT, "control").await;
+    // Edge A on the node that dies, edge B on one that stays.
+    let edge_a = new_edge(&urls[0], &routes, &[]).await;
+    let edge_b = new_edge(&urls[1], &routes, &[]).await;
+    let pool: Pool = Arc::new(Mutex::new(vec![edge_a.edge_addr(), edge_b.edge_addr()]));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let stop_clients = CancellationToken::new();
+    let clients: Vec<Client> = (0..20)
+        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop_clients.clone()))
+        .collect();
+    testkit::wait_until(WAIT, "every client connected", || {
+        let n = connected.load(Ordering::SeqCst);
+        async move { n == 20 }
+    })
+    .await;
+    let stop_feed = CancellationToken::new();
+    let (feed, acked) = spawn_feed(
+        Arc::new(Mutex::new(control.publish_addr())),
+        Duration::from_millis(10),
+        stop_feed.clone(),
+    );
+    wait_acked(&acked, 100).await;
+    tokio::task::block_in_place(|| nodes[0].kill());
+    let before = acked.load(Ordering::SeqCst);
+    wait_acked(&acked, before + 100).await;
+    tokio::task::block_in_place(|| nodes[0].restart());
+    let before = acked.load(Ordering::SeqCst);
+    wait_acked(&acked, before + 100).await;
+    stop_feed.cancel();
+    let last = feed.await.expect("feed");
+    let (losses, dups) = settle(&clients, last, "NATS node killed").await;
+    stop_clients.cancel();
+    let reconnects = testkit::metric_value(edge_a.admin_addr(), "gripmesh_bus_reconnects_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        reconnects >= 1.0,
+        "edge A lost its NATS node and reconnected"
+    );
+    assert_eq!((losses, dups), (0, 0), "every item exactly once");
+    drop((edge_a, edge_b));
+}
+
+/// A TCP link from a loopback port to `to` that can go down for a while: its connections are
+/// cut and new ones refused until it comes back up.
+struct Link {
+    addr: SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Link {
+    async fn start(to: SocketAddr) -> Link {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (up, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    continue; // dropped: the connection is refused
+                }
+                let mut down = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = down.wait_for(|up| !*up) => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Link { addr, up }
+    }
+}
+
+/// An edge whose NATS connection is down for 2 s — shorter than `--bus-loss-close`, so its
+/// clients stay connected — misses the live items published meanwhile; when the bus is back
+/// it reads them from history and delivers them before later live ones: every client ends
+/// with every item exactly once, in order, without having been closed.
+#[tokio::test]
+async fn history_short_bus_outage_is_caught_up_from_history() {
+    let d = deploy(1, &[]).await;
+    let link = Link::start(([127, 0, 0, 1], d.nats.port).into()).await;
+    let edge = new_edge(&format!("nats://{}", link.addr), &d.routes, &[]).await;
+    let pool: Pool = Arc::new(Mutex::new(vec![edge.edge_addr()]));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let stop_clients = CancellationToken::new();
+    let clients: Vec<Client> = (0..10)
+        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop_clients.clone()))
+        .collect();
+    testkit::wait_until(WAIT, "every client connected", || {
+        let n = connected.load(Ordering::SeqCst);
+        async move { n == 10 }
+    })
+    .await;
+    let stop_feed = CancellationToken::new();
+    let (feed, acked) = spawn_feed(
+        Arc::new(Mutex::new(d.control.publish_addr())),
+        Duration::from_millis(10),
+        stop_feed.clone(),
+    );
+    wait_acked(&acked, 50).await;
+    link.up.send_replace(false);
+    let before = acked.load(Ordering::SeqCst);
+    wait_acked(&acked, before + 100).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    link.up.send_replace(true);
+    wait_metric(
+        edge.admin_addr(),
+        r#"gripmesh_edge_catch_ups_total{result="recovered"}"#,
+        WAIT,
+        "the channel caught up from history",
+        |v| v >= 1.0,
+    )
+    .await;
+    let before = acked.load(Ordering::SeqCst);
+    wait_acked(&acked, before + 50).await;
+    stop_feed.cancel();
+    let last = feed.await.expect("feed");
+    let (losses, dups) = settle(&clients, last, "short bus outage").await;
+    stop_clients.cancel();
+    let closed = testkit::metric_value(edge.admin_addr(), "gripmesh_edge_bus_loss_closes_total")
+        .await
+        .unwrap_or(-1.0);
+    assert_eq!(closed, 0.0, "no client was closed");
+    assert_eq!(connected.load(Ordering::SeqCst), 10);
+    assert_eq!((losses, dups), (0, 0), "every item exactly once");
 }

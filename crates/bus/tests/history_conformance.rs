@@ -194,6 +194,50 @@ async fn items_older_than_the_age_are_gone(f: Fixture) {
     );
 }
 
+async fn replays_after_a_position(f: Fixture) {
+    let first = store_ids(&*f.store, "c", &["1", "2"], WIDE).await;
+    // Another channel's item between them: positions are shared, reads are not.
+    let other = store_ids(&*f.store, "other", &["x"], WIDE).await;
+    f.store
+        .store(vec![item("c", None, WIDE, "anon")])
+        .await
+        .unwrap();
+    store_ids(&*f.store, "c", &["3"], WIDE).await;
+    let r = f.store.read_after_seq("c", first[0].seq).await.unwrap();
+    assert_eq!(bodies(&r), ["body-2", "anon", "body-3"]);
+    match &r {
+        Resume::Found { after_seq, .. } => assert_eq!(*after_seq, first[0].seq),
+        Resume::NotFound => unreachable!(),
+    }
+    assert_eq!(
+        bodies(&f.store.read_after_seq("c", first[1].seq).await.unwrap()),
+        ["anon", "body-3"]
+    );
+    // A position that is not this channel's, or that no item has: not found.
+    for seq in [other[0].seq, 0, u64::MAX] {
+        assert_eq!(
+            f.store.read_after_seq("c", seq).await.unwrap(),
+            Resume::NotFound,
+            "seq {seq}"
+        );
+    }
+    // A position that fell out of the channel's size is not found either: what came after
+    // it may be incomplete.
+    let small = Limits {
+        size: 2,
+        age: Duration::from_secs(300),
+    };
+    let s = store_ids(&*f.store, "s", &["1", "2", "3"], small).await;
+    assert_eq!(
+        f.store.read_after_seq("s", s[0].seq).await.unwrap(),
+        Resume::NotFound
+    );
+    assert_eq!(
+        bodies(&f.store.read_after_seq("s", s[1].seq).await.unwrap()),
+        ["body-3"]
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),*) => {
         mod memory_store {
@@ -207,6 +251,7 @@ macro_rules! suite {
 
 suite!(
     replays_after_an_id_in_order,
+    replays_after_a_position,
     an_id_is_stored_once_through_any_replica,
     a_channel_keeps_its_own_size,
     items_older_than_the_age_are_gone

@@ -203,7 +203,12 @@ impl Edge {
             config.origin_connect_timeout,
             config.origin_response_timeout,
         )?;
-        let registry = SubscriberRegistry::new(bus, metrics.clone(), config.registry.clone());
+        let registry = SubscriberRegistry::new(
+            bus,
+            config.history.as_ref().map(|h| h.0.clone()),
+            metrics.clone(),
+            config.registry.clone(),
+        );
         let usage = usage::UsageTracker::new(config.usage.clone());
         Ok(Edge {
             inner: Arc::new(EdgeInner {

@@ -117,8 +117,14 @@ impl EdgeMetrics {
             "gripmesh_edge_bus_loss_closes_total",
             "Held connections closed because the edge was without NATS for --bus-loss-close."
         );
+        describe_counter!(
+            "gripmesh_edge_catch_ups_total",
+            "Channels read from history after a bus outage: caught up (recovered), or not (gap: \
+             their subscribers were closed to resume by id)."
+        );
         for result in ["recovered", "gap"] {
             metrics::counter!("gripmesh_edge_recoveries_total", "result" => result).absolute(0);
+            metrics::counter!("gripmesh_edge_catch_ups_total", "result" => result).absolute(0);
         }
         metrics::counter!("gripmesh_edge_bus_loss_closes_total").absolute(0);
         EdgeMetrics {
@@ -150,6 +156,12 @@ impl EdgeMetrics {
     pub fn recovery(recovered: bool) {
         let result = if recovered { "recovered" } else { "gap" };
         metrics::counter!("gripmesh_edge_recoveries_total", "result" => result).increment(1);
+    }
+
+    /// Counts a channel's catch-up from history after a bus outage.
+    pub fn catch_up(recovered: bool) {
+        let result = if recovered { "recovered" } else { "gap" };
+        metrics::counter!("gripmesh_edge_catch_ups_total", "result" => result).increment(1);
     }
 
     /// Counts a message that was not delivered (`reason` is one of [`DROP_REASONS`]).

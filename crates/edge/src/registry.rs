@@ -7,12 +7,19 @@
 //! to every local subscriber's bounded queue. When the last subscriber leaves, the entry lingers
 //! for a while (so reconnecting long-polls don't churn the bus) and is then removed with its bus
 //! subscription.
+//!
+//! Live items published while the bus connection was down never reach this edge. For channels
+//! with history the channel's task closes that hole itself: when the bus is back it reads the
+//! channel's history after the last position it delivered and delivers what it missed before
+//! any later live item (skipping live copies of what the read returned). When history cannot
+//! serve it, the channel's subscribers are closed so their clients resume by id.
 
-use crate::conn::{ConnHandle, Offer, Transport};
+use crate::conn::{CloseReason, ConnHandle, Offer, Transport};
 use crate::delivery::Delivery;
 use crate::metrics::EdgeMetrics;
 use crate::sequencer::Sequencer;
-use bus::Bus;
+use bus::history::{HistoryStore, Resume};
+use bus::{Bus, BusState};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use std::collections::HashMap;
@@ -71,6 +78,10 @@ pub struct SubscriberRegistry {
 struct Inner {
     channels: DashMap<Arc<str>, ChannelEntry>,
     bus: Arc<dyn Bus>,
+    /// Channel history, to catch channels up after a bus outage (`None`: no history).
+    history: Option<Arc<dyn HistoryStore>>,
+    /// Bounds concurrent catch-up reads (one per channel after a reconnect).
+    catch_ups: tokio::sync::Semaphore,
     metrics: Arc<EdgeMetrics>,
     config: RegistryConfig,
     next_generation: AtomicU64,
@@ -78,6 +89,10 @@ struct Inner {
 
 /// Default of [`RegistryConfig::max_channel_length`] (`--max-channel-length`).
 pub const DEFAULT_MAX_CHANNEL_LENGTH: usize = 512;
+
+/// Channels reading their history at once after a bus reconnect; the others wait their turn
+/// (their live items queue in the bus subscription meanwhile).
+const MAX_CONCURRENT_CATCH_UPS: usize = 32;
 
 /// Subscribing failed: the channel name is refused, or the bus could not subscribe it.
 #[derive(Debug, thiserror::Error)]
@@ -92,9 +107,11 @@ pub struct SubscribeError {
 }
 
 impl SubscriberRegistry {
-    /// An empty registry over `bus`.
+    /// An empty registry over `bus`; with `history`, channels that keep history are caught
+    /// up from it after a bus outage.
     pub fn new(
         bus: Arc<dyn Bus>,
+        history: Option<Arc<dyn HistoryStore>>,
         metrics: Arc<EdgeMetrics>,
         config: RegistryConfig,
     ) -> SubscriberRegistry {
@@ -102,6 +119,8 @@ impl SubscriberRegistry {
             inner: Arc::new(Inner {
                 channels: DashMap::new(),
                 bus,
+                history,
+                catch_ups: tokio::sync::Semaphore::new(MAX_CONCURRENT_CATCH_UPS),
                 metrics,
                 config,
                 next_generation: AtomicU64::new(1),
@@ -304,6 +323,14 @@ async fn channel_task(
     let mut seq = Sequencer::new(inner.config.dedup_window, inner.config.sequence_wait);
     let mut linger_tick = tokio::time::interval(Duration::from_secs(1));
     linger_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Every later change of the bus state is a loss or a reconnect.
+    let mut bus_state = inner.bus.state();
+    bus_state.borrow_and_update();
+    let mut bus_state_open = true;
+    // History position of the newest item delivered here (0: none, or no history).
+    let mut last_seq = 0u64;
+    // Live items at or below this position were already delivered by a catch-up.
+    let mut caught_up = 0u64;
     loop {
         let expiry = seq.next_expiry();
         tokio::select! {
@@ -314,17 +341,26 @@ async fn channel_task(
                     return;
                 };
                 match bus::payload::decode_full(payload) {
+                    Ok(decoded) if decoded.seq != 0 && decoded.seq <= caught_up => {}
                     Ok(decoded) => {
-                        let before = seq.last_id().map(str::to_owned);
-                        for live in seq.offer(Live(decoded), Instant::now()) {
-                            deliver(&inner, &channel, live);
-                        }
-                        inner.note_last_id(&channel, before, seq.last_id());
+                        last_seq = last_seq.max(decoded.seq);
+                        offer(&inner, &channel, &mut seq, Live(decoded));
                     }
                     Err(err) => {
                         tracing::warn!(%channel, error = %err, "dropping undecodable bus message");
                         EdgeMetrics::dropped("bad_payload");
                     }
+                }
+            }
+            changed = bus_state.changed(), if bus_state_open => {
+                if changed.is_err() {
+                    bus_state_open = false;
+                    continue;
+                }
+                let now = *bus_state.borrow_and_update();
+                if now == BusState::Connected && last_seq != 0 {
+                    last_seq = catch_up(&inner, &channel, last_seq, &mut seq).await;
+                    caught_up = last_seq;
                 }
             }
             _ = sleep_until_opt(expiry) => {
@@ -339,6 +375,74 @@ async fn channel_task(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Sequences one item and delivers what the sequencer lets out.
+fn offer(inner: &Inner, channel: &str, seq: &mut Sequencer<Live>, item: Live) {
+    let before = seq.last_id().map(str::to_owned);
+    for live in seq.offer(item, Instant::now()) {
+        deliver(inner, channel, live);
+    }
+    inner.note_last_id(channel, before, seq.last_id());
+}
+
+/// The bus is back after an outage: delivers the items of `channel` stored after position
+/// `last_seq` (what this edge may have missed live meanwhile) and returns the newest position
+/// delivered. When history cannot serve it (the position fell out of history, or the store
+/// is unreachable), the channel's subscribers are closed as a drain closes them, so their
+/// clients resume by id — here or elsewhere — and take the usual fallbacks. Counted in
+/// `gripmesh_edge_catch_ups_total{result}`.
+async fn catch_up(inner: &Inner, channel: &str, last_seq: u64, seq: &mut Sequencer<Live>) -> u64 {
+    let Some(history) = &inner.history else {
+        return last_seq;
+    };
+    // The subscription is re-made on the new connection before this flush's round trip ends:
+    // every item stored after the read below reaches the subscription live.
+    let read = match inner.bus.flush().await {
+        Ok(()) => {
+            let _permit = inner.catch_ups.acquire().await;
+            history.read_after_seq(channel, last_seq).await
+        }
+        Err(err) => Err(bus::history::HistoryError::Unavailable(err.to_string())),
+    };
+    match read {
+        Ok(Resume::Found { items, .. }) => {
+            let mut newest = last_seq;
+            let count = items.len();
+            for stored in items {
+                match bus::payload::decode_full(stored.payload) {
+                    Ok(mut d) => {
+                        // Not a live delivery: no latency sample.
+                        d.accepted_unix_nanos = 0;
+                        d.seq = stored.seq;
+                        newest = newest.max(stored.seq);
+                        offer(inner, channel, seq, Live(d));
+                    }
+                    Err(err) => {
+                        tracing::warn!(%channel, error = %err, "skipping undecodable history item");
+                        EdgeMetrics::dropped("bad_payload");
+                    }
+                }
+            }
+            tracing::info!(%channel, items = count, "caught up from history after a bus outage");
+            EdgeMetrics::catch_up(true);
+            newest
+        }
+        other => {
+            let reason = match other {
+                Err(err) => err.to_string(),
+                Ok(_) => "last position no longer in history".to_owned(),
+            };
+            tracing::warn!(%channel, %reason, "cannot catch up after a bus outage: closing the channel's subscribers so they resume");
+            EdgeMetrics::catch_up(false);
+            if let Some(entry) = inner.channels.get(channel) {
+                for conn in entry.subscribers.values() {
+                    conn.close(CloseReason::Drain);
+                }
+            }
+            last_seq
         }
     }
 }

@@ -6,12 +6,13 @@
 //! * Store: a JetStream publish with `Nats-Msg-Id` = hash(channel, id), so the stream's
 //!   duplicate window (60 s) de-duplicates across control replicas; the publish ack gives the
 //!   item's stream sequence, its `seq`. A batch is sent pipelined, then its acks awaited in order.
-//! * Read (resume only): one short-lived ordered consumer filtered on the channel's subject,
-//!   read to the end, then deleted.
+//! * Read (a client's resume, or an edge catching a channel up after a bus outage): one
+//!   short-lived ordered consumer filtered on the channel's subject, read to the end, then
+//!   deleted. A read after a position starts there rather than at the channel's oldest item.
 
 use super::{
-    DEDUP_WINDOW, HistoryError, HistoryStore, Limits, MAX_REPLAY_BYTES, MAX_REPLAY_ITEMS, Receipt,
-    Record, Resume, StoreItem, resume_from,
+    After, DEDUP_WINDOW, HistoryError, HistoryStore, Limits, MAX_REPLAY_BYTES, MAX_REPLAY_ITEMS,
+    Receipt, Record, Resume, StoreItem, resume_from,
 };
 use crate::NatsBus;
 use async_nats::jetstream::{self, consumer, stream};
@@ -85,7 +86,7 @@ impl JetStreamHistory {
             .map_err(|e| HistoryError::Unavailable(format!("history stream: {e}")))
     }
 
-    async fn read(&self, channel: &str, after_id: &str) -> Result<Resume, HistoryError> {
+    async fn read(&self, channel: &str, after: After<'_>) -> Result<Resume, HistoryError> {
         let unavailable = |e: &dyn std::fmt::Display| HistoryError::Unavailable(e.to_string());
         let stream = self
             .js
@@ -95,7 +96,12 @@ impl JetStreamHistory {
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: history_subject(channel),
-                deliver_policy: consumer::DeliverPolicy::All,
+                deliver_policy: match after {
+                    After::Id(_) => consumer::DeliverPolicy::All,
+                    After::Seq(seq) => consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: seq.max(1),
+                    },
+                },
                 ..Default::default()
             })
             .await
@@ -152,7 +158,7 @@ impl JetStreamHistory {
                     }
                 }
                 if left == 0 {
-                    let resume = resume_from(kept, after_id, super::now_nanos())?;
+                    let resume = resume_from(kept, after, super::now_nanos())?;
                     break match resume {
                         Resume::NotFound if dropped => Err(HistoryError::TooLarge),
                         other => Ok(other),
@@ -215,24 +221,34 @@ impl HistoryStore for JetStreamHistory {
         channel: &'a str,
         after_id: &'a str,
     ) -> BoxFuture<'a, Result<Resume, HistoryError>> {
-        async move {
-            use std::sync::atomic::Ordering;
-            let now = super::now_nanos();
-            if self.disabled_until.load(Ordering::Relaxed) > now {
-                return Err(HistoryError::Disabled);
-            }
-            let result = tokio::time::timeout(READ_TIMEOUT, self.read(channel, after_id))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(HistoryError::Unavailable("history read timed out".into()))
-                });
-            if matches!(result, Err(HistoryError::Disabled)) {
-                self.disabled_until
-                    .store(now.saturating_add(DISABLED_TTL_NANOS), Ordering::Relaxed);
-            }
-            result
+        self.read_timed(channel, After::Id(after_id)).boxed()
+    }
+
+    fn read_after_seq<'a>(
+        &'a self,
+        channel: &'a str,
+        after_seq: u64,
+    ) -> BoxFuture<'a, Result<Resume, HistoryError>> {
+        self.read_timed(channel, After::Seq(after_seq)).boxed()
+    }
+}
+
+impl JetStreamHistory {
+    /// [`JetStreamHistory::read`] within [`READ_TIMEOUT`], remembering a missing stream.
+    async fn read_timed(&self, channel: &str, after: After<'_>) -> Result<Resume, HistoryError> {
+        use std::sync::atomic::Ordering;
+        let now = super::now_nanos();
+        if self.disabled_until.load(Ordering::Relaxed) > now {
+            return Err(HistoryError::Disabled);
         }
-        .boxed()
+        let result = tokio::time::timeout(READ_TIMEOUT, self.read(channel, after))
+            .await
+            .unwrap_or_else(|_| Err(HistoryError::Unavailable("history read timed out".into())));
+        if matches!(result, Err(HistoryError::Disabled)) {
+            self.disabled_until
+                .store(now.saturating_add(DISABLED_TTL_NANOS), Ordering::Relaxed);
+        }
+        result
     }
 }
 

@@ -1,7 +1,7 @@
 //! History in process memory (standalone without NATS; lost on restart).
 
 use super::{
-    DEDUP_WINDOW, HistoryError, HistoryStore, Receipt, Record, Resume, StoreItem, now_nanos,
+    After, DEDUP_WINDOW, HistoryError, HistoryStore, Receipt, Record, Resume, StoreItem, now_nanos,
     resume_from,
 };
 use futures_util::FutureExt;
@@ -107,6 +107,21 @@ impl MemoryHistory {
     }
 }
 
+impl MemoryHistory {
+    fn read(&self, channel: &str, after: After<'_>) -> Result<Resume, HistoryError> {
+        let now = now_nanos();
+        let records: Vec<Record> = match self.inner.lock() {
+            Ok(inner) => inner
+                .channels
+                .get(channel)
+                .map(|log| log.records.iter().cloned().collect())
+                .unwrap_or_default(),
+            Err(_) => return Err(HistoryError::Unavailable("history store poisoned".into())),
+        };
+        resume_from(records, after, now)
+    }
+}
+
 impl HistoryStore for MemoryHistory {
     fn store(&self, items: Vec<StoreItem>) -> BoxFuture<'_, Result<Vec<Receipt>, HistoryError>> {
         let now = now_nanos();
@@ -134,15 +149,16 @@ impl HistoryStore for MemoryHistory {
         channel: &'a str,
         after_id: &'a str,
     ) -> BoxFuture<'a, Result<Resume, HistoryError>> {
-        let now = now_nanos();
-        let records: Result<Vec<Record>, HistoryError> = match self.inner.lock() {
-            Ok(inner) => Ok(inner
-                .channels
-                .get(channel)
-                .map(|log| log.records.iter().cloned().collect())
-                .unwrap_or_default()),
-            Err(_) => Err(HistoryError::Unavailable("history store poisoned".into())),
-        };
-        async move { resume_from(records?, after_id, now) }.boxed()
+        let result = self.read(channel, After::Id(after_id));
+        async move { result }.boxed()
+    }
+
+    fn read_after_seq<'a>(
+        &'a self,
+        channel: &'a str,
+        after_seq: u64,
+    ) -> BoxFuture<'a, Result<Resume, HistoryError>> {
+        let result = self.read(channel, After::Seq(after_seq));
+        async move { result }.boxed()
     }
 }

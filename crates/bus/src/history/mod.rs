@@ -105,6 +105,33 @@ pub trait HistoryStore: Send + Sync + 'static {
         channel: &'a str,
         after_id: &'a str,
     ) -> BoxFuture<'a, Result<Resume, HistoryError>>;
+
+    /// Every item of `channel` after the one stored at position `after_seq`, in order:
+    /// [`Resume::NotFound`] when that item is no longer in history (what came after it may be
+    /// incomplete). An edge catching a channel up after a bus outage reads this way.
+    fn read_after_seq<'a>(
+        &'a self,
+        channel: &'a str,
+        after_seq: u64,
+    ) -> BoxFuture<'a, Result<Resume, HistoryError>>;
+}
+
+/// Where a read starts: after the item with this id, or after this position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After<'a> {
+    /// After the item with this publisher id.
+    Id(&'a str),
+    /// After the item stored at this position.
+    Seq(u64),
+}
+
+impl After<'_> {
+    fn is(&self, r: &Record) -> bool {
+        match self {
+            After::Id(id) => r.id.as_deref() == Some(*id),
+            After::Seq(seq) => r.seq == *seq,
+        }
+    }
 }
 
 /// The `Nats-Msg-Id` / de-dup key of an item id on a channel: JetStream de-duplicates across a
@@ -124,12 +151,12 @@ pub fn dedup_key(channel: &str, id: &str) -> String {
     out
 }
 
-/// Applies a channel's limits to its stored items (oldest first) and finds `after_id`:
+/// Applies a channel's limits to its stored items (oldest first) and finds `after`:
 /// items older than `age` or beyond the newest `size` are out of history. `records` are
 /// (seq, id, stored at (ns since the epoch), limits, payload).
 pub(crate) fn resume_from(
     records: impl IntoIterator<Item = Record>,
-    after_id: &str,
+    after: After<'_>,
     now_nanos: u64,
 ) -> Result<Resume, HistoryError> {
     let records: Vec<Record> = records.into_iter().collect();
@@ -143,7 +170,7 @@ pub(crate) fn resume_from(
         .iter()
         .filter(|r| r.stored_nanos.saturating_add(age) > now_nanos)
         .collect();
-    let Some(pos) = live.iter().position(|r| r.id.as_deref() == Some(after_id)) else {
+    let Some(pos) = live.iter().position(|r| after.is(r)) else {
         return Ok(Resume::NotFound);
     };
     let after = &live[pos + 1..];
