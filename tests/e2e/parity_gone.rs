@@ -176,3 +176,56 @@ async fn parity_gone_link_on_websocket_close() {
     })
     .await;
 }
+
+/// Ending many connections at once (a `close` publish to 200 streams) does not open 200 gone
+/// requests at once: at most 64 are in flight per edge, the rest wait their turn, and every
+/// one is sent in the end.
+#[tokio::test]
+async fn gone_requests_in_flight_are_bounded() {
+    const CLIENTS: usize = 200;
+    const SLOW: Duration = Duration::from_millis(400);
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    let origin = Origin::start(move |req: RecordedRequest| {
+        if req.path() == "/gone" {
+            seen.lock().expect("lock").push(tokio::time::Instant::now());
+            OriginResponse::new(200).delay(SLOW)
+        } else {
+            gone_origin(req)
+        }
+    })
+    .await;
+    let env = start(&format!("* {}\n", origin.target()), &[]).await;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let mut c = StreamClient::open(env.edge(), &format!("/s?id={i}"), &[]).await;
+        c.read_until("start\n", WAIT).await;
+        clients.push(c);
+    }
+    let resp = testkit::publish(
+        env.publish(),
+        &serde_json::json!({"items": [{"channel": "g", "formats": {"http-stream": {"action": "close"}}}]}),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    testkit::wait_until(Duration::from_secs(60), "every gone request sent", || {
+        let n = gone_posts(&origin).len();
+        async move { n == CLIENTS }
+    })
+    .await;
+    // Each gone request is held `SLOW` by the origin, so the ones that arrived within any
+    // window shorter than that were in flight together.
+    let mut at = arrivals.lock().expect("lock").clone();
+    at.sort_unstable();
+    let window = SLOW - Duration::from_millis(50);
+    let most = (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most <= 64,
+        "{most} gone requests in flight at once (bound 64)"
+    );
+    assert!(most >= 32, "they do run concurrently: {most}");
+    drop(clients);
+}

@@ -17,8 +17,13 @@ use routes::Route;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Time allowed for the whole gone request.
+/// Time allowed for the whole gone request (once it may start).
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Gone requests in flight at once per edge; the rest wait their turn. A drain or a mass
+/// revocation ends thousands of connections at once: without a bound each would open an
+/// origin request at the same moment.
+pub(crate) const MAX_CONCURRENT_GONE: usize = 64;
 
 /// Sends the gone request when dropped.
 pub(crate) struct GoneLink {
@@ -77,6 +82,9 @@ impl Drop for GoneLink {
         );
         let tracker = self.edge.gone_tasks.clone();
         rt.spawn(tracker.track_future(async move {
+            let Ok(_permit) = edge.gone_permits.acquire().await else {
+                return;
+            };
             let sent = tokio::time::timeout(
                 GONE_TIMEOUT,
                 crate::origin::ask(&edge, &route, &mut req, authorized.as_deref(), &[]),

@@ -162,6 +162,8 @@ pub(crate) struct EdgeInner {
     pub(crate) ws_by_cid: DashMap<String, Arc<ConnHandle>>,
     /// Gone-link requests in flight (drain waits for them).
     pub(crate) gone_tasks: tokio_util::task::TaskTracker,
+    /// Bounds gone requests in flight (see [`gone::MAX_CONCURRENT_GONE`]).
+    pub(crate) gone_permits: tokio::sync::Semaphore,
     /// Credentials revoked and not yet lapsed (from the revocations bucket).
     pub(crate) revoked: bus::cluster_state::RevocationSet,
 }
@@ -226,6 +228,7 @@ impl Edge {
                 resumes: tokio::sync::Semaphore::new(resume::MAX_CONCURRENT_RESUMES),
                 ws_by_cid: DashMap::new(),
                 gone_tasks: tokio_util::task::TaskTracker::new(),
+                gone_permits: tokio::sync::Semaphore::new(gone::MAX_CONCURRENT_GONE),
                 revoked: bus::cluster_state::RevocationSet::new(),
             }),
         })
