@@ -121,6 +121,25 @@ fn spawn_client(
     Client { got, task }
 }
 
+/// `n` resuming clients spread over `pool`, once every one is connected; returns them, the
+/// count of clients that connected at least once, and what stops them.
+async fn connect_clients(
+    pool: &Pool,
+    n: usize,
+) -> (Vec<Client>, Arc<AtomicUsize>, CancellationToken) {
+    let connected = Arc::new(AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+    let clients: Vec<Client> = (0..n)
+        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop.clone()))
+        .collect();
+    testkit::wait_until(WAIT, "every client connected", || {
+        let up = connected.load(Ordering::SeqCst);
+        async move { up == n }
+    })
+    .await;
+    (clients, connected, stop)
+}
+
 /// Ids acknowledged so far by a feed.
 type Acked = Arc<std::sync::atomic::AtomicU64>;
 
@@ -277,16 +296,7 @@ async fn rolling(signal: Signal, what: &str) {
     let pool: Pool = Arc::new(Mutex::new(
         d.edges.iter().map(Gripmesh::edge_addr).collect(),
     ));
-    let connected = Arc::new(AtomicUsize::new(0));
-    let stop_clients = CancellationToken::new();
-    let clients: Vec<Client> = (0..30)
-        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop_clients.clone()))
-        .collect();
-    testkit::wait_until(WAIT, "every client connected", || {
-        let n = connected.load(Ordering::SeqCst);
-        async move { n == 30 }
-    })
-    .await;
+    let (clients, _, stop_clients) = connect_clients(&pool, 30).await;
     let stop_feed = CancellationToken::new();
     let (feed, acked) = spawn_feed(
         Arc::new(Mutex::new(d.control.publish_addr())),
@@ -338,16 +348,7 @@ async fn history_rolling_deploy_sigkill_loses_nothing() {
 async fn history_control_restart_loses_nothing_acknowledged() {
     let d = deploy(1, &[]).await;
     let pool: Pool = Arc::new(Mutex::new(vec![d.edges[0].edge_addr()]));
-    let connected = Arc::new(AtomicUsize::new(0));
-    let stop_clients = CancellationToken::new();
-    let clients: Vec<Client> = (0..5)
-        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop_clients.clone()))
-        .collect();
-    testkit::wait_until(WAIT, "every client connected", || {
-        let n = connected.load(Ordering::SeqCst);
-        async move { n == 5 }
-    })
-    .await;
+    let (clients, _, stop_clients) = connect_clients(&pool, 5).await;
     let control_addr = Arc::new(Mutex::new(d.control.publish_addr()));
     let stop_feed = CancellationToken::new();
     let (feed, acked) = spawn_feed(
@@ -478,16 +479,7 @@ async fn history_bus_loss_closes_clients_who_resume_elsewhere() {
     .await;
     let healthy = d.edges[0].edge_addr();
     let pool: Pool = Arc::new(Mutex::new(vec![cut_edge.edge_addr()]));
-    let connected = Arc::new(AtomicUsize::new(0));
-    let stop_clients = CancellationToken::new();
-    let clients: Vec<Client> = (0..5)
-        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop_clients.clone()))
-        .collect();
-    testkit::wait_until(WAIT, "every client connected", || {
-        let n = connected.load(Ordering::SeqCst);
-        async move { n == 5 }
-    })
-    .await;
+    let (clients, _, stop_clients) = connect_clients(&pool, 5).await;
     let stop_feed = CancellationToken::new();
     let (feed, acked) = spawn_feed(
         Arc::new(Mutex::new(d.control.publish_addr())),
@@ -537,16 +529,7 @@ async fn history_nats_node_killed_loses_nothing() {
     let edge_a = new_edge(&urls[0], &routes, &[]).await;
     let edge_b = new_edge(&urls[1], &routes, &[]).await;
     let pool: Pool = Arc::new(Mutex::new(vec![edge_a.edge_addr(), edge_b.edge_addr()]));
-    let connected = Arc::new(AtomicUsize::new(0));
-    let stop_clients = CancellationToken::new();
-    let clients: Vec<Client> = (0..20)
-        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop_clients.clone()))
-        .collect();
-    testkit::wait_until(WAIT, "every client connected", || {
-        let n = connected.load(Ordering::SeqCst);
-        async move { n == 20 }
-    })
-    .await;
+    let (clients, _, stop_clients) = connect_clients(&pool, 20).await;
     let stop_feed = CancellationToken::new();
     let (feed, acked) = spawn_feed(
         Arc::new(Mutex::new(control.publish_addr())),
@@ -618,16 +601,7 @@ async fn history_short_bus_outage_is_caught_up_from_history() {
     let link = Link::start(([127, 0, 0, 1], d.nats.port).into()).await;
     let edge = new_edge(&format!("nats://{}", link.addr), &d.routes, &[]).await;
     let pool: Pool = Arc::new(Mutex::new(vec![edge.edge_addr()]));
-    let connected = Arc::new(AtomicUsize::new(0));
-    let stop_clients = CancellationToken::new();
-    let clients: Vec<Client> = (0..10)
-        .map(|i| spawn_client(pool.clone(), i, connected.clone(), stop_clients.clone()))
-        .collect();
-    testkit::wait_until(WAIT, "every client connected", || {
-        let n = connected.load(Ordering::SeqCst);
-        async move { n == 10 }
-    })
-    .await;
+    let (clients, connected, stop_clients) = connect_clients(&pool, 10).await;
     let stop_feed = CancellationToken::new();
     let (feed, acked) = spawn_feed(
         Arc::new(Mutex::new(d.control.publish_addr())),
