@@ -289,21 +289,22 @@ async fn new_edge(nats: &str, routes: &std::path::Path, flags: &[&str]) -> Gripm
     edge
 }
 
-/// 3 edges, 30 clients spread over them, 100 items/s with ids; every edge in turn is replaced
+/// 3 edges, 100 clients spread over them, up to 200 items/s with ids (one publish call each,
+/// acknowledged before the next); every edge in turn is replaced
 /// (`signal`: SIGTERM drains, SIGKILL vanishes); clients reconnect with their last id.
 async fn rolling(signal: Signal, what: &str) {
     let mut d = deploy(3, &[]).await;
     let pool: Pool = Arc::new(Mutex::new(
         d.edges.iter().map(Gripmesh::edge_addr).collect(),
     ));
-    let (clients, _, stop_clients) = connect_clients(&pool, 30).await;
+    let (clients, _, stop_clients) = connect_clients(&pool, 100).await;
     let stop_feed = CancellationToken::new();
     let (feed, acked) = spawn_feed(
         Arc::new(Mutex::new(d.control.publish_addr())),
-        Duration::from_millis(10),
+        Duration::from_millis(5),
         stop_feed.clone(),
     );
-    wait_acked(&acked, 100).await;
+    wait_acked(&acked, 200).await;
     let url = d.nats.url();
     for step in 0..3u64 {
         let fresh = new_edge(&url, &d.routes, &[]).await;
@@ -323,7 +324,7 @@ async fn rolling(signal: Signal, what: &str) {
             }
         }
         // Items keep flowing while clients reconnect and resume.
-        wait_acked(&acked, 100 * (step + 2)).await;
+        wait_acked(&acked, 200 * (step + 2)).await;
     }
     stop_feed.cancel();
     let last = feed.await.expect("feed");
