@@ -25,12 +25,12 @@ type KeyHeaders = HashMap<String, Vec<(String, String)>>;
 
 /// A gateway allowing the keys it knows (`?apikey=`, `X-Api-Key`, or any `Authorization`
 /// bearer), answering each with that key's extra headers.
-struct Gateway {
+pub(crate) struct Gateway {
     origin: Origin,
 }
 
 impl Gateway {
-    async fn start(keys: &[(&str, Vec<(&str, String)>)]) -> Gateway {
+    pub(crate) async fn start(keys: &[(&str, Vec<(&str, String)>)]) -> Gateway {
         let keys: Arc<Mutex<KeyHeaders>> = Arc::new(Mutex::new(
             keys.iter()
                 .map(|(k, h)| {
@@ -63,7 +63,7 @@ impl Gateway {
         Gateway { origin }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.origin.addr())
     }
 }

@@ -24,6 +24,7 @@ mod history_cluster;
 mod jwt;
 mod keepalive;
 mod key_limits;
+mod key_limits_cluster;
 mod metrics_zero;
 mod node;
 mod origin_reuse;

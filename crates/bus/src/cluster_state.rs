@@ -207,7 +207,7 @@ impl RoutesBucket {
 }
 
 /// Watches `key` (or `>`) until `shutdown`, resuming from `*last + 1` after a break.
-async fn follow_key(
+pub async fn follow_key(
     kv: &dyn KvBucket,
     key: &str,
     shutdown: &CancellationToken,

@@ -7,6 +7,7 @@
 
 pub mod cluster_state;
 pub mod history;
+pub mod key_state;
 pub mod kv;
 mod kv_jetstream;
 mod kv_memory;

@@ -128,7 +128,7 @@ pub(crate) async fn gate(
         {
             Gate::Reject(revoked())
         }
-        Decision::Allow => match limited(edge, &resp) {
+        Decision::Allow => match limited(edge, &resp).await {
             Ok(slot) => Gate::Pass(Some(authorized(edge, resp, request, slot))),
             Err((status, body)) => Gate::Reject(text(status, body)),
         },
@@ -186,8 +186,9 @@ fn authorized(
 
 /// Applies the key's limits to an allowed request (SPEC §13): an expired credential is
 /// refused (401), a spent quota or a full connection count 429; otherwise the key's connection
-/// slot. The gateway's per-key values override the flags.
-fn limited(
+/// slot (counted cluster-wide, see [`crate::keys`]). The gateway's per-key values override
+/// the flags.
+async fn limited(
     edge: &EdgeInner,
     resp: &CheckResponse,
 ) -> Result<Option<crate::keys::KeySlot>, (StatusCode, &'static str)> {
@@ -205,7 +206,7 @@ fn limited(
     let quota = (resp.quota_period_seconds != 0)
         .then_some((resp.message_quota, resp.quota_period_seconds))
         .or(config.message_quota);
-    match edge.keys.acquire(&resp.credential_hash, max, quota) {
+    match edge.keys.acquire(&resp.credential_hash, max, quota).await {
         Ok(slot) => Ok(Some(slot)),
         Err(crate::keys::Limit::Connections) => {
             crate::metrics::EdgeMetrics::key_limited("connections");

@@ -124,6 +124,8 @@ impl ConnHandle {
         if let Some(key) = self.key.get()
             && !key.admit_delivery()
         {
+            // Closed even if it registered with its key after the others were closed.
+            self.close(CloseReason::QuotaExceeded);
             return Offer::Gone;
         }
         let size = delivery.size_for(self.transport);

@@ -1,16 +1,65 @@
 //! Per-key limits (SPEC §13): concurrent connections and delivered messages per key, the key
-//! being the credential the sidecar read (its hash). Counted on this edge.
+//! being the credential the sidecar read (its hex SHA-256, never the credential), counted
+//! across the cluster through two state buckets (`bus::key_state`).
 //!
-//! A key's state exists while it has connections, or while its quota is spent for the
-//! current period, so the table is bounded by live connections plus keys that exhausted a
-//! quota the gateway granted them. Counting a delivery is one atomic add on the key's state —
-//! no lock, no allocation, no cluster traffic on the fan-out path.
+//! **Connections.** Each edge keeps a lease per key — its live connections of the key — in
+//! `gripmesh_key_leases`, and follows the other edges' leases through a watch (a bounded local
+//! view). An admission under a connection limit is *write-then-read*: the edge writes its
+//! lease with the new connection counted, waits until its watch has delivered that write (so
+//! every lease written before it is in the view), and only then compares the total with the
+//! limit, taking the slot back if it is over. Of two simultaneous admissions on two edges, the
+//! later write sees the earlier one, so the limit holds exactly (simultaneous admissions may
+//! both back off at the very limit; never both pass). The admissions of one key on one edge
+//! are serialized (a per-key async lock; one KV write each), keys are independent. Freed
+//! slots are published in batches (every [`FLUSH_EVERY`]), leases are rewritten every
+//! `LEASE_REFRESH` (10 s) and expire after `LEASE_TTL` (30 s): a killed edge's connections stop
+//! counting within 30 s. When the bucket cannot be written (NATS down) an edge admits against
+//! its last view of the others and logs it.
+//!
+//! **Messages.** Counting a delivery is one atomic operation on the key's state — no lock, no
+//! allocation, no cluster traffic on the fan-out path. Each edge settles its count for the
+//! quota period into `gripmesh_key_usage` every [`SETTLE_EVERY`] (only keys whose count moved)
+//! and follows the other edges' counts; a key is spent when its edge's count plus the others'
+//! reaches the quota, which closes its connections on every edge. Overshoot: at most what the
+//! other edges deliver to the key in one settlement interval (plus the watch's propagation).
+//!
+//! A key's state exists while it has connections, a published lease, unsettled deliveries or
+//! a spent quota, so the table is bounded by live connections plus keys that exhausted a
+//! quota; the views of the other edges are bounded at [`MAX_VIEW_KEYS`] keys of at most
+//! [`MAX_VIEW_EDGES`] edges each.
 
 use crate::conn::{CloseReason, ConnHandle};
+use bus::key_state::{
+    LEASE_REFRESH, LEASE_TTL, LEASES_BUCKET, LeaseRecord, USAGE_BUCKET, UsageRecord, entry_key,
+    split_entry_key,
+};
+use bus::kv::{KvBucket, KvEntry, KvError, StateStore};
+use bus::records::{RecordCodec, Refused};
 use dashmap::DashMap;
-use std::collections::HashMap;
+use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often freed slots are published (and idle keys forgotten).
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How often delivered counts are settled into the usage bucket (the quota's settlement
+/// interval).
+pub const SETTLE_EVERY: Duration = Duration::from_secs(1);
+/// Keys in each view of the other edges' counts, at most.
+pub const MAX_VIEW_KEYS: usize = 100_000;
+/// Edges per key in a view, at most.
+pub const MAX_VIEW_EDGES: usize = 256;
+/// Time allowed for one write to a bucket.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for the watch to bring an admission's own write back.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Writes to the buckets in flight at once from the background ticks.
+const BACKGROUND_WRITES: usize = 32;
+/// At most one log line per this long about failing writes.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Limits applied to every key unless the gateway's answer overrides them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,6 +86,17 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What this edge last wrote as the key's lease; guarded by the key's admission lock.
+struct Lease {
+    published: u32,
+    /// The state left the table: an admission holding it must look the key up again.
+    retired: bool,
+}
+
 /// One key's counters.
 pub(crate) struct KeyState {
     connections: AtomicU32,
@@ -48,8 +108,16 @@ pub(crate) struct KeyState {
     delivered: AtomicU64,
     /// Set once the quota is overrun in the current window (closes happen once).
     overrun: AtomicBool,
+    /// The other edges' deliveries in window `others_window - 1` (0: none known).
+    others: AtomicU64,
+    others_window: AtomicU64,
+    /// `delivered` as last settled, for window `settled_window - 1` (0: none).
+    settled: AtomicU64,
+    settled_window: AtomicU64,
     /// The key's held connections, closed together when the quota is spent.
     conns: Mutex<HashMap<u64, Weak<ConnHandle>>>,
+    /// Serializes this key's admissions and lease writes on this edge.
+    lease: tokio::sync::Mutex<Lease>,
 }
 
 impl KeyState {
@@ -61,14 +129,25 @@ impl KeyState {
             window: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             overrun: AtomicBool::new(false),
+            others: AtomicU64::new(0),
+            others_window: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            settled_window: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
+            lease: tokio::sync::Mutex::new(Lease {
+                published: 0,
+                retired: false,
+            }),
         }
+    }
+
+    fn period(&self) -> u64 {
+        u64::from(self.period.load(Ordering::Acquire).max(1))
     }
 
     /// Moves the counters to the period containing `now`.
     fn roll(&self, now: u64) -> u64 {
-        let period = u64::from(self.period.load(Ordering::Relaxed).max(1));
-        let window = now / period;
+        let window = now / self.period();
         if self.window.swap(window, Ordering::AcqRel) != window {
             self.delivered.store(0, Ordering::Release);
             self.overrun.store(false, Ordering::Release);
@@ -76,14 +155,36 @@ impl KeyState {
         window
     }
 
-    /// True while the quota is spent for the current period.
+    /// The other edges' deliveries in `window`, as last settled.
+    fn others_in(&self, window: u64) -> u64 {
+        if self.others_window.load(Ordering::Acquire) == window + 1 {
+            self.others.load(Ordering::Acquire)
+        } else {
+            0
+        }
+    }
+
+    /// True while the quota is spent for the current period, cluster-wide.
     fn spent(&self, now: u64) -> bool {
         let quota = self.quota.load(Ordering::Acquire);
         if quota == 0 {
             return false;
         }
-        self.roll(now);
-        self.delivered.load(Ordering::Acquire) >= u64::from(quota)
+        let window = self.roll(now);
+        self.delivered
+            .load(Ordering::Acquire)
+            .saturating_add(self.others_in(window))
+            >= u64::from(quota)
+    }
+
+    /// True when every delivery of the current period has been settled.
+    fn settled_up(&self) -> bool {
+        let delivered = self.delivered.load(Ordering::Acquire);
+        self.quota.load(Ordering::Acquire) == 0
+            || delivered == 0
+            || (self.settled_window.load(Ordering::Acquire)
+                == self.window.load(Ordering::Acquire) + 1
+                && self.settled.load(Ordering::Acquire) == delivered)
     }
 
     /// Counts one delivery about to be queued to a connection of this key. `false`: over the
@@ -94,55 +195,90 @@ impl KeyState {
         if quota == 0 {
             return true;
         }
-        self.roll(unix_now());
-        let n = self.delivered.fetch_add(1, Ordering::AcqRel) + 1;
-        if n <= u64::from(quota) {
+        let window = self.roll(unix_now());
+        let room = u64::from(quota).saturating_sub(self.others_in(window));
+        let counted = self
+            .delivered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                (d < room).then_some(d + 1)
+            });
+        if counted.is_ok() {
             return true;
         }
+        self.close_all();
+        false
+    }
+
+    /// Closes the key's connections, once per period.
+    fn close_all(&self) {
         if !self.overrun.swap(true, Ordering::AcqRel) {
             crate::metrics::EdgeMetrics::key_limited("quota");
-            let conns: Vec<Weak<ConnHandle>> = self
-                .conns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect();
+            let conns: Vec<Weak<ConnHandle>> = lock(&self.conns).values().cloned().collect();
             for c in conns.iter().filter_map(Weak::upgrade) {
                 c.close(CloseReason::QuotaExceeded);
             }
         }
-        false
+    }
+
+    /// Sets the other edges' deliveries in `window`; when that spends the quota, the key's
+    /// connections on this edge close.
+    fn set_others(&self, window: u64, delivered: u64, now: u64) {
+        self.others.store(delivered, Ordering::Release);
+        self.others_window.store(window + 1, Ordering::Release);
+        let quota = self.quota.load(Ordering::Acquire);
+        if quota != 0
+            && self.roll(now) == window
+            && self
+                .delivered
+                .load(Ordering::Acquire)
+                .saturating_add(delivered)
+                >= u64::from(quota)
+            && !lock(&self.conns).is_empty()
+        {
+            self.close_all();
+        }
     }
 
     /// Remembers a held connection of this key.
     pub(crate) fn register(&self, conn: &Arc<ConnHandle>) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(conn.id, Arc::downgrade(conn));
+        lock(&self.conns).insert(conn.id, Arc::downgrade(conn));
     }
 
     /// Forgets a held connection.
     pub(crate) fn unregister(&self, id: u64) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        lock(&self.conns).remove(&id);
     }
 }
 
-type Table = DashMap<String, Arc<KeyState>>;
-
-/// Every key with live connections (or a spent quota) on this edge.
+/// The table's shared part.
 #[derive(Default)]
+struct TableInner {
+    keys: DashMap<String, Arc<KeyState>>,
+    /// Keys whose lease may differ from their live count, or that may be idle.
+    dirty: Mutex<HashSet<String>>,
+    /// The other edges' counts, once the buckets are open.
+    cluster: OnceLock<Arc<ClusterCounts>>,
+}
+
+impl TableInner {
+    fn mark_dirty(&self, hash: &str) {
+        let mut dirty = lock(&self.dirty);
+        if !dirty.contains(hash) {
+            dirty.insert(hash.to_owned());
+        }
+    }
+}
+
+/// Every key with live connections (or a spent quota) on this edge, and the cluster's
+/// counts. Cheap to clone; clones share the table.
+#[derive(Default, Clone)]
 pub(crate) struct KeyTable {
-    keys: Arc<Table>,
+    inner: Arc<TableInner>,
 }
 
 /// A connection slot of a key; dropping it frees the slot.
 pub(crate) struct KeySlot {
-    keys: Arc<Table>,
+    table: Arc<TableInner>,
     hash: String,
     pub(crate) state: Arc<KeyState>,
 }
@@ -160,108 +296,623 @@ impl std::fmt::Debug for KeySlot {
 
 impl Drop for KeySlot {
     fn drop(&mut self) {
-        let now = unix_now();
-        // Under the shard lock, so an acquire cannot pick up a state that is being removed.
-        self.keys.remove_if(&self.hash, |_, s| {
-            let left = s
-                .connections
-                .fetch_sub(1, Ordering::AcqRel)
-                .saturating_sub(1);
-            left == 0 && !s.spent(now)
-        });
+        self.state.connections.fetch_sub(1, Ordering::AcqRel);
+        // The freed slot is published (and the key forgotten when idle) by the next flush.
+        self.table.mark_dirty(&self.hash);
     }
 }
 
 impl KeyTable {
-    /// Takes a connection slot for the key `hash` under `max_connections`, after checking
-    /// that its quota (`quota`, as granted now) is not spent.
-    pub(crate) fn acquire(
+    /// Takes a connection slot for the key `hash` under `max_connections` (cluster-wide),
+    /// after checking that its quota (`quota`, as granted now) is not spent.
+    pub(crate) async fn acquire(
         &self,
         hash: &str,
         max_connections: Option<u32>,
         quota: Option<(u32, u32)>,
     ) -> Result<KeySlot, Limit> {
-        let entry = self
-            .keys
-            .entry(hash.to_owned())
-            .or_insert_with(|| Arc::new(KeyState::new()));
-        let state = entry.value().clone();
-        if let Some((n, period)) = quota {
-            state.quota.store(n, Ordering::Release);
-            state.period.store(period, Ordering::Release);
-        }
-        if state.spent(unix_now()) {
-            drop(entry);
-            self.forget_if_idle(hash);
-            return Err(Limit::Quota);
-        }
-        let max = max_connections.unwrap_or(u32::MAX);
-        let taken = state
-            .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c < max).then_some(c + 1)
-            });
-        drop(entry);
-        match taken {
-            Ok(_) => Ok(KeySlot {
-                keys: self.keys.clone(),
+        let t = &self.inner;
+        let cluster = t.cluster.get().cloned();
+        loop {
+            let mut created = false;
+            let state = t
+                .keys
+                .entry(hash.to_owned())
+                .or_insert_with(|| {
+                    created = true;
+                    Arc::new(KeyState::new())
+                })
+                .value()
+                .clone();
+            let now = unix_now();
+            if let Some((n, period)) = quota {
+                let period = period.max(1);
+                state.quota.store(n, Ordering::Release);
+                let before = state.period.swap(period, Ordering::AcqRel);
+                if let Some(c) = &cluster
+                    && (created || before != period)
+                {
+                    // This edge's own settled count of the period (a key forgotten and seen
+                    // again) and the other edges'.
+                    let window = now / u64::from(period);
+                    let start = window * u64::from(period);
+                    let (mine, others) = c.usage_of(hash, start, period);
+                    state.window.store(window, Ordering::Release);
+                    state.delivered.store(mine, Ordering::Release);
+                    state.settled.store(mine, Ordering::Release);
+                    state.settled_window.store(window + 1, Ordering::Release);
+                    state.overrun.store(false, Ordering::Release);
+                    state.set_others(window, others, now);
+                }
+            }
+            if state.spent(now) {
+                t.mark_dirty(hash);
+                return Err(Limit::Quota);
+            }
+            let mut lease = state.lease.lock().await;
+            if lease.retired {
+                continue;
+            }
+            let local = state.connections.load(Ordering::Acquire);
+            match (max_connections, &cluster) {
+                (Some(max), _) if local.saturating_add(cluster_others(&cluster, hash)) >= max => {
+                    drop(lease);
+                    t.mark_dirty(hash);
+                    return Err(Limit::Connections);
+                }
+                (Some(max), Some(c)) => {
+                    // Write, then read: the lease with this connection counted, then the
+                    // view once it holds every lease written before ours.
+                    let want = local.saturating_add(1);
+                    match c.publish_lease(hash, want).await {
+                        Ok(revision) => {
+                            lease.published = want;
+                            c.caught_up(revision).await;
+                            if want.saturating_add(c.others_connections(hash)) > max {
+                                drop(lease);
+                                // The flush writes the lease back down.
+                                t.mark_dirty(hash);
+                                return Err(Limit::Connections);
+                            }
+                        }
+                        Err(err) => {
+                            // Admitted on the last view of the other edges.
+                            c.write_failed(&err);
+                            t.mark_dirty(hash);
+                        }
+                    }
+                }
+                _ => t.mark_dirty(hash),
+            }
+            state.connections.fetch_add(1, Ordering::AcqRel);
+            drop(lease);
+            return Ok(KeySlot {
+                table: t.clone(),
                 hash: hash.to_owned(),
                 state,
-            }),
-            Err(_) => Err(Limit::Connections),
+            });
         }
     }
 
-    fn forget_if_idle(&self, hash: &str) {
+    /// Publishes the leases of keys whose count changed, and forgets idle keys.
+    pub(crate) async fn flush(&self) {
+        let t = &self.inner;
+        let dirty: Vec<String> = lock(&t.dirty).drain().collect();
+        let cluster = t.cluster.get().cloned();
+        futures_util::stream::iter(dirty)
+            .for_each_concurrent(BACKGROUND_WRITES, |hash| {
+                let cluster = cluster.clone();
+                async move {
+                    let Some(state) = t.keys.get(&hash).map(|s| s.value().clone()) else {
+                        return;
+                    };
+                    let mut lease = state.lease.lock().await;
+                    if lease.retired {
+                        return;
+                    }
+                    let n = state.connections.load(Ordering::Acquire);
+                    if n != lease.published {
+                        match &cluster {
+                            Some(c) => match c.publish_lease(&hash, n).await {
+                                Ok(_) => lease.published = n,
+                                Err(err) => {
+                                    c.write_failed(&err);
+                                    t.mark_dirty(&hash);
+                                    return;
+                                }
+                            },
+                            None => lease.published = n,
+                        }
+                    }
+                    if n == 0
+                        && lease.published == 0
+                        && (cluster.is_none() || state.settled_up())
+                        && !state.spent(unix_now())
+                    {
+                        lease.retired = true;
+                        t.keys.remove_if(&hash, |_, s| Arc::ptr_eq(s, &state));
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Rewrites every non-zero lease (so it outlives the bucket's `max_age`), and prunes the
+    /// views.
+    async fn refresh(&self) {
+        let t = &self.inner;
+        let Some(c) = t.cluster.get().cloned() else {
+            return;
+        };
+        c.prune_usage(unix_now());
+        c.prune_leases();
+        let states: Vec<(String, Arc<KeyState>)> = t
+            .keys
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        futures_util::stream::iter(states)
+            .for_each_concurrent(BACKGROUND_WRITES, |(hash, state)| {
+                let c = c.clone();
+                async move {
+                    let mut lease = state.lease.lock().await;
+                    let n = state.connections.load(Ordering::Acquire);
+                    if lease.retired || (n == 0 && lease.published == 0) {
+                        return;
+                    }
+                    match c.publish_lease(&hash, n).await {
+                        Ok(_) => lease.published = n,
+                        Err(err) => c.write_failed(&err),
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Settles the deliveries of every key whose count moved into the usage bucket; idle keys
+    /// are queued to be forgotten.
+    pub(crate) async fn settle(&self) {
+        let t = &self.inner;
         let now = unix_now();
-        self.keys.remove_if(hash, |_, s| {
-            s.connections.load(Ordering::Acquire) == 0 && !s.spent(now)
+        let states: Vec<(String, Arc<KeyState>)> = t
+            .keys
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (hash, state) in &states {
+            if state.connections.load(Ordering::Acquire) == 0 {
+                t.mark_dirty(hash);
+            }
+        }
+        let Some(c) = t.cluster.get().cloned() else {
+            return;
+        };
+        futures_util::stream::iter(states)
+            .for_each_concurrent(BACKGROUND_WRITES, |(hash, state)| {
+                let c = c.clone();
+                async move {
+                    if state.quota.load(Ordering::Acquire) == 0 {
+                        return;
+                    }
+                    let period = state.period();
+                    let window = state.roll(now);
+                    let delivered = state.delivered.load(Ordering::Acquire);
+                    if delivered == 0 || state.settled_up() {
+                        return;
+                    }
+                    let record = UsageRecord {
+                        window_start: window * period,
+                        period_secs: u32::try_from(period).unwrap_or(u32::MAX),
+                        delivered,
+                    };
+                    match c.publish_usage(&hash, &record).await {
+                        Ok(_) => {
+                            state.settled.store(delivered, Ordering::Release);
+                            state.settled_window.store(window + 1, Ordering::Release);
+                        }
+                        Err(err) => c.write_failed(&err),
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Applies the other edges' settled deliveries of `hash` to its state here.
+    fn on_usage(&self, c: &ClusterCounts, hash: &str) {
+        let Some(state) = self.inner.keys.get(hash).map(|s| s.value().clone()) else {
+            return;
+        };
+        if state.quota.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let now = unix_now();
+        let period = state.period();
+        let window = state.roll(now);
+        let (_, others) = c.usage_of(
+            hash,
+            window * period,
+            u32::try_from(period).unwrap_or(u32::MAX),
+        );
+        state.set_others(window, others, now);
+    }
+
+    /// Counts keys cluster-wide through the buckets in `store` until `shutdown`: publishes
+    /// this edge's leases and deliveries and follows the other edges'. Freed slots and idle
+    /// keys are handled from the start; until the buckets open (control creates them) the
+    /// counts are this edge's alone.
+    /// `on_current` runs once the other edges' leases are known (or after
+    /// `bus::cluster_state::CATCH_UP_LIMIT` without the buckets).
+    pub(crate) async fn run(
+        &self,
+        store: Arc<dyn StateStore>,
+        codec: RecordCodec,
+        on_current: bus::cluster_state::CaughtUp,
+        shutdown: CancellationToken,
+    ) {
+        tokio::spawn({
+            let (table, stop) = (self.clone(), shutdown.clone());
+            async move { table.ticks(stop).await }
         });
+        tokio::spawn({
+            let timer = on_current.clone();
+            async move {
+                tokio::time::sleep(bus::cluster_state::CATCH_UP_LIMIT).await;
+                timer.fire();
+            }
+        });
+        let Some(leases) = bus::kv::open_retrying(
+            store.as_ref(),
+            &bus::key_state::leases_bucket(1),
+            false,
+            &shutdown,
+        )
+        .await
+        else {
+            return;
+        };
+        let Some(usage) = bus::kv::open_retrying(
+            store.as_ref(),
+            &bus::key_state::usage_bucket(1),
+            false,
+            &shutdown,
+        )
+        .await
+        else {
+            return;
+        };
+        let cluster = Arc::new(ClusterCounts::new(leases.clone(), usage.clone(), codec));
+        tracing::info!(edge = %cluster.me, "per-key limits counted cluster-wide");
+        tokio::spawn({
+            let (c, stop, leases) = (cluster.clone(), shutdown.clone(), leases.clone());
+            async move {
+                let mut last = None;
+                bus::cluster_state::follow_key(leases.as_ref(), ">", &stop, &mut last, |e| {
+                    c.apply_lease(e);
+                })
+                .await;
+            }
+        });
+        tokio::spawn({
+            let (c, stop, table) = (cluster.clone(), shutdown.clone(), self.clone());
+            async move {
+                let mut last = None;
+                bus::cluster_state::follow_key(usage.as_ref(), ">", &stop, &mut last, |e| {
+                    if let Some(hash) = c.apply_usage(e) {
+                        table.on_usage(&c, &hash);
+                    }
+                })
+                .await;
+            }
+        });
+        let _ = self.inner.cluster.set(cluster.clone());
+        // Connections admitted before the buckets opened count from now on.
+        self.refresh().await;
+        if let Ok(Some(revision)) = leases.last_revision().await {
+            cluster.caught_up(revision).await;
+        }
+        on_current.fire();
+    }
+
+    /// The background work: flushes, settlements and lease refreshes, one at a time.
+    async fn ticks(&self, shutdown: CancellationToken) {
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        let mut settle = tokio::time::interval(SETTLE_EVERY);
+        let mut refresh = tokio::time::interval(LEASE_REFRESH);
+        for t in [&mut flush, &mut settle, &mut refresh] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = flush.tick() => self.flush().await,
+                _ = settle.tick() => self.settle().await,
+                _ = refresh.tick() => self.refresh().await,
+            }
+        }
     }
 
     /// Keys tracked (for tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.keys.len()
+        self.inner.keys.len()
     }
+}
+
+fn cluster_others(cluster: &Option<Arc<ClusterCounts>>, hash: &str) -> u32 {
+    cluster.as_ref().map_or(0, |c| c.others_connections(hash))
+}
+
+/// The other edges' leases and every edge's deliveries, as followed from the buckets.
+struct ClusterCounts {
+    leases: Arc<dyn KvBucket>,
+    usage: Arc<dyn KvBucket>,
+    codec: RecordCodec,
+    /// This edge's id in entry keys (random per process).
+    me: String,
+    /// Key hash → edge → (live connections, when last written).
+    lease_view: Mutex<HashMap<String, HashMap<String, (u32, Instant)>>>,
+    /// Key hash → edge → deliveries of its current period (this edge's too).
+    usage_view: Mutex<HashMap<String, HashMap<String, UsageRecord>>>,
+    /// The last lease revision applied to the view.
+    applied: tokio::sync::watch::Sender<u64>,
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl ClusterCounts {
+    fn new(leases: Arc<dyn KvBucket>, usage: Arc<dyn KvBucket>, codec: RecordCodec) -> Self {
+        ClusterCounts {
+            leases,
+            usage,
+            codec,
+            me: bus::key_state::new_edge_id(),
+            lease_view: Mutex::new(HashMap::new()),
+            usage_view: Mutex::new(HashMap::new()),
+            applied: tokio::sync::watch::Sender::new(0),
+            last_log: Mutex::new(None),
+        }
+    }
+
+    /// The other edges' live connections of `hash` (leases not rewritten within the TTL do
+    /// not count).
+    fn others_connections(&self, hash: &str) -> u32 {
+        lock(&self.lease_view).get(hash).map_or(0, |edges| {
+            edges
+                .values()
+                .filter(|(_, seen)| seen.elapsed() < LEASE_TTL)
+                .fold(0u32, |sum, (n, _)| sum.saturating_add(*n))
+        })
+    }
+
+    /// (this edge's, the other edges') deliveries to `hash` in the period starting at
+    /// `window_start`.
+    fn usage_of(&self, hash: &str, window_start: u64, period: u32) -> (u64, u64) {
+        let view = lock(&self.usage_view);
+        let Some(edges) = view.get(hash) else {
+            return (0, 0);
+        };
+        let mut out = (0u64, 0u64);
+        for (edge, r) in edges {
+            if r.window_start == window_start && r.period_secs == period {
+                if *edge == self.me {
+                    out.0 = out.0.saturating_add(r.delivered);
+                } else {
+                    out.1 = out.1.saturating_add(r.delivered);
+                }
+            }
+        }
+        out
+    }
+
+    async fn write(
+        bucket: &dyn KvBucket,
+        key: &str,
+        value: bytes::Bytes,
+    ) -> Result<u64, KvError> {
+        tokio::time::timeout(WRITE_TIMEOUT, bucket.put(key, value))
+            .await
+            .map_err(|_| KvError::Unavailable("write timed out".into()))?
+    }
+
+    async fn publish_lease(&self, hash: &str, connections: u32) -> Result<u64, KvError> {
+        let key = entry_key(hash, &self.me);
+        let value = self
+            .codec
+            .seal(LEASES_BUCKET, &key, &LeaseRecord { connections });
+        Self::write(self.leases.as_ref(), &key, value).await
+    }
+
+    async fn publish_usage(&self, hash: &str, record: &UsageRecord) -> Result<u64, KvError> {
+        let key = entry_key(hash, &self.me);
+        let value = self.codec.seal(USAGE_BUCKET, &key, record);
+        Self::write(self.usage.as_ref(), &key, value).await
+    }
+
+    /// Waits (a bounded time) until the lease watch has applied `revision`.
+    async fn caught_up(&self, revision: u64) {
+        let mut applied = self.applied.subscribe();
+        let _ = tokio::time::timeout(BARRIER_TIMEOUT, applied.wait_for(|r| *r >= revision)).await;
+    }
+
+    fn write_failed(&self, err: &KvError) {
+        let mut last = lock(&self.last_log);
+        if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(error = %err, "per-key counts cannot be written; limits use this edge's last view of the cluster");
+        }
+    }
+
+    /// Applies one lease entry from the watch.
+    fn apply_lease(&self, e: KvEntry) {
+        let revision = e.revision;
+        self.apply_lease_entry(e);
+        self.applied.send_if_modified(|r| {
+            let newer = revision > *r;
+            if newer {
+                *r = revision;
+            }
+            newer
+        });
+    }
+
+    fn apply_lease_entry(&self, e: KvEntry) {
+        let Some((hash, edge)) = split_entry_key(&e.key) else {
+            Refused::BadKey.count(LEASES_BUCKET, &e.key);
+            return;
+        };
+        if edge == self.me {
+            return;
+        }
+        let n = if e.deleted {
+            0
+        } else {
+            match self
+                .codec
+                .open::<LeaseRecord>(LEASES_BUCKET, &e.key, e.value)
+            {
+                Ok(r) => r.connections,
+                Err(r) => {
+                    r.count(LEASES_BUCKET, &e.key);
+                    return;
+                }
+            }
+        };
+        let mut view = lock(&self.lease_view);
+        if n == 0 {
+            if let Some(edges) = view.get_mut(hash) {
+                edges.remove(edge);
+                if edges.is_empty() {
+                    view.remove(hash);
+                }
+            }
+            return;
+        }
+        if !view.contains_key(hash) && view.len() >= MAX_VIEW_KEYS {
+            view.retain(|_, edges| {
+                edges.retain(|_, (_, seen)| seen.elapsed() < LEASE_TTL);
+                !edges.is_empty()
+            });
+            if view.len() >= MAX_VIEW_KEYS {
+                tracing::warn!("per-key lease view full; a key's other connections are not counted");
+                return;
+            }
+        }
+        let edges = view.entry(hash.to_owned()).or_default();
+        if edges.contains_key(edge) || edges.len() < MAX_VIEW_EDGES {
+            edges.insert(edge.to_owned(), (n, Instant::now()));
+        }
+    }
+
+    /// Applies one usage entry from the watch; returns the key it is about.
+    fn apply_usage(&self, e: KvEntry) -> Option<String> {
+        let Some((hash, edge)) = split_entry_key(&e.key) else {
+            Refused::BadKey.count(USAGE_BUCKET, &e.key);
+            return None;
+        };
+        let mut view = lock(&self.usage_view);
+        let record = if e.deleted {
+            None
+        } else {
+            match self
+                .codec
+                .open::<UsageRecord>(USAGE_BUCKET, &e.key, e.value.clone())
+            {
+                Ok(r) => Some(r),
+                Err(r) => {
+                    r.count(USAGE_BUCKET, &e.key);
+                    return None;
+                }
+            }
+        };
+        let now = unix_now();
+        match record.filter(|r| {
+            r.period_secs > 0 && r.window_start.saturating_add(u64::from(r.period_secs)) > now
+        }) {
+            None => {
+                if let Some(edges) = view.get_mut(hash) {
+                    edges.remove(edge);
+                    if edges.is_empty() {
+                        view.remove(hash);
+                    }
+                }
+            }
+            Some(r) => {
+                if !view.contains_key(hash) && view.len() >= MAX_VIEW_KEYS {
+                    prune_usage(&mut view, now);
+                    if view.len() >= MAX_VIEW_KEYS {
+                        tracing::warn!("per-key usage view full; a key's deliveries elsewhere are not counted");
+                        return None;
+                    }
+                }
+                let edges = view.entry(hash.to_owned()).or_default();
+                if edges.contains_key(edge) || edges.len() < MAX_VIEW_EDGES {
+                    edges.insert(edge.to_owned(), r);
+                }
+            }
+        }
+        Some(hash.to_owned())
+    }
+
+    /// Forgets deliveries of periods that have ended.
+    fn prune_usage(&self, now: u64) {
+        prune_usage(&mut lock(&self.usage_view), now);
+    }
+
+    /// Forgets leases that were not rewritten within the TTL.
+    fn prune_leases(&self) {
+        lock(&self.lease_view).retain(|_, edges| {
+            edges.retain(|_, (_, seen)| seen.elapsed() < LEASE_TTL);
+            !edges.is_empty()
+        });
+    }
+}
+
+fn prune_usage(view: &mut HashMap<String, HashMap<String, UsageRecord>>, now: u64) {
+    view.retain(|_, edges| {
+        edges.retain(|_, r| r.window_start.saturating_add(u64::from(r.period_secs)) > now);
+        !edges.is_empty()
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::conn::Transport;
+    use bus::kv::MemoryState;
 
-    #[test]
-    fn connection_slots_are_bounded_and_freed() {
+    const K: &str = "k";
+
+    #[tokio::test]
+    async fn connection_slots_are_bounded_and_freed() {
         let t = KeyTable::default();
-        let a = t.acquire("k", Some(2), None).expect("1st");
-        let _b = t.acquire("k", Some(2), None).expect("2nd");
+        let a = t.acquire(K, Some(2), None).await.expect("1st");
+        let _b = t.acquire(K, Some(2), None).await.expect("2nd");
         assert_eq!(
-            t.acquire("k", Some(2), None).err(),
+            t.acquire(K, Some(2), None).await.err(),
             Some(Limit::Connections)
         );
         assert!(
-            t.acquire("other", Some(2), None).is_ok(),
+            t.acquire("other", Some(2), None).await.is_ok(),
             "keys are separate"
         );
         drop(a);
-        let _c = t.acquire("k", Some(2), None).expect("a slot was freed");
-        assert!(t.acquire("k", None, None).is_ok(), "no limit");
+        let _c = t.acquire(K, Some(2), None).await.expect("a slot was freed");
+        assert!(t.acquire(K, None, None).await.is_ok(), "no limit");
     }
 
-    #[test]
-    fn idle_keys_are_forgotten() {
+    #[tokio::test]
+    async fn idle_keys_are_forgotten() {
         let t = KeyTable::default();
-        let a = t.acquire("k", Some(1), None).expect("slot");
+        let a = t.acquire(K, Some(1), None).await.expect("slot");
         assert_eq!(t.len(), 1);
         drop(a);
+        t.flush().await;
         assert_eq!(t.len(), 0);
     }
 
-    #[test]
-    fn a_spent_quota_closes_the_keys_connections_and_refuses_new_ones() {
+    #[tokio::test]
+    async fn a_spent_quota_closes_the_keys_connections_and_refuses_new_ones() {
         let t = KeyTable::default();
-        let slot = t.acquire("k", None, Some((3, 3600))).expect("slot");
+        let slot = t.acquire(K, None, Some((3, 3600))).await.expect("slot");
         let (conn, _queue) = ConnHandle::new(1, Transport::Ws, 10, 1 << 20);
         slot.state.register(&conn);
         for _ in 0..3 {
@@ -270,8 +921,158 @@ mod tests {
         assert!(!slot.state.admit_delivery(), "the 4th is over the quota");
         let closed = futures_util::FutureExt::now_or_never(conn.closed());
         assert_eq!(closed, Some(CloseReason::QuotaExceeded));
-        assert_eq!(t.acquire("k", None, None).err(), Some(Limit::Quota));
+        assert_eq!(t.acquire(K, None, None).await.err(), Some(Limit::Quota));
         drop(slot);
+        t.flush().await;
         assert_eq!(t.len(), 1, "a spent key is kept until its period ends");
+    }
+
+    fn hash(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    /// Two "edges" (tables) on one in-memory state store, counting through the buckets.
+    async fn two_edges() -> (KeyTable, KeyTable, CancellationToken) {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryState::new());
+        bus::key_state::prepare(store.as_ref(), 1)
+            .await
+            .expect("buckets");
+        let stop = CancellationToken::new();
+        let (a, b) = (KeyTable::default(), KeyTable::default());
+        for t in [&a, &b] {
+            let (t, store, stop) = (t.clone(), store.clone(), stop.clone());
+            let ready = bus::cluster_state::CaughtUp::new(|| {});
+            tokio::spawn(async move { t.run(store, RecordCodec::default(), ready, stop).await });
+        }
+        for t in [&a, &b] {
+            while t.inner.cluster.get().is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        (a, b, stop)
+    }
+
+    async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+        for _ in 0..400 {
+            if f().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    #[tokio::test]
+    async fn connections_are_counted_across_edges_and_freed() {
+        let (a, b, stop) = two_edges().await;
+        let k = hash(1);
+        let a1 = a.acquire(&k, Some(3), None).await.expect("a1");
+        let _a2 = a.acquire(&k, Some(3), None).await.expect("a2");
+        let _b1 = b.acquire(&k, Some(3), None).await.expect("b1");
+        assert_eq!(
+            b.acquire(&k, Some(3), None).await.err(),
+            Some(Limit::Connections),
+            "sequential opens are exact"
+        );
+        assert_eq!(
+            a.acquire(&k, Some(3), None).await.err(),
+            Some(Limit::Connections)
+        );
+        assert!(b.acquire(&hash(2), Some(3), None).await.is_ok(), "another key");
+        drop(a1);
+        a.flush().await;
+        eventually("the slot freed on a is free on b", async || {
+            b.acquire(&k, Some(3), None).await.map(std::mem::forget).is_ok()
+        })
+        .await;
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn simultaneous_opens_on_two_edges_never_pass_the_limit() {
+        let (a, b, stop) = two_edges().await;
+        let k = hash(3);
+        let tries = (0..100).map(|i| {
+            let (t, k) = (if i % 2 == 0 { a.clone() } else { b.clone() }, k.clone());
+            tokio::spawn(async move { t.acquire(&k, Some(10), None).await.ok() })
+        });
+        let slots: Vec<KeySlot> = futures_util::future::join_all(tries)
+            .await
+            .into_iter()
+            .filter_map(|r| r.expect("task"))
+            .collect();
+        assert!(
+            (1..=10).contains(&slots.len()),
+            "admitted {} of 100 under a limit of 10",
+            slots.len()
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn quota_is_shared_across_edges_and_closes_everywhere() {
+        let (a, b, stop) = two_edges().await;
+        let k = hash(4);
+        let q = Some((10, 3600));
+        let on_a = a.acquire(&k, None, q).await.expect("a");
+        let on_b = b.acquire(&k, None, q).await.expect("b");
+        let (conn_a, _qa) = ConnHandle::new(1, Transport::Ws, 10, 1 << 20);
+        let (conn_b, _qb) = ConnHandle::new(2, Transport::Ws, 10, 1 << 20);
+        on_a.state.register(&conn_a);
+        on_b.state.register(&conn_b);
+        for _ in 0..6 {
+            assert!(on_a.state.admit_delivery());
+        }
+        a.settle().await;
+        eventually("b sees a's deliveries", async || {
+            on_b.state.others_in(on_b.state.window.load(Ordering::Acquire)) == 6
+        })
+        .await;
+        for _ in 0..4 {
+            assert!(on_b.state.admit_delivery());
+        }
+        assert!(!on_b.state.admit_delivery(), "the 11th is over");
+        let closed_b = futures_util::FutureExt::now_or_never(conn_b.closed());
+        assert_eq!(closed_b, Some(CloseReason::QuotaExceeded));
+        b.settle().await;
+        eventually("a's connection closes too", async || {
+            futures_util::FutureExt::now_or_never(conn_a.closed()).is_some()
+        })
+        .await;
+        assert_eq!(a.acquire(&k, None, q).await.err(), Some(Limit::Quota));
+        assert!(
+            a.acquire(&hash(5), None, q).await.is_ok(),
+            "other keys are not affected"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_key_keeps_its_settled_deliveries() {
+        let (a, _b, stop) = two_edges().await;
+        let k = hash(6);
+        let q = Some((5, 3600));
+        let slot = a.acquire(&k, None, q).await.expect("slot");
+        for _ in 0..3 {
+            assert!(slot.state.admit_delivery());
+        }
+        a.settle().await;
+        let c = a.inner.cluster.get().cloned().expect("cluster");
+        let start = unix_now() / 3600 * 3600;
+        eventually("a's settlement is back through the watch", async || {
+            c.usage_of(&k, start, 3600).0 == 3
+        })
+        .await;
+        drop(slot);
+        eventually("forgotten", async || {
+            a.flush().await;
+            a.len() == 0
+        })
+        .await;
+        let slot = a.acquire(&k, None, q).await.expect("again");
+        assert!(slot.state.admit_delivery());
+        assert!(slot.state.admit_delivery());
+        assert!(!slot.state.admit_delivery(), "3 + 2 = the quota of 5");
+        stop.cancel();
     }
 }

@@ -261,6 +261,23 @@ impl Edge {
         authz::follow_revocations(self.inner.clone(), state, codec, on_current, shutdown).await;
     }
 
+    /// Counts per-key connections and deliveries cluster-wide through the key buckets in
+    /// `state` (SPEC §13), until `shutdown`; before the buckets open, and without them, the
+    /// counts are this edge's alone. `on_current` runs once the other edges' counts are known
+    /// (or after a few seconds without the buckets).
+    pub async fn follow_key_limits(
+        &self,
+        state: Arc<dyn bus::kv::StateStore>,
+        codec: bus::records::RecordCodec,
+        on_current: bus::cluster_state::CaughtUp,
+        shutdown: CancellationToken,
+    ) {
+        self.inner
+            .keys
+            .run(state, codec, on_current, shutdown)
+            .await;
+    }
+
     /// Applies cluster-wide commands (`recover`, `refresh`) as they arrive on `bus`, until
     /// `shutdown`.
     pub async fn follow_commands(&self, bus: Arc<dyn Bus>, shutdown: CancellationToken) {

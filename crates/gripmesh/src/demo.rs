@@ -134,7 +134,14 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
         300,
         &stop_background,
     );
-    tiers::run_control_stores(&store, &revocations, None, 1, &stop_background);
+    tiers::run_control_stores(
+        &store,
+        &revocations,
+        (backend.state.clone(), 1),
+        None,
+        1,
+        &stop_background,
+    );
     let usage_file =
         std::env::temp_dir().join(format!("gripmesh-demo-usage-{}.jsonl", std::process::id()));
     let background = vec![tokio::spawn(usage_to_file(

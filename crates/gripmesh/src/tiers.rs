@@ -106,15 +106,28 @@ pub(crate) fn control_stores(
 }
 
 /// Runs the stores' background work until `shutdown`: follows the route bucket, creates the
-/// revocations bucket (so followers find it), and writes the routes file to the bucket
-/// whenever it changes.
+/// revocations bucket and the per-key count buckets in `key_buckets` (store, replicas) so
+/// followers find them, and writes the routes file to the bucket whenever it changes.
 pub(crate) fn run_control_stores(
     routes: &RouteStore,
     revocations: &RevocationStore,
+    key_buckets: (Arc<dyn bus::kv::StateStore>, usize),
     file: Option<PathBuf>,
     poll_interval: u64,
     shutdown: &CancellationToken,
 ) {
+    tokio::spawn({
+        let ((state, replicas), stop) = (key_buckets, shutdown.clone());
+        async move {
+            while let Err(err) = bus::key_state::prepare(state.as_ref(), replicas).await {
+                tracing::debug!(error = %err, "per-key count buckets not available yet");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    });
     tokio::spawn({
         let (routes, stop) = (routes.clone(), shutdown.clone());
         async move { routes.run(stop).await }
@@ -248,6 +261,22 @@ pub(crate) fn spawn_authz_tasks(
             shutdown.clone(),
         );
         async move { edge.follow_revocations(state, codec, caught_up, stop).await }
+    });
+    // Per-key limits counted across the cluster (the key buckets); not ready until the other
+    // edges' counts are known.
+    health.set_not_ready("key-limits", "loading per-key counts");
+    let counted = {
+        let health = health.clone();
+        bus::cluster_state::CaughtUp::new(move || health.set_ready("key-limits"))
+    };
+    tokio::spawn({
+        let (edge, state, codec, stop) = (
+            edge.clone(),
+            backend.state.clone(),
+            backend.codec.clone(),
+            shutdown.clone(),
+        );
+        async move { edge.follow_key_limits(state, codec, counted, stop).await }
     });
     // Cluster-wide `recover` and `refresh` commands (not an authz matter, but every edge runs
     // these tasks).
@@ -463,6 +492,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     run_control_stores(
         &store,
         &revocations,
+        (backend.state.clone(), args.state.state_replicas.max(1)),
         routes_path,
         args.common.routes_poll_interval,
         &stop_background,
@@ -680,6 +710,7 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
     run_control_stores(
         &store,
         &revocations,
+        (backend.state.clone(), args.state.state_replicas.max(1)),
         routes_path,
         args.common.routes_poll_interval,
         &stop_background,
