@@ -10,9 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use testkit::cluster::{ControlNode, start_edge, wait_ready};
 use testkit::ws::{Recv, WsConn};
-use testkit::{
-    Gripmesh, NatsServer, StreamClient, StreamEnd, http_get, metric_value, wait_until,
-};
+use testkit::{Gripmesh, NatsServer, StreamClient, StreamEnd, http_get, metric_value, wait_until};
 use tokio::time::Instant;
 
 use crate::common::publish_items;
@@ -61,10 +59,7 @@ impl Cluster {
         );
         let mut flags = vec!["--authz", authz.as_str()];
         flags.extend_from_slice(edge_flags);
-        let (e0, e1) = tokio::join!(
-            start_edge(BIN, &url, &flags),
-            start_edge(BIN, &url, &flags)
-        );
+        let (e0, e1) = tokio::join!(start_edge(BIN, &url, &flags), start_edge(BIN, &url, &flags));
         for (i, e) in [&e0, &e1].iter().enumerate() {
             wait_ready(e.admin_addr(), WAIT, &format!("edge {i}")).await;
             wait_until(WAIT, "edge has the route table", || async {
@@ -110,7 +105,11 @@ async fn assert_full(edge: SocketAddr, key: &str, what: &str) {
         &[("Accept", "text/event-stream")],
     )
     .await;
-    assert_eq!((sse.status, sse.text().as_str()), (429, TOO_MANY), "{what}: SSE");
+    assert_eq!(
+        (sse.status, sse.text().as_str()),
+        (429, TOO_MANY),
+        "{what}: SSE"
+    );
     let ws = WsConn::connect_rejected(edge, &format!("/ws?channel=c&apikey={key}"), &[]).await;
     assert_eq!(
         (ws.status, ws.text().as_str()),
@@ -202,12 +201,16 @@ async fn key_limits_cluster_a_killed_edges_connections_stop_counting() {
 
     c.edges[0].kill().await;
     let killed = Instant::now();
-    wait_until(KILLED_EDGE_WAIT, "the killed edge's slots are free", || async {
-        let s = StreamClient::open(e1, "/stream?channel=c&apikey=k", &[]).await;
-        let ok = s.status == 200;
-        std::mem::forget(s);
-        ok
-    })
+    wait_until(
+        KILLED_EDGE_WAIT,
+        "the killed edge's slots are free",
+        || async {
+            let s = StreamClient::open(e1, "/stream?channel=c&apikey=k", &[]).await;
+            let ok = s.status == 200;
+            std::mem::forget(s);
+            ok
+        },
+    )
     .await;
     println!(
         "slots of the killed edge free after {:.1} s",
@@ -299,18 +302,26 @@ async fn key_limits_cluster_quota_is_spent_by_both_edges_together() {
         let ws_refused = WsConn::connect_rejected(e, "/ws?channel=mq&apikey=q", &[]).await;
         assert_eq!(ws_refused.status, 429);
         let poll = http_get(e, "/response?channel=mq&apikey=q", &[]).await;
-        assert_eq!((poll.status, poll.text().as_str()), (429, QUOTA), "long-poll");
+        assert_eq!(
+            (poll.status, poll.text().as_str()),
+            (429, QUOTA),
+            "long-poll"
+        );
         let other = StreamClient::open(e, "/stream?channel=mq&apikey=free", &[]).await;
         assert_eq!(other.status, 200, "other keys are not affected");
     }
 
     // A new period: the key is admitted again (1m periods start on the minute).
-    wait_until(Duration::from_secs(75), "the next period admits q", || async {
-        StreamClient::open(e1, "/stream?channel=mq&apikey=q", &[])
-            .await
-            .status
-            == 200
-    })
+    wait_until(
+        Duration::from_secs(75),
+        "the next period admits q",
+        || async {
+            StreamClient::open(e1, "/stream?channel=mq&apikey=q", &[])
+                .await
+                .status
+                == 200
+        },
+    )
     .await;
 }
 

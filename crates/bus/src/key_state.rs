@@ -22,6 +22,10 @@ pub const USAGE_BUCKET: &str = "gripmesh_key_usage";
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// How often an edge rewrites its non-zero leases (well inside [`LEASE_TTL`]).
 pub const LEASE_REFRESH: Duration = Duration::from_secs(10);
+/// How long after an edge wrote a lease the others count it: two refreshes and some slack, and
+/// below [`LEASE_TTL`], so a killed edge's connections stop counting within 30 s of its last
+/// write.
+pub const LEASE_COUNTS_FOR: Duration = Duration::from_secs(25);
 /// The longest quota period (`1d`); usage entries live one period and a minute.
 pub const LONGEST_PERIOD: Duration = Duration::from_secs(86_400);
 
@@ -51,8 +55,9 @@ pub struct UsageRecord {
 pub fn leases_bucket(replicas: usize) -> BucketConfig {
     BucketConfig {
         name: LEASES_BUCKET.into(),
-        description: "gripmesh live connections per key (key: <key hash>.<edge>), rewritten every 10 s"
-            .into(),
+        description:
+            "gripmesh live connections per key (key: <key hash>.<edge>), rewritten every 10 s"
+                .into(),
         history: 1,
         max_age: LEASE_TTL,
         replicas,
@@ -63,8 +68,8 @@ pub fn leases_bucket(replicas: usize) -> BucketConfig {
 pub fn usage_bucket(replicas: usize) -> BucketConfig {
     BucketConfig {
         name: USAGE_BUCKET.into(),
-        description: "gripmesh messages delivered per key and quota period (key: <key hash>.<edge>)"
-            .into(),
+        description:
+            "gripmesh messages delivered per key and quota period (key: <key hash>.<edge>)".into(),
         history: 1,
         max_age: LONGEST_PERIOD + Duration::from_secs(60),
         replicas,
@@ -121,7 +126,12 @@ mod tests {
         let key = entry_key(&hash, &edge);
         assert!(crate::kv::is_valid_key(&key));
         assert_eq!(split_entry_key(&key), Some((hash.as_str(), edge.as_str())));
-        for bad in ["abc.def", "table", &format!("{hash}.XYZ"), &format!("{hash}.")] {
+        for bad in [
+            "abc.def",
+            "table",
+            &format!("{hash}.XYZ"),
+            &format!("{hash}."),
+        ] {
             assert_eq!(split_entry_key(bad), None, "{bad}");
         }
     }

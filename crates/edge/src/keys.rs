@@ -12,8 +12,8 @@
 //! both back off at the very limit; never both pass). The admissions of one key on one edge
 //! are serialized (a per-key async lock; one KV write each), keys are independent. Freed
 //! slots are published in batches (every [`FLUSH_EVERY`]), leases are rewritten every
-//! `LEASE_REFRESH` (10 s) and expire after `LEASE_TTL` (30 s): a killed edge's connections stop
-//! counting within 30 s. When the bucket cannot be written (NATS down) an edge admits against
+//! `LEASE_REFRESH` (10 s) and count for `LEASE_COUNTS_FOR` (25 s) after they were written (the
+//! bucket drops them after 30 s): a killed edge's connections stop counting within 30 s. When the bucket cannot be written (NATS down) an edge admits against
 //! its last view of the others and logs it.
 //!
 //! **Messages.** Counting a delivery is one atomic operation on the key's state — no lock, no
@@ -30,8 +30,8 @@
 
 use crate::conn::{CloseReason, ConnHandle};
 use bus::key_state::{
-    LEASE_REFRESH, LEASE_TTL, LEASES_BUCKET, LeaseRecord, USAGE_BUCKET, UsageRecord, entry_key,
-    split_entry_key,
+    LEASE_COUNTS_FOR, LEASE_REFRESH, LEASES_BUCKET, LeaseRecord, USAGE_BUCKET, UsageRecord,
+    entry_key, split_entry_key,
 };
 use bus::kv::{KvBucket, KvEntry, KvError, StateStore};
 use bus::records::{RecordCodec, Refused};
@@ -642,6 +642,9 @@ fn cluster_others(cluster: &Option<Arc<ClusterCounts>>, hash: &str) -> u32 {
     cluster.as_ref().map_or(0, |c| c.others_connections(hash))
 }
 
+/// One key's leases on the other edges: edge → (live connections, when last written).
+type EdgeLeases = HashMap<String, (u32, Instant)>;
+
 /// The other edges' leases and every edge's deliveries, as followed from the buckets.
 struct ClusterCounts {
     leases: Arc<dyn KvBucket>,
@@ -650,7 +653,7 @@ struct ClusterCounts {
     /// This edge's id in entry keys (random per process).
     me: String,
     /// Key hash → edge → (live connections, when last written).
-    lease_view: Mutex<HashMap<String, HashMap<String, (u32, Instant)>>>,
+    lease_view: Mutex<HashMap<String, EdgeLeases>>,
     /// Key hash → edge → deliveries of its current period (this edge's too).
     usage_view: Mutex<HashMap<String, HashMap<String, UsageRecord>>>,
     /// The last lease revision applied to the view.
@@ -678,7 +681,7 @@ impl ClusterCounts {
         lock(&self.lease_view).get(hash).map_or(0, |edges| {
             edges
                 .values()
-                .filter(|(_, seen)| seen.elapsed() < LEASE_TTL)
+                .filter(|(_, seen)| seen.elapsed() < LEASE_COUNTS_FOR)
                 .fold(0u32, |sum, (n, _)| sum.saturating_add(*n))
         })
     }
@@ -703,11 +706,7 @@ impl ClusterCounts {
         out
     }
 
-    async fn write(
-        bucket: &dyn KvBucket,
-        key: &str,
-        value: bytes::Bytes,
-    ) -> Result<u64, KvError> {
+    async fn write(bucket: &dyn KvBucket, key: &str, value: bytes::Bytes) -> Result<u64, KvError> {
         tokio::time::timeout(WRITE_TIMEOUT, bucket.put(key, value))
             .await
             .map_err(|_| KvError::Unavailable("write timed out".into()))?
@@ -788,11 +787,13 @@ impl ClusterCounts {
         }
         if !view.contains_key(hash) && view.len() >= MAX_VIEW_KEYS {
             view.retain(|_, edges| {
-                edges.retain(|_, (_, seen)| seen.elapsed() < LEASE_TTL);
+                edges.retain(|_, (_, seen)| seen.elapsed() < LEASE_COUNTS_FOR);
                 !edges.is_empty()
             });
             if view.len() >= MAX_VIEW_KEYS {
-                tracing::warn!("per-key lease view full; a key's other connections are not counted");
+                tracing::warn!(
+                    "per-key lease view full; a key's other connections are not counted"
+                );
                 return;
             }
         }
@@ -839,7 +840,9 @@ impl ClusterCounts {
                 if !view.contains_key(hash) && view.len() >= MAX_VIEW_KEYS {
                     prune_usage(&mut view, now);
                     if view.len() >= MAX_VIEW_KEYS {
-                        tracing::warn!("per-key usage view full; a key's deliveries elsewhere are not counted");
+                        tracing::warn!(
+                            "per-key usage view full; a key's deliveries elsewhere are not counted"
+                        );
                         return None;
                     }
                 }
@@ -860,7 +863,7 @@ impl ClusterCounts {
     /// Forgets leases that were not rewritten within the TTL.
     fn prune_leases(&self) {
         lock(&self.lease_view).retain(|_, edges| {
-            edges.retain(|_, (_, seen)| seen.elapsed() < LEASE_TTL);
+            edges.retain(|_, (_, seen)| seen.elapsed() < LEASE_COUNTS_FOR);
             !edges.is_empty()
         });
     }
@@ -978,11 +981,17 @@ mod tests {
             a.acquire(&k, Some(3), None).await.err(),
             Some(Limit::Connections)
         );
-        assert!(b.acquire(&hash(2), Some(3), None).await.is_ok(), "another key");
+        assert!(
+            b.acquire(&hash(2), Some(3), None).await.is_ok(),
+            "another key"
+        );
         drop(a1);
         a.flush().await;
         eventually("the slot freed on a is free on b", async || {
-            b.acquire(&k, Some(3), None).await.map(std::mem::forget).is_ok()
+            b.acquire(&k, Some(3), None)
+                .await
+                .map(std::mem::forget)
+                .is_ok()
         })
         .await;
         stop.cancel();
@@ -1025,7 +1034,9 @@ mod tests {
         }
         a.settle().await;
         eventually("b sees a's deliveries", async || {
-            on_b.state.others_in(on_b.state.window.load(Ordering::Acquire)) == 6
+            on_b.state
+                .others_in(on_b.state.window.load(Ordering::Acquire))
+                == 6
         })
         .await;
         for _ in 0..4 {

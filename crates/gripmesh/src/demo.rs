@@ -126,6 +126,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     println!("listening gateway {gateway_addr}");
     println!("listening origin {origin_addr}");
 
+    tiers::prepare_key_buckets(&backend, 1).await;
     tiers::spawn_authz_tasks(
         &edge,
         Some(&authorizer),

@@ -241,6 +241,19 @@ pub(crate) fn serve_edge(
     tokio::spawn(async move { edge.serve(listener, stop).await })
 }
 
+/// Creates the per-key count buckets now when the store answers (standalone and demo, whose
+/// embedded edge then opens them at once); otherwise `run_control_stores` keeps trying.
+pub(crate) async fn prepare_key_buckets(backend: &Backend, replicas: usize) {
+    let prepared = tokio::time::timeout(
+        Duration::from_secs(2),
+        bus::key_state::prepare(backend.state.as_ref(), replicas.max(1)),
+    )
+    .await;
+    if !matches!(prepared, Ok(Ok(()))) {
+        tracing::debug!("per-key count buckets not available yet");
+    }
+}
+
 /// Revocations for the edge (close live connections, refuse revoked credentials) and the
 /// sidecar (drop cached decisions, refuse without asking the gateway), and periodic re-checks
 /// of authorized connections.
@@ -442,6 +455,8 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
 
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
+    // The embedded edge finds its per-key count buckets at once (ready sooner).
+    prepare_key_buckets(&backend, args.state.state_replicas).await;
     spawn_authz_tasks(
         &edge,
         authorizer.as_ref(),
