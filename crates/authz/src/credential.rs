@@ -1,6 +1,7 @@
 //! Where the credential is read from, and its hash (the cache key and the revocation handle;
 //! the credential itself is never logged or stored).
 
+use bus::cluster_state::credential_hash as hash;
 use sha2::{Digest, Sha256};
 
 /// One place a credential may be.
@@ -123,7 +124,7 @@ pub fn query_without_credentials(sources: &[Source], query: &str) -> String {
 /// The decision cache key: SHA-256 over the route, method, path, query without credential
 /// parameters and every credential presented (source and value), each length-prefixed so no
 /// two different requests share a key. A decision is reused only for exactly what the gateway
-/// decided on (SPEC §7).
+/// decided on (docs/protocol.md, "Auth sidecar").
 pub fn decision_key(
     sources: &[Source],
     req: &proto::v1::CheckRequest,
@@ -152,48 +153,12 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
-/// Hex SHA-256 of a credential.
-pub fn hash(credential: &str) -> String {
-    let digest = Sha256::digest(credential.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
-
+/// Form-style decoding of a query value: `+` is a space, a `%` not followed by two hex digits
+/// stays as it is, and bytes that are not UTF-8 are replaced.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

@@ -262,6 +262,14 @@ pub fn is_credential_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// A credential's hash: lower-case hex SHA-256. The sidecar hashes what a client presents,
+/// control what a revocation names; revocations are keyed by it, and credentials are never
+/// kept or logged in clear.
+pub fn credential_hash(credential: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(credential.as_bytes()))
+}
+
 impl RevocationsBucket {
     /// Revocations in `kv`, sealed with `codec`.
     pub fn new(kv: Arc<dyn KvBucket>, codec: RecordCodec) -> RevocationsBucket {

@@ -10,8 +10,11 @@
 //! revision, and a watch delivers either the current value of every matching key followed by
 //! every later change, or every change from a given revision on.
 
-pub use crate::kv_jetstream::JetStreamState;
-pub use crate::kv_memory::MemoryState;
+mod jetstream;
+mod memory;
+
+pub use jetstream::JetStreamState;
+pub use memory::MemoryState;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;

@@ -9,8 +9,6 @@ pub mod cluster_state;
 pub mod history;
 pub mod key_state;
 pub mod kv;
-mod kv_jetstream;
-mod kv_memory;
 mod memory;
 pub mod metrics;
 mod nats;
@@ -18,6 +16,7 @@ pub mod payload;
 pub mod records;
 pub mod subject;
 pub mod usage;
+pub mod wire;
 
 pub use memory::MemoryBus;
 pub use nats::{NatsAuth, NatsBus, NatsOptions};

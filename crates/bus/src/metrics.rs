@@ -1,4 +1,4 @@
-//! Bus metrics shared by every tier (SPEC §8).
+//! Bus metrics shared by every tier (docs/protocol.md, "Metrics").
 
 use metrics::{Counter, Gauge};
 

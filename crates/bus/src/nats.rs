@@ -38,7 +38,7 @@ pub struct NatsOptions {
     pub auth: NatsAuth,
 }
 
-/// How to prove who we are to NATS, and how to check the server (SPEC §12). User/password or
+/// How to prove who we are to NATS, and how to check the server (docs/protocol.md, "Cluster state"). User/password or
 /// a token may also come in the URL (`nats://user:pass@host`, `nats://token@host`).
 #[derive(Debug, Clone, Default)]
 pub struct NatsAuth {

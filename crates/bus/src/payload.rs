@@ -1,8 +1,9 @@
-//! Bus payloads: a published item as prost bytes, stamped with the time control accepted it.
+//! Bus payloads: a published item as prost bytes, stamped with the time control accepted it,
+//! and the commands control sends every edge.
 //!
-//! The schema is `proto/gripmesh/v1/bus.proto`; the structs below are its prost form, written
-//! with prost's derive so the build needs no `protoc`. Field numbers must stay in sync with the
-//! `.proto` file. `version` lets a newer control plane talk to older edges during a rollout.
+//! The types are generated from `proto/gripmesh/v1/bus.proto` ([`crate::wire`]); this module is
+//! the one place a [`PublishItem`] becomes a [`BusItem`] and back. `version` lets a newer
+//! control plane talk to older edges during a rollout.
 
 use bytes::Bytes;
 use grip::publish::{
@@ -14,125 +15,12 @@ use prost::Message;
 /// The payload version this build writes and reads.
 pub const PAYLOAD_VERSION: u32 = 1;
 
-/// A name/value pair (ordered, duplicates allowed).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Pair {
-    /// Name.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// Value.
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-/// `http-response` format.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HttpResponse {
-    /// 0 send, 1 hint, 2 close.
-    #[prost(int32, tag = "1")]
-    pub action: i32,
-    /// Status code.
-    #[prost(uint32, tag = "2")]
-    pub code: u32,
-    /// Reason phrase.
-    #[prost(string, optional, tag = "3")]
-    pub reason: Option<String>,
-    /// Headers in order.
-    #[prost(message, repeated, tag = "4")]
-    pub headers: Vec<Pair>,
-    /// Body.
-    #[prost(bytes = "bytes", tag = "5")]
-    pub body: Bytes,
-    /// `content-filters`.
-    #[prost(message, optional, tag = "6")]
-    pub content_filters: Option<NameList>,
-}
-
-/// A list of names (a format's `content-filters`; absent and empty differ).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct NameList {
-    /// The names.
-    #[prost(string, repeated, tag = "1")]
-    pub names: Vec<String>,
-}
+pub use crate::wire::{
+    BusHttpResponse, BusHttpStream, BusItem, BusWsMessage, EdgeCommand, NameList, Pair,
+};
 
 fn names(v: &Option<Vec<String>>) -> Option<NameList> {
     v.as_ref().map(|n| NameList { names: n.clone() })
-}
-
-/// `http-stream` format.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HttpStream {
-    /// 0 send, 1 close, 2 hint.
-    #[prost(int32, tag = "1")]
-    pub action: i32,
-    /// Content for send.
-    #[prost(bytes = "bytes", tag = "2")]
-    pub content: Bytes,
-    /// `content-filters`.
-    #[prost(message, optional, tag = "3")]
-    pub content_filters: Option<NameList>,
-}
-
-/// `ws-message` format.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct WsMessage {
-    /// 0 send, 1 close, 2 refresh.
-    #[prost(int32, tag = "1")]
-    pub action: i32,
-    /// 0 text, 1 binary, 2 ping, 3 pong.
-    #[prost(int32, tag = "2")]
-    pub kind: i32,
-    /// Payload for send.
-    #[prost(bytes = "bytes", tag = "3")]
-    pub content: Bytes,
-    /// Close code.
-    #[prost(uint32, optional, tag = "4")]
-    pub close_code: Option<u32>,
-    /// Close reason.
-    #[prost(string, tag = "5")]
-    pub close_reason: String,
-    /// `content-filters`.
-    #[prost(message, optional, tag = "6")]
-    pub content_filters: Option<NameList>,
-}
-
-/// One published item as it travels on the bus.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct BusItem {
-    /// [`PAYLOAD_VERSION`].
-    #[prost(uint32, tag = "1")]
-    pub version: u32,
-    /// When control accepted the publish, in nanoseconds since the Unix epoch.
-    #[prost(uint64, tag = "2")]
-    pub accepted_unix_nanos: u64,
-    /// Channel.
-    #[prost(string, tag = "3")]
-    pub channel: String,
-    /// Item id.
-    #[prost(string, optional, tag = "4")]
-    pub id: Option<String>,
-    /// Previous item id.
-    #[prost(string, optional, tag = "5")]
-    pub prev_id: Option<String>,
-    /// Publish meta.
-    #[prost(message, repeated, tag = "6")]
-    pub meta: Vec<Pair>,
-    /// Bypass sequencing.
-    #[prost(bool, tag = "7")]
-    pub no_seq: bool,
-    /// `http-response` format.
-    #[prost(message, optional, tag = "8")]
-    pub http_response: Option<HttpResponse>,
-    /// `http-stream` format.
-    #[prost(message, optional, tag = "9")]
-    pub http_stream: Option<HttpStream>,
-    /// `ws-message` format.
-    #[prost(message, optional, tag = "10")]
-    pub ws_message: Option<WsMessage>,
-    /// Position in the channel's history (0: none). Set on the live copy of a stored item.
-    #[prost(uint64, tag = "11")]
-    pub seq: u64,
 }
 
 /// A payload that could not be read.
@@ -174,25 +62,29 @@ pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
             })
             .collect(),
         no_seq: item.no_seq,
-        http_response: item.formats.http_response.as_ref().map(|r| HttpResponse {
-            action: match r.action {
-                ResponseAction::Send => 0,
-                ResponseAction::Hint => 1,
-                ResponseAction::Close => 2,
-            },
-            code: u32::from(r.code),
-            reason: r.reason.clone(),
-            headers: pairs(&r.headers),
-            body: r.body.clone(),
-            content_filters: names(&item.formats.content_filters.http_response),
-        }),
+        http_response: item
+            .formats
+            .http_response
+            .as_ref()
+            .map(|r| BusHttpResponse {
+                action: match r.action {
+                    ResponseAction::Send => 0,
+                    ResponseAction::Hint => 1,
+                    ResponseAction::Close => 2,
+                },
+                code: u32::from(r.code),
+                reason: r.reason.clone(),
+                headers: pairs(&r.headers),
+                body: r.body.clone(),
+                content_filters: names(&item.formats.content_filters.http_response),
+            }),
         http_stream: item.formats.http_stream.as_ref().map(|s| {
             let (action, content) = match s {
                 HttpStreamFormat::Send(content) => (0, content.clone()),
                 HttpStreamFormat::Close => (1, Bytes::new()),
                 HttpStreamFormat::Hint => (2, Bytes::new()),
             };
-            HttpStream {
+            BusHttpStream {
                 action,
                 content,
                 content_filters: names(&item.formats.content_filters.http_stream),
@@ -200,7 +92,7 @@ pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
         }),
         seq: 0,
         ws_message: item.formats.ws_message.as_ref().map(|w| match w {
-            WsMessageFormat::Send { kind, content } => WsMessage {
+            WsMessageFormat::Send { kind, content } => BusWsMessage {
                 action: 0,
                 kind: match kind {
                     WsMessageType::Text => 0,
@@ -213,7 +105,7 @@ pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
                 close_reason: String::new(),
                 content_filters: names(&item.formats.content_filters.ws_message),
             },
-            WsMessageFormat::Close { code, reason } => WsMessage {
+            WsMessageFormat::Close { code, reason } => BusWsMessage {
                 action: 1,
                 kind: 0,
                 content: Bytes::new(),
@@ -221,7 +113,7 @@ pub fn encode(item: &PublishItem, accepted_unix_nanos: u64) -> Bytes {
                 close_reason: reason.clone(),
                 content_filters: None,
             },
-            WsMessageFormat::Refresh => WsMessage {
+            WsMessageFormat::Refresh => BusWsMessage {
                 action: 2,
                 kind: 0,
                 content: Bytes::new(),
@@ -353,6 +245,26 @@ pub fn decode_full(payload: Bytes) -> Result<Decoded, PayloadError> {
     })
 }
 
+/// Subject on which control sends commands to every edge ([`EdgeCommand`]).
+pub const COMMAND_SUBJECT: &str = "gripmesh.cmd";
+
+impl EdgeCommand {
+    /// Encodes the command (with the current payload version).
+    pub fn encode(mut self) -> Bytes {
+        self.payload_version = PAYLOAD_VERSION;
+        Bytes::from(self.encode_to_vec())
+    }
+
+    /// Decodes a command.
+    pub fn decode_payload(payload: Bytes) -> Result<EdgeCommand, PayloadError> {
+        let msg = EdgeCommand::decode(payload)?;
+        if msg.payload_version != PAYLOAD_VERSION {
+            return Err(PayloadError::Version(msg.payload_version));
+        }
+        Ok(msg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,7 +333,7 @@ mod tests {
             Err(PayloadError::Version(99))
         ));
         msg.version = PAYLOAD_VERSION;
-        msg.http_stream = Some(HttpStream {
+        msg.http_stream = Some(BusHttpStream {
             action: 7,
             content: Bytes::new(),
             content_filters: None,
@@ -430,42 +342,5 @@ mod tests {
             decode(Bytes::from(msg.encode_to_vec())),
             Err(PayloadError::Invalid(_))
         ));
-    }
-}
-
-/// Subject on which control sends commands to every edge ([`EdgeCommand`]).
-pub const COMMAND_SUBJECT: &str = "gripmesh.cmd";
-
-/// A command for every edge of the cluster (control API `POST /recover` and `POST /refresh`).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct EdgeCommand {
-    /// [`PAYLOAD_VERSION`].
-    #[prost(uint32, tag = "1")]
-    pub payload_version: u32,
-    /// Forget last ids; re-request every response hold, fetch every stream's next link.
-    #[prost(bool, tag = "2")]
-    pub recover: bool,
-    /// Refresh the WebSocket-over-HTTP connection with this `Connection-Id`.
-    #[prost(string, optional, tag = "3")]
-    pub refresh_cid: Option<String>,
-    /// Refresh every WebSocket-over-HTTP connection subscribed to this channel.
-    #[prost(string, optional, tag = "4")]
-    pub refresh_channel: Option<String>,
-}
-
-impl EdgeCommand {
-    /// Encodes the command (with the current payload version).
-    pub fn encode(mut self) -> Bytes {
-        self.payload_version = PAYLOAD_VERSION;
-        Bytes::from(self.encode_to_vec())
-    }
-
-    /// Decodes a command.
-    pub fn decode_payload(payload: Bytes) -> Result<EdgeCommand, PayloadError> {
-        let msg = EdgeCommand::decode(payload)?;
-        if msg.payload_version != PAYLOAD_VERSION {
-            return Err(PayloadError::Version(msg.payload_version));
-        }
-        Ok(msg)
     }
 }

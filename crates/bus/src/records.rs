@@ -13,43 +13,11 @@ use hmac::{Hmac, Mac};
 use prost::Message;
 use sha2::Sha256;
 
-/// The record format this build writes and reads.
+/// The record format this build writes and reads ([`SealedRecord::version`], which also
+/// versions the body it carries).
 pub const RECORD_VERSION: u32 = 1;
 
-/// A record as stored: the body and its MAC.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct SealedRecord {
-    /// [`RECORD_VERSION`].
-    #[prost(uint32, tag = "1")]
-    pub version: u32,
-    /// The record (a [`RoutesRecord`] or a [`RevocationRecord`], prost-encoded).
-    #[prost(bytes = "bytes", tag = "2")]
-    pub body: Bytes,
-    /// HMAC-SHA256 over bucket, key and body with the cluster key; empty when unsigned.
-    #[prost(bytes = "bytes", tag = "3")]
-    pub mac: Bytes,
-}
-
-/// The route table record (bucket `gripmesh_routes`, key `table`).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RoutesRecord {
-    /// The table in routes-file syntax (validated by control before writing).
-    #[prost(string, tag = "1")]
-    pub text: String,
-    /// Writer's sequence: milliseconds since the epoch, above every earlier table's. With a
-    /// cluster key, followers refuse a record whose sequence is not above the one they
-    /// applied, so a signed old table cannot be replayed to roll edges back.
-    #[prost(uint64, tag = "2")]
-    pub seq: u64,
-}
-
-/// A revocation record (bucket `gripmesh_revocations`, key = the credential's hex SHA-256).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RevocationRecord {
-    /// When the revocation lapses, in milliseconds since the epoch.
-    #[prost(uint64, tag = "1")]
-    pub expires_unix_ms: u64,
-}
+pub use crate::wire::{RevocationRecord, RoutesRecord, SealedRecord};
 
 /// Why a record was not believed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

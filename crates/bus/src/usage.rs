@@ -1,4 +1,4 @@
-//! Usage records on JetStream (SPEC §13): edges publish each record to the `gripmesh.usage`
+//! Usage records on JetStream (docs/protocol.md, "Key limits and usage"): edges publish each record to the `gripmesh.usage`
 //! subject of one stream with bounded retention; a collector (or control's webhook feed, with
 //! one durable consumer) reads it at its own pace, so nothing is lost while it is down.
 //!

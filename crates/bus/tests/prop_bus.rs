@@ -1,4 +1,4 @@
-//! Property tests for what travels on the bus (DESIGN.md testing ladder, step 2): payloads
+//! Property tests for what travels on the bus (docs/architecture.md, "Testing ladder", step 2): payloads
 //! round-trip for arbitrary publish items, route snapshots round-trip, decoding arbitrary bytes
 //! never panics, and the channel ⇒ subject encoding is injective and subject-safe for arbitrary
 //! channel names.

@@ -3,6 +3,7 @@
 
 use grip::sig::SigKey;
 use std::time::{SystemTime, UNIX_EPOCH};
+use subtle::ConstantTimeEq;
 
 /// Who may publish.
 #[derive(Clone)]
@@ -39,7 +40,7 @@ impl PublishAuth {
         match self {
             PublishAuth::Open => true,
             PublishAuth::Token(token) => {
-                bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes()))
+                bearer.is_some_and(|b| bool::from(b.as_bytes().ct_eq(token.as_bytes())))
             }
             PublishAuth::Key(key, iss) => bearer.is_some_and(|b| {
                 let now = SystemTime::now()
@@ -54,13 +55,6 @@ impl PublishAuth {
     pub fn is_authenticated(&self) -> bool {
         !matches!(self, PublishAuth::Open)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Browser defences of the HTTP control API (SPEC §5).
+//! Browser defences of the HTTP control API (docs/protocol.md, "Publishing").
 //!
 //! A browser on any web page can send requests to a loopback control API (a cross-site form
 //! POST needs no CORS permission), and DNS rebinding lets a page read its answers. So:
@@ -13,33 +13,13 @@
 use http::{HeaderMap, Uri, header};
 use std::net::IpAddr;
 
-/// Why a request is refused (answered 403).
+/// Why a request is refused (answered 403 through [`crate::error::ApiError`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// A browser's cross-site request.
     CrossSite,
     /// A non-loopback `Host` on an unauthenticated loopback API (DNS rebinding).
     Host,
-}
-
-impl Refusal {
-    /// The answer's body.
-    pub(crate) fn body(self) -> &'static str {
-        match self {
-            Refusal::CrossSite => "Cross-site requests are refused.\n",
-            Refusal::Host => {
-                "Host not allowed: the unauthenticated control API answers loopback names only.\n"
-            }
-        }
-    }
-
-    /// The `gripmesh_control_publish_rejected_total` reason.
-    pub(crate) fn reason(self) -> &'static str {
-        match self {
-            Refusal::CrossSite => "cross_site",
-            Refusal::Host => "host",
-        }
-    }
 }
 
 /// Checks one request. `loopback_only` is true while the API is unauthenticated on a loopback

@@ -1,21 +1,18 @@
 //! The gRPC API (`proto/gripmesh/v1/publish.proto`, `routes.proto`): `gripmesh.v1.Publisher`
 //! and `gripmesh.v1.RouteService`, with the HTTP API's validation rules and publish auth.
 //!
-//! Publishing: a batch is converted and validated whole before anything is published (one bad
-//! item ⇒ `INVALID_ARGUMENT` naming the item's index, nothing published), then published in
+//! Publishing: a batch is converted and validated whole ([`crate::items`]) before anything is
+//! published (one bad item ⇒ `INVALID_ARGUMENT` naming the item's index, nothing published), then published in
 //! order through the same path as `POST /publish/`. `PublishStream` answers each request with
 //! one reply and reports a bad request in that reply, keeping the stream open.
 
 use crate::Inner;
-use crate::metrics::ControlMetrics;
+use crate::error::ApiError;
+use crate::items::convert_batch;
 use crate::routes::RoutesVersion;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{BoxStream, Stream};
-use grip::publish::{
-    Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction, WsMessageFormat,
-    WsMessageType,
-};
 use proto::v1 as pb;
 use proto::v1::publisher_server::{self, Publisher, PublisherServer};
 use proto::v1::revocation_server::{self, Revocation, RevocationServer};
@@ -28,147 +25,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::codegen::Service;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Why one item of a batch was refused. `Display` is the problem as the client sees it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ItemError {
-    /// `channel` is empty.
-    #[error("channel is empty")]
-    EmptyChannel,
-    /// None of the three formats is set.
-    #[error("no formats specified")]
-    NoFormats,
-    /// `http_response.code` is neither 0 (⇒ 200) nor in 100..=999.
-    #[error("http_response code {0} is out of range (0 for 200, or 100..=999)")]
-    ResponseCode(u32),
-    /// `http_stream` with empty content and no close.
-    #[error("http_stream has neither content nor close")]
-    StreamEmpty,
-    /// `http_stream` with content and close.
-    #[error("http_stream sets both content and close")]
-    StreamContentAndClose,
-    /// `ws_message` with no payload and no close.
-    #[error("ws_message has neither a payload nor close")]
-    WsEmpty,
-    /// `ws_message` with a payload and close.
-    #[error("ws_message sets both a payload and close")]
-    WsPayloadAndClose,
-    /// `ws_message.close_code` does not fit a close frame's 16 bits.
-    #[error("ws_message close_code {0} is out of range (at most 65535)")]
-    WsCloseCode(u32),
-    /// `close_code` or `close_reason` on a `ws_message` that does not close.
-    #[error("ws_message sets close_code or close_reason without close")]
-    WsCloseFieldsWithoutClose,
-}
-
-/// A refused batch: the 0-based index of the first bad item and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("item {index}: {error}")]
-pub(crate) struct BatchError {
-    /// Position of the item in `PublishRequest.items`.
-    pub(crate) index: usize,
-    /// The problem.
-    pub(crate) error: ItemError,
-}
-
-/// Converts and validates a whole batch; the first bad item rejects it.
-pub(crate) fn convert_batch(items: Vec<pb::Item>) -> Result<Vec<PublishItem>, BatchError> {
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| convert_item(item).map_err(|error| BatchError { index, error }))
-        .collect()
-}
-
-/// Converts one item with the JSON API's rules. Empty `id`/`prev_id` mean absent (proto3
-/// strings cannot tell "empty" from "unset").
-pub(crate) fn convert_item(item: pb::Item) -> Result<PublishItem, ItemError> {
-    if item.channel.is_empty() {
-        return Err(ItemError::EmptyChannel);
-    }
-    if item.http_response.is_none() && item.http_stream.is_none() && item.ws_message.is_none() {
-        return Err(ItemError::NoFormats);
-    }
-    let formats = Formats {
-        http_response: item.http_response.map(convert_response).transpose()?,
-        http_stream: item.http_stream.map(convert_stream).transpose()?,
-        ws_message: item.ws_message.map(convert_ws).transpose()?,
-        content_filters: Default::default(),
-    };
-    let non_empty = |s: String| (!s.is_empty()).then_some(s);
-    Ok(PublishItem {
-        channel: item.channel,
-        id: non_empty(item.id),
-        prev_id: non_empty(item.prev_id),
-        meta: item.meta,
-        no_seq: item.no_seq,
-        formats,
-    })
-}
-
-fn convert_response(r: pb::HttpResponseFormat) -> Result<HttpResponseFormat, ItemError> {
-    let code = match r.code {
-        0 => 200,
-        c @ 100..=999 => u16::try_from(c).map_err(|_| ItemError::ResponseCode(c))?,
-        c => return Err(ItemError::ResponseCode(c)),
-    };
-    Ok(HttpResponseFormat {
-        action: ResponseAction::Send,
-        code,
-        reason: (!r.reason.is_empty()).then_some(r.reason),
-        headers: r.headers.into_iter().collect(),
-        body: r.body,
-    })
-}
-
-fn convert_stream(s: pb::HttpStreamFormat) -> Result<HttpStreamFormat, ItemError> {
-    match (s.close, s.content.is_empty()) {
-        (true, true) => Ok(HttpStreamFormat::Close),
-        (true, false) => Err(ItemError::StreamContentAndClose),
-        (false, false) => Ok(HttpStreamFormat::Send(s.content)),
-        (false, true) => Err(ItemError::StreamEmpty),
-    }
-}
-
-fn convert_ws(w: pb::WsMessageFormat) -> Result<WsMessageFormat, ItemError> {
-    use pb::ws_message_format::Payload;
-    if w.close {
-        if w.payload.is_some() {
-            return Err(ItemError::WsPayloadAndClose);
-        }
-        let code = match w.close_code {
-            0 => None,
-            c => Some(u16::try_from(c).map_err(|_| ItemError::WsCloseCode(c))?),
-        };
-        return Ok(WsMessageFormat::Close {
-            code,
-            reason: w.close_reason,
-        });
-    }
-    if w.close_code != 0 || !w.close_reason.is_empty() {
-        return Err(ItemError::WsCloseFieldsWithoutClose);
-    }
-    match w.payload {
-        Some(Payload::Text(text)) => Ok(WsMessageFormat::Send {
-            kind: WsMessageType::Text,
-            content: text.into(),
-        }),
-        Some(Payload::Binary(bin)) => Ok(WsMessageFormat::Send {
-            kind: WsMessageType::Binary,
-            content: bin,
-        }),
-        None => Err(ItemError::WsEmpty),
-    }
-}
-
-/// Checks the publish auth against the call's `authorization` metadata.
+/// Checks the publish auth against the call's `authorization` metadata (a refusal is
+/// counted and becomes `UNAUTHENTICATED`).
 fn authorize<T>(inner: &Inner, req: &Request<T>) -> Result<(), Status> {
     let authorization = req.metadata().get("authorization").map(|v| v.as_bytes());
     if inner.config.auth.allows(authorization) {
         Ok(())
     } else {
-        Err(Status::unauthenticated(
-            "missing or invalid publish credentials",
-        ))
+        Err(ApiError::Unauthorized.into_status())
     }
 }
 
@@ -191,33 +55,17 @@ impl PublishApi {
         }
     }
 
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        authorize(&self.inner, req).inspect_err(|_| ControlMetrics::rejected("unauthorized"))
-    }
-
-    /// Validates and publishes one request; the status is the one `Publish` fails with.
+    /// Validates and publishes one request; the error is the one `Publish` fails with.
     /// Returns the count and the per-item receipts (empty when no item has history).
     async fn publish_request(
         &self,
         req: pb::PublishRequest,
-    ) -> Result<(u32, Vec<pb::ItemReceipt>), Status> {
-        let items = convert_batch(req.items).map_err(|err| {
-            ControlMetrics::rejected("invalid_item");
-            Status::invalid_argument(err.to_string())
-        })?;
+    ) -> Result<(u32, Vec<pb::ItemReceipt>), ApiError> {
+        let items = convert_batch(req.items)?;
         if let Some(index) = crate::publish::overlong_channel(&self.inner, &items) {
-            ControlMetrics::rejected("invalid_channel");
-            return Err(Status::invalid_argument(format!(
-                "item {index}: Invalid channel."
-            )));
+            return Err(ApiError::InvalidChannel { item: Some(index) });
         }
-        let seqs = crate::publish::publish_items(&self.inner, &items)
-            .await
-            .map_err(|err| {
-                ControlMetrics::rejected(err.reason());
-                tracing::warn!(error = %err, "gRPC publish failed");
-                Status::unavailable(err.reason().replace('_', " "))
-            })?;
+        let seqs = crate::publish::publish_items(&self.inner, &items).await?;
         self.items.increment(items.len() as u64);
         let receipts = if seqs.iter().any(Option::is_some) {
             items
@@ -279,13 +127,16 @@ impl PublishApi {
                     items,
                     ..Default::default()
                 },
-                Err(status) => pb::PublishReply {
-                    accepted: 0,
-                    error: status.message().to_owned(),
-                    error_code: u32::try_from(i32::from(status.code())).unwrap_or(2),
-                    request_index,
-                    items: Vec::new(),
-                },
+                Err(err) => {
+                    let status = err.into_status();
+                    pb::PublishReply {
+                        accepted: 0,
+                        error: status.message().to_owned(),
+                        error_code: u32::try_from(i32::from(status.code())).unwrap_or(2),
+                        request_index,
+                        items: Vec::new(),
+                    }
+                }
             };
             Some((Ok(reply), st))
         })
@@ -299,8 +150,11 @@ impl Publisher for PublishApi {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishReply>, Status> {
-        self.authorize(&request)?;
-        let (accepted, items) = self.publish_request(request.into_inner()).await?;
+        authorize(&self.inner, &request)?;
+        let (accepted, items) = self
+            .publish_request(request.into_inner())
+            .await
+            .map_err(ApiError::into_status)?;
         Ok(Response::new(pb::PublishReply {
             accepted,
             items,
@@ -314,7 +168,7 @@ impl Publisher for PublishApi {
         &self,
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        self.authorize(&request)?;
+        authorize(&self.inner, &request)?;
         Ok(Response::new(self.reply_stream(request.into_inner())))
     }
 }
@@ -386,19 +240,14 @@ impl RouteService for RouteApi {
         request: Request<pb::PutRoutesRequest>,
     ) -> Result<Response<pb::RouteTable>, Status> {
         authorize(&self.inner, &request)?;
-        match self.inner.routes.put(request.into_inner().text).await {
-            Ok(v) => {
-                tracing::info!(version = v.version, "route table replaced through gRPC");
-                Ok(Response::new(route_table(&v)))
-            }
-            Err(crate::PutError::Invalid(err)) => {
-                Err(Status::invalid_argument(format!("invalid routes: {err}")))
-            }
-            Err(crate::PutError::FileManaged) => {
-                Err(Status::failed_precondition("routes are managed by a file"))
-            }
-            Err(crate::PutError::Unavailable(err)) => Err(Status::unavailable(err)),
-        }
+        let v = self
+            .inner
+            .routes
+            .put(request.into_inner().text)
+            .await
+            .map_err(|err| ApiError::from(err).into_status())?;
+        tracing::info!(version = v.version, "route table replaced through gRPC");
+        Ok(Response::new(route_table(&v)))
     }
 
     type WatchStream = BoxStream<'static, Result<pb::RouteTable, Status>>;
@@ -425,20 +274,13 @@ impl Revocation for RevocationApi {
     ) -> Result<Response<pb::RevokeReply>, Status> {
         authorize(&self.inner, &request)?;
         let req = request.into_inner();
-        let hash = if !req.credential.is_empty() {
-            crate::revoke::hash(&req.credential)
-        } else if crate::revoke::is_hash(&req.credential_hash) {
-            req.credential_hash.to_ascii_lowercase()
-        } else {
-            return Err(Status::invalid_argument(
-                "give credential, or credential_hash as 64 hex digits",
-            ));
-        };
+        let hash = crate::revoke::requested_hash(Some(&req.credential), Some(&req.credential_hash))
+            .ok_or_else(|| ApiError::InvalidRevocation.into_status())?;
         self.inner
             .revocations
             .revoke(&hash)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|err| ApiError::from(err).into_status())?;
         Ok(Response::new(pb::RevokeReply {
             credential_hash: hash,
         }))
@@ -508,10 +350,9 @@ impl<R1: GrpcService, R2: GrpcService> Service<http::Request<HttpBody>> for Grpc
             revocation_server::SERVICE_NAME => self.revocation.call(req),
             REFLECTION_V1 => self.reflection_v1.call(req),
             REFLECTION_V1ALPHA => self.reflection_v1alpha.call(req),
-            _ => Box::pin(std::future::ready(Ok(Status::unimplemented(
-                "unknown service",
-            )
-            .into_http()))),
+            _ => Box::pin(std::future::ready(Ok(ApiError::NotFound
+                .into_status()
+                .into_http()))),
         }
     }
 }
@@ -580,9 +421,14 @@ pub(crate) async fn serve(inner: Arc<Inner>, listener: TcpListener, shutdown: Ca
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::items::{BatchError, ItemError, convert_item};
     use crate::{Control, ControlConfig, PublishAuth, RouteStore};
     use bus::{Bus, BusError, BusState, MemoryBus};
     use bytes::Bytes;
+    use grip::publish::{
+        Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction,
+        WsMessageFormat, WsMessageType,
+    };
     use pb::ws_message_format::Payload;
     use std::collections::BTreeMap;
     use std::time::Duration;

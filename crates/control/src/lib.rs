@@ -5,7 +5,9 @@
 
 mod auth;
 mod browser;
+mod error;
 mod grpc;
+mod items;
 mod metrics;
 mod publish;
 mod revoke;

@@ -1,8 +1,9 @@
-//! Every control metric, declared once (SPEC §8).
+//! Every control metric, declared once (docs/protocol.md, "Metrics").
 
 use metrics::Counter;
 
-/// Every `reason` of `gripmesh_control_publish_rejected_total`.
+/// Every `reason` of `gripmesh_control_publish_rejected_total` (one per kind of
+/// [`crate::error::ApiError`]), each created at 0 at start.
 pub(crate) const REJECT_REASONS: &[&str] = &[
     "unauthorized",
     "too_large",
@@ -16,6 +17,12 @@ pub(crate) const REJECT_REASONS: &[&str] = &[
     "cross_site",
     "host",
     "bus_unavailable",
+    "history_unavailable",
+    "not_found",
+    "method_not_allowed",
+    "invalid_routes",
+    "routes_file_managed",
+    "route_store_unavailable",
 ];
 
 /// Handles created once at start.
@@ -72,8 +79,9 @@ impl ControlMetrics {
         }
     }
 
-    /// Counts a rejected publish request (`reason` is one of [`REJECT_REASONS`]).
-    pub fn rejected(reason: &'static str) {
+    /// Counts a refused request (`reason` is one of [`REJECT_REASONS`]); called
+    /// only by [`crate::error::ApiError`]'s conversions.
+    pub(crate) fn rejected(reason: &'static str) {
         metrics::counter!("gripmesh_control_publish_rejected_total", "reason" => reason)
             .increment(1);
     }

@@ -1,12 +1,9 @@
 //! `POST /publish/` and friends, with Pushpin 1.36's status codes and bodies.
 
 use crate::Inner;
-use crate::metrics::ControlMetrics;
+use crate::error::ApiError;
 use bytes::Bytes;
-use grip::publish::{
-    Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseAction, WsMessageFormat,
-    WsMessageType,
-};
+use grip::publish::PublishItem;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -14,48 +11,22 @@ use runtime::server::{Body, text};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// What the publish endpoint answers with.
+/// What the publish endpoint answers with when it accepts a request (refusals are
+/// [`ApiError`]s).
 enum Reply {
-    Text(StatusCode, String),
-    Json(StatusCode, String),
+    Text(String),
+    Json(String),
     Published {
         json: bool,
         receipts: Option<String>,
     },
-    /// 413; the connection is closed after it.
-    TooLarge,
-    /// The body timed out (408) or was malformed (400).
-    BodyFault(runtime::body::BodyFault),
 }
 
 impl Reply {
     fn into_response(self) -> Response<Body> {
         match self {
-            Reply::Text(status, body) => text(status, body),
-            Reply::Json(status, body) => {
-                let mut r = text(status, body);
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                r
-            }
-            Reply::TooLarge => {
-                let mut r = text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.\n");
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                r
-            }
-            Reply::BodyFault(fault) => fault.response(),
-            Reply::Published { json: false, .. } => text(StatusCode::OK, "Published\n"),
-            Reply::Published {
-                json: true,
-                receipts,
-            } => {
-                let body = match receipts {
-                    Some(items) => format!("{{\"message\":\"Published\",\"items\":{items}}}\n"),
-                    None => "{\"message\":\"Published\"}\n".to_owned(),
-                };
+            Reply::Text(body) => text(StatusCode::OK, body),
+            Reply::Json(body) => {
                 let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -63,6 +34,17 @@ impl Reply {
                 );
                 r
             }
+            Reply::Published { json: false, .. } => {
+                Reply::Text("Published\n".into()).into_response()
+            }
+            Reply::Published {
+                json: true,
+                receipts,
+            } => Reply::Json(match receipts {
+                Some(items) => format!("{{\"message\":\"Published\",\"items\":{items}}}\n"),
+                None => "{\"message\":\"Published\"}\n".to_owned(),
+            })
+            .into_response(),
         }
     }
 }
@@ -75,43 +57,33 @@ pub fn handle(
     loopback_only: bool,
 ) -> futures_util::future::BoxFuture<'static, Response<Body>> {
     Box::pin(async move {
-        let path = req.uri().path().to_owned();
-        let reply =
-            if let Err(refusal) = crate::browser::check(req.headers(), req.uri(), loopback_only) {
-                ControlMetrics::rejected(refusal.reason());
-                Reply::Text(StatusCode::FORBIDDEN, refusal.body().into())
-            } else if path == "/" {
-                Reply::Text(StatusCode::OK, "Pushpin API\n".into())
-            } else if path == "/publish" || path == "/publish/" {
-                publish(&inner, req, None).await
-            } else if path == "/routes" || path == "/routes/" {
-                routes(&inner, req).await
-            } else if path == "/recover" || path == "/recover/" {
-                recover(&inner, req).await
-            } else if path == "/refresh" || path == "/refresh/" {
-                refresh(&inner, req).await
-            } else if path == "/authz/revoke" {
-                revoke(&inner, req).await
-            } else if let Some(channel) = channel_path(&path) {
-                match channel {
-                    Some(ch) => publish(&inner, req, Some(ch)).await,
-                    None => Reply::Text(StatusCode::BAD_REQUEST, "Invalid channel.\n".into()),
-                }
-            } else {
-                Reply::Text(StatusCode::NOT_FOUND, "Not Found\n".into())
-            };
-        let mut resp = reply.into_response();
-        if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-            let allow = if path.starts_with("/routes") {
-                "GET, PUT"
-            } else {
-                "POST"
-            };
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        match dispatch(&inner, req, loopback_only).await {
+            Ok(reply) => reply.into_response(),
+            Err(err) => err.into_response(),
         }
-        resp
     })
+}
+
+async fn dispatch(
+    inner: &Inner,
+    req: Request<Incoming>,
+    loopback_only: bool,
+) -> Result<Reply, ApiError> {
+    crate::browser::check(req.headers(), req.uri(), loopback_only)?;
+    let path = req.uri().path().to_owned();
+    match path.as_str() {
+        "/" => Ok(Reply::Text("Pushpin API\n".into())),
+        "/publish" | "/publish/" => publish(inner, req, None).await,
+        "/routes" | "/routes/" => routes(inner, req).await,
+        "/recover" | "/recover/" => recover(inner, req).await,
+        "/refresh" | "/refresh/" => refresh(inner, req).await,
+        "/authz/revoke" => revoke(inner, req).await,
+        _ => match channel_path(&path) {
+            Some(Some(channel)) => publish(inner, req, Some(channel)).await,
+            Some(None) => Err(ApiError::InvalidChannel { item: None }),
+            None => Err(ApiError::NotFound),
+        },
+    }
 }
 
 /// Channel of `/publish/<channel>/` (percent-decoded): `None` if not that path,
@@ -122,24 +94,7 @@ fn channel_path(path: &str) -> Option<Option<String>> {
     if raw.is_empty() || raw.contains('/') {
         return Some(None);
     }
-    Some(percent_decode(raw).filter(|c| !c.is_empty()))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    Some(runtime::server::percent_decode(raw).filter(|c| !c.is_empty()))
 }
 
 /// `Accept` values Pushpin answers (text/plain, application/json and their wildcards).
@@ -173,30 +128,32 @@ fn negotiate(accept: Option<&HeaderValue>) -> Option<bool> {
 }
 
 /// `405` unless the method is POST.
-fn require_post(req: &Request<Incoming>) -> Result<(), Reply> {
+fn require_post(req: &Request<Incoming>) -> Result<(), ApiError> {
     if req.method() == Method::POST {
         return Ok(());
     }
-    Err(Reply::Text(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("Method not allowed: {}.\n", req.method()),
-    ))
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().clone(),
+        allow: "POST",
+    })
 }
 
 /// `401` unless the request carries the publish credentials.
-fn require_auth(inner: &Inner, req: &Request<Incoming>) -> Result<(), Reply> {
+fn require_auth(inner: &Inner, req: &Request<Incoming>) -> Result<(), ApiError> {
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
     if inner.config.auth.allows(authorization) {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
     }
-    ControlMetrics::rejected("unauthorized");
-    Err(Reply::Text(
-        StatusCode::UNAUTHORIZED,
-        "Unauthorized.\n".into(),
-    ))
+}
+
+/// `406` unless `Accept` allows text or JSON; `Ok(true)` for JSON.
+fn require_acceptable(req: &Request<Incoming>) -> Result<bool, ApiError> {
+    negotiate(req.headers().get(header::ACCEPT)).ok_or(ApiError::NotAcceptable)
 }
 
 /// Most of an over-limit body read (and dropped) before its 413 is sent, so a client still
@@ -209,11 +166,7 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The whole body, at most `max` bytes (`413` beyond, declared or actual; `408` when it
 /// stalls for `--client-body-timeout`; `400` when malformed or cut short).
-async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Reply> {
-    let too_large = || {
-        ControlMetrics::rejected("too_large");
-        Reply::TooLarge
-    };
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -223,22 +176,18 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Reply> {
     let faults = body.faults();
     if declared.is_some_and(|n| n > max as u64) {
         runtime::body::drain(&mut body, DRAIN_OVER_LIMIT, DRAIN_TIME).await;
-        return Err(too_large());
+        return Err(ApiError::TooLarge);
     }
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             let fault = faults.get().unwrap_or(runtime::body::BodyFault::Malformed);
-            ControlMetrics::rejected(match fault {
-                runtime::body::BodyFault::Timeout => "body_timeout",
-                runtime::body::BodyFault::Malformed => "bad_request",
-            });
-            return Err(Reply::BodyFault(fault));
+            return Err(ApiError::Body(fault));
         };
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > max {
                 runtime::body::drain(&mut body, DRAIN_OVER_LIMIT, DRAIN_TIME).await;
-                return Err(too_large());
+                return Err(ApiError::TooLarge);
             }
             buf.extend_from_slice(&data);
         }
@@ -246,115 +195,76 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Reply> {
     Ok(buf.freeze())
 }
 
-async fn publish(inner: &Inner, req: Request<Incoming>, channel: Option<String>) -> Reply {
-    if let Err(reply) = require_post(&req).and_then(|()| require_auth(inner, &req)) {
-        return reply;
-    }
-    let Some(json) = negotiate(req.headers().get(header::ACCEPT)) else {
-        ControlMetrics::rejected("not_acceptable");
-        return Reply::Text(
-            StatusCode::NOT_ACCEPTABLE,
-            "Not Acceptable. Supported formats are text/plain and application/json.\n".into(),
-        );
-    };
-    let body = match read_body(req, inner.config.max_body).await {
-        Ok(b) => b,
-        Err(reply) => return reply,
-    };
+/// A small JSON body (revoke, refresh): at most 64 KiB, and JSON.
+async fn read_json(req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+    let body = read_body(req, 64 * 1024).await?;
+    serde_json::from_slice(&body).map_err(|_| ApiError::NotJson)
+}
+
+async fn publish(
+    inner: &Inner,
+    req: Request<Incoming>,
+    channel: Option<String>,
+) -> Result<Reply, ApiError> {
+    require_post(&req)?;
+    require_auth(inner, &req)?;
+    let json = require_acceptable(&req)?;
+    let body = read_body(req, inner.config.max_body).await?;
     let items = match channel {
-        Some(channel) => Ok(vec![raw_item(channel, body)]),
-        None => grip::publish::parse_publish_body(&body),
-    };
-    let items = match items {
-        Ok(items) => items,
-        Err(err) => {
-            ControlMetrics::rejected(err.kind());
-            return Reply::Text(StatusCode::BAD_REQUEST, format!("{err}\n"));
-        }
+        Some(channel) => vec![crate::items::raw_item(channel, body)],
+        None => grip::publish::parse_publish_body(&body)?,
     };
     if overlong_channel(inner, &items).is_some() {
-        ControlMetrics::rejected("invalid_channel");
-        return Reply::Text(StatusCode::BAD_REQUEST, "Invalid channel.\n".into());
+        return Err(ApiError::InvalidChannel { item: None });
     }
-    match publish_items(inner, &items).await {
-        Ok(seqs) => {
-            inner.metrics.items_http.increment(items.len() as u64);
-            // Per-item receipts once any item was stored (SPEC §11).
-            let receipts = seqs.iter().any(Option::is_some).then(|| {
-                let list: Vec<serde_json::Value> = items
-                    .iter()
-                    .zip(&seqs)
-                    .map(|(item, seq)| {
-                        let mut o = serde_json::Map::new();
-                        o.insert("channel".into(), item.channel.clone().into());
-                        if let Some(id) = &item.id {
-                            o.insert("id".into(), id.clone().into());
-                        }
-                        if let Some(seq) = seq {
-                            o.insert("seq".into(), (*seq).into());
-                        }
-                        serde_json::Value::Object(o)
-                    })
-                    .collect();
-                serde_json::Value::Array(list).to_string()
-            });
-            Reply::Published { json, receipts }
-        }
-        Err(err) => {
-            ControlMetrics::rejected(err.reason());
-            tracing::warn!(error = %err, "publish failed");
-            Reply::Text(StatusCode::SERVICE_UNAVAILABLE, err.client_text().into())
-        }
-    }
+    let seqs = publish_items(inner, &items).await?;
+    inner.metrics.items_http.increment(items.len() as u64);
+    // Per-item receipts once any item was stored (docs/protocol.md, "History").
+    let receipts = seqs.iter().any(Option::is_some).then(|| {
+        let list: Vec<serde_json::Value> = items
+            .iter()
+            .zip(&seqs)
+            .map(|(item, seq)| {
+                let mut o = serde_json::Map::new();
+                o.insert("channel".into(), item.channel.clone().into());
+                if let Some(id) = &item.id {
+                    o.insert("id".into(), id.clone().into());
+                }
+                if let Some(seq) = seq {
+                    o.insert("seq".into(), (*seq).into());
+                }
+                serde_json::Value::Object(o)
+            })
+            .collect();
+        serde_json::Value::Array(list).to_string()
+    });
+    Ok(Reply::Published { json, receipts })
 }
 
 /// `POST /authz/revoke` with `{"credential": "..."}` (or `{"credential_hash": "<hex sha-256>"}`):
 /// broadcasts the revocation to every sidecar and edge. Same auth as publishing.
-async fn revoke(inner: &Inner, req: Request<Incoming>) -> Reply {
-    if let Err(reply) = require_post(&req).and_then(|()| require_auth(inner, &req)) {
-        return reply;
-    }
-    let body = match read_body(req, 64 * 1024).await {
-        Ok(b) => b,
-        Err(reply) => return reply,
-    };
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return Reply::Text(StatusCode::BAD_REQUEST, "Body is not valid JSON.\n".into());
-    };
-    let hash = match (
+async fn revoke(inner: &Inner, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    require_post(&req)?;
+    require_auth(inner, &req)?;
+    let json = read_json(req).await?;
+    let hash = crate::revoke::requested_hash(
         json.get("credential").and_then(|v| v.as_str()),
         json.get("credential_hash").and_then(|v| v.as_str()),
-    ) {
-        (Some(c), _) if !c.is_empty() => crate::revoke::hash(c),
-        (_, Some(h)) if crate::revoke::is_hash(h) => h.to_ascii_lowercase(),
-        _ => {
-            return Reply::Text(
-                StatusCode::BAD_REQUEST,
-                "Invalid format: expected {\"credential\": \"...\"} or {\"credential_hash\": \"<sha-256 hex>\"}\n".into(),
-            );
-        }
-    };
-    match inner.revocations.revoke(&hash).await {
-        Ok(()) => Reply::Json(
-            StatusCode::OK,
-            format!("{}\n", serde_json::json!({"credential_hash": hash})),
-        ),
-        Err(err) => {
-            tracing::warn!(error = %err, "revocation not recorded");
-            Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "Bus unavailable.\n".into())
-        }
-    }
+    )
+    .ok_or(ApiError::InvalidRevocation)?;
+    inner.revocations.revoke(&hash).await?;
+    Ok(Reply::Json(format!(
+        "{}\n",
+        serde_json::json!({"credential_hash": hash})
+    )))
 }
 
 /// `POST /recover` (Pushpin's): every edge of the cluster forgets its last ids, re-requests
 /// its response holds and fetches its streams' next links. Answers like Pushpin: `Updated`.
-async fn recover(inner: &Inner, req: Request<Incoming>) -> Reply {
-    if let Err(reply) = require_post(&req).and_then(|()| require_auth(inner, &req)) {
-        return reply;
-    }
-    let Some(json) = negotiate(req.headers().get(header::ACCEPT)) else {
-        return not_acceptable();
-    };
+async fn recover(inner: &Inner, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    require_post(&req)?;
+    require_auth(inner, &req)?;
+    let json = require_acceptable(&req)?;
     let cmd = bus::payload::EdgeCommand {
         recover: true,
         ..Default::default()
@@ -365,20 +275,11 @@ async fn recover(inner: &Inner, req: Request<Incoming>) -> Reply {
 /// `POST /refresh` with `{"cid": "<Connection-Id>"}` or `{"channel": "..."}` (the arguments of
 /// Pushpin's `refresh` command): every edge sends the origin a WebSocket-over-HTTP request now
 /// for that connection, or for every WebSocket connection subscribed to the channel.
-async fn refresh(inner: &Inner, req: Request<Incoming>) -> Reply {
-    if let Err(reply) = require_post(&req).and_then(|()| require_auth(inner, &req)) {
-        return reply;
-    }
-    let Some(json) = negotiate(req.headers().get(header::ACCEPT)) else {
-        return not_acceptable();
-    };
-    let body = match read_body(req, 64 * 1024).await {
-        Ok(b) => b,
-        Err(reply) => return reply,
-    };
-    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return Reply::Text(StatusCode::BAD_REQUEST, "Body is not valid JSON.\n".into());
-    };
+async fn refresh(inner: &Inner, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    require_post(&req)?;
+    require_auth(inner, &req)?;
+    let json = require_acceptable(&req)?;
+    let doc = read_json(req).await?;
     let text = |key: &str| {
         doc.get(key)
             .and_then(|v| v.as_str())
@@ -395,44 +296,34 @@ async fn refresh(inner: &Inner, req: Request<Incoming>) -> Reply {
             ..Default::default()
         },
         (None, None) => {
-            return Reply::Text(
-                StatusCode::BAD_REQUEST,
-                "Invalid format: expected {\"cid\": \"...\"} or {\"channel\": \"...\"}\n".into(),
-            );
+            return Err(ApiError::InvalidFormat(
+                "{\"cid\": \"...\"} or {\"channel\": \"...\"}",
+            ));
         }
     };
     send_command(inner, cmd, json).await
 }
 
-fn not_acceptable() -> Reply {
-    ControlMetrics::rejected("not_acceptable");
-    Reply::Text(
-        StatusCode::NOT_ACCEPTABLE,
-        "Not Acceptable. Supported formats are text/plain and application/json.\n".into(),
-    )
-}
-
 /// Publishes an edge command and answers `Updated`.
-async fn send_command(inner: &Inner, cmd: bus::payload::EdgeCommand, json: bool) -> Reply {
-    match inner
+async fn send_command(
+    inner: &Inner,
+    cmd: bus::payload::EdgeCommand,
+    json: bool,
+) -> Result<Reply, ApiError> {
+    inner
         .bus
         .publish(bus::payload::COMMAND_SUBJECT.into(), cmd.encode())
-        .await
-    {
-        Ok(()) if json => Reply::Json(StatusCode::OK, "{\"message\":\"Updated\"}\n".into()),
-        Ok(()) => Reply::Text(StatusCode::OK, "Updated\n".into()),
-        Err(err) => {
-            tracing::warn!(error = %err, "edge command failed: bus unavailable");
-            Reply::Text(StatusCode::SERVICE_UNAVAILABLE, "Bus unavailable.\n".into())
-        }
-    }
+        .await?;
+    Ok(if json {
+        Reply::Json("{\"message\":\"Updated\"}\n".into())
+    } else {
+        Reply::Text("Updated\n".into())
+    })
 }
 
 /// `GET /routes` (JSON) and `PUT /routes` (routes-file syntax), with the publish auth.
-async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
-    if let Err(reply) = require_auth(inner, &req) {
-        return reply;
-    }
+async fn routes(inner: &Inner, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    require_auth(inner, &req)?;
     match *req.method() {
         Method::GET | Method::HEAD => {
             let cur = inner.routes.current().await;
@@ -445,84 +336,33 @@ async fn routes(inner: &Inner, req: Request<Incoming>) -> Reply {
                 })
                 .unwrap_or_default();
             let body = serde_json::json!({"version": cur.version, "text": cur.text, "routes": ids});
-            Reply::Json(StatusCode::OK, format!("{body}\n"))
+            Ok(Reply::Json(format!("{body}\n")))
         }
         // PUT only: a POST is what a cross-site HTML form can send.
         Method::PUT => {
-            let body = match read_body(req, inner.config.max_body).await {
-                Ok(b) => b,
-                Err(reply) => return reply,
-            };
-            let Ok(text) = String::from_utf8(body.to_vec()) else {
-                return Reply::Text(
-                    StatusCode::BAD_REQUEST,
-                    "Invalid routes: not UTF-8.\n".into(),
-                );
-            };
-            match inner.routes.put(text).await {
-                Ok(v) => {
-                    tracing::info!(version = v.version, "route table replaced through the API");
-                    Reply::Json(
-                        StatusCode::OK,
-                        format!("{}\n", serde_json::json!({"version": v.version})),
-                    )
-                }
-                Err(crate::PutError::Invalid(err)) => {
-                    Reply::Text(StatusCode::BAD_REQUEST, format!("Invalid routes: {err}\n"))
-                }
-                Err(crate::PutError::FileManaged) => Reply::Text(
-                    StatusCode::CONFLICT,
-                    "Routes are managed by a file.\n".into(),
-                ),
-                Err(crate::PutError::Unavailable(err)) => {
-                    tracing::warn!(error = %err, "route table not written");
-                    Reply::Text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Route store unavailable.\n".into(),
-                    )
-                }
-            }
+            let body = read_body(req, inner.config.max_body).await?;
+            let text = String::from_utf8(body.to_vec())
+                .map_err(|_| ApiError::InvalidRoutes("not UTF-8.".into()))?;
+            let v = inner.routes.put(text).await?;
+            tracing::info!(version = v.version, "route table replaced through the API");
+            Ok(Reply::Json(format!(
+                "{}\n",
+                serde_json::json!({"version": v.version})
+            )))
         }
-        _ => Reply::Text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("Method not allowed: {}.\n", req.method()),
-        ),
+        _ => Err(ApiError::MethodNotAllowed {
+            method: req.method().clone(),
+            allow: "GET, PUT",
+        }),
     }
 }
 
 /// Index of the first item whose channel is longer than `--max-channel-length` (the batch is
-/// refused whole: such a name could make a bus subject the bus refuses, SPEC §9).
+/// refused whole: such a name could make a bus subject the bus refuses; docs/protocol.md, "Limits").
 pub(crate) fn overlong_channel(inner: &Inner, items: &[PublishItem]) -> Option<usize> {
     items
         .iter()
         .position(|i| i.channel.len() > inner.config.max_channel_length)
-}
-
-/// Why a batch could not be published.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum PublishError {
-    #[error("bus unavailable: {0}")]
-    Bus(#[from] bus::BusError),
-    #[error("{0}")]
-    History(#[from] bus::history::HistoryError),
-}
-
-impl PublishError {
-    /// The `reason` label of `gripmesh_control_publish_rejected_total`.
-    pub(crate) fn reason(&self) -> &'static str {
-        match self {
-            PublishError::Bus(_) => "bus_unavailable",
-            PublishError::History(_) => "history_unavailable",
-        }
-    }
-
-    /// The 503 body.
-    pub(crate) fn client_text(&self) -> &'static str {
-        match self {
-            PublishError::Bus(_) => "Bus unavailable.\n",
-            PublishError::History(_) => "History unavailable.\n",
-        }
-    }
 }
 
 /// Publishes a validated batch in order and returns each item's history position (`None`
@@ -536,7 +376,7 @@ impl PublishError {
 pub(crate) async fn publish_items(
     inner: &Inner,
     items: &[PublishItem],
-) -> Result<Vec<Option<u64>>, PublishError> {
+) -> Result<Vec<Option<u64>>, ApiError> {
     let accepted = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -580,36 +420,6 @@ pub(crate) async fn publish_items(
         inner.bus.flush().await?;
     }
     Ok(seqs)
-}
-
-/// `POST /publish/<channel>/`: the raw body as every format (like `pushpin-publish`).
-fn raw_item(channel: String, body: Bytes) -> PublishItem {
-    PublishItem {
-        channel,
-        id: None,
-        prev_id: None,
-        meta: Default::default(),
-        no_seq: false,
-        formats: Formats {
-            http_response: Some(HttpResponseFormat {
-                action: ResponseAction::Send,
-                code: 200,
-                reason: None,
-                headers: Vec::new(),
-                body: body.clone(),
-            }),
-            http_stream: Some(HttpStreamFormat::Send(body.clone())),
-            ws_message: Some(WsMessageFormat::Send {
-                kind: if std::str::from_utf8(&body).is_ok() {
-                    WsMessageType::Text
-                } else {
-                    WsMessageType::Binary
-                },
-                content: body,
-            }),
-            content_filters: Default::default(),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 //! every edge (close the live connections opened with it) watches the bucket.
 
 use bus::cluster_state::{RevocationsBucket, revocations_bucket};
+use bus::cluster_state::{credential_hash, is_credential_hash};
 use bus::kv::StateStore;
 use bus::records::RecordCodec;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -66,17 +66,14 @@ impl RevocationStore {
     }
 }
 
-/// Hex SHA-256 of a credential (the same hash the sidecar uses).
-pub(crate) fn hash(credential: &str) -> String {
-    Sha256::digest(credential.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// True for a 64-digit hex string.
-pub(crate) fn is_hash(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+/// The hash a revoke request names: a non-empty `credential` (hashed here), else a
+/// `credential_hash` of 64 hex digits (lower-cased); `None` when it names neither.
+pub(crate) fn requested_hash(credential: Option<&str>, hash: Option<&str>) -> Option<String> {
+    match (credential, hash) {
+        (Some(c), _) if !c.is_empty() => Some(credential_hash(c)),
+        (_, Some(h)) if is_credential_hash(&h.to_ascii_lowercase()) => Some(h.to_ascii_lowercase()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -84,12 +81,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hashes_like_the_sidecar() {
+    fn a_request_names_a_credential_or_its_hash() {
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(requested_hash(Some("abc"), None).as_deref(), Some(abc));
         assert_eq!(
-            hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            requested_hash(Some(""), Some(&abc.to_ascii_uppercase())).as_deref(),
+            Some(abc)
         );
-        assert!(is_hash(&hash("x")));
-        assert!(!is_hash("abc"));
+        assert_eq!(requested_hash(Some(""), Some("abc")), None);
+        assert_eq!(requested_hash(None, None), None);
     }
 }

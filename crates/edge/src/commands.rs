@@ -11,7 +11,7 @@
 //! connection acts on it in order with everything else it receives.
 
 use crate::EdgeInner;
-use crate::conn::Transport;
+use crate::delivery::Transport;
 use crate::delivery::{Delivery, StreamOut, WsOut};
 use bus::payload::EdgeCommand;
 use grip::publish::{HttpResponseFormat, ResponseAction};

@@ -7,27 +7,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
-/// Which kind of hold a connection is; publishes only reach holds of the matching format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// HTTP streaming / SSE (`http-stream` format).
-    HttpStream,
-    /// Long-poll (`http-response` format).
-    HttpResponse,
-    /// WebSocket (`ws-message` format).
-    Ws,
-}
-
-impl Transport {
-    /// The `transport` metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Transport::HttpStream => "http-stream",
-            Transport::HttpResponse => "http-response",
-            Transport::Ws => "ws",
-        }
-    }
-}
+pub use crate::delivery::Transport;
 
 /// Why a held connection is being closed by the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +19,7 @@ pub enum CloseReason {
     SlowConsumer = 2,
     /// The connection's credential was revoked (or a re-check denied it).
     Revoked = 3,
-    /// The key's message quota is spent for this period (SPEC §13).
+    /// The key's message quota is spent for this period (docs/protocol.md, "Key limits and usage").
     QuotaExceeded = 4,
     /// The connection's credential expired (`Gripmesh-Expires`, a JWT's `exp`).
     Expired = 5,

@@ -8,6 +8,28 @@ use grip::publish::{
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
+/// Which kind of hold a connection is; publishes only reach holds of the matching format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// HTTP streaming / SSE (`http-stream` format).
+    HttpStream,
+    /// Long-poll (`http-response` format).
+    HttpResponse,
+    /// WebSocket (`ws-message` format).
+    Ws,
+}
+
+impl Transport {
+    /// The `transport` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::HttpStream => "http-stream",
+            Transport::HttpResponse => "http-response",
+            Transport::Ws => "ws",
+        }
+    }
+}
+
 /// What a stream hold does with an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamOut {
@@ -59,8 +81,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// Payload bytes this delivery puts in a connection's queue (for the byte bound).
-    pub fn size_for(&self, transport: crate::conn::Transport) -> usize {
-        use crate::conn::Transport;
+    pub fn size_for(&self, transport: Transport) -> usize {
         match transport {
             Transport::HttpStream => match &self.stream {
                 Some(StreamOut::Data(d)) => d.len(),

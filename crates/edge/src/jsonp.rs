@@ -62,7 +62,7 @@ pub(crate) fn apply_request<B>(
     }
     let callback = match take(&mut items, &config.callback_param) {
         Some(raw) => {
-            let cb = percent_decode(&raw).ok_or("Invalid callback parameter.")?;
+            let cb = runtime::server::percent_decode(&raw).ok_or("Invalid callback parameter.")?;
             if cb.is_empty() || !cb.bytes().all(is_callback_byte) {
                 return Err("Invalid callback parameter.");
             }
@@ -72,14 +72,14 @@ pub(crate) fn apply_request<B>(
     };
     let method = match take(&mut items, "_method") {
         Some(raw) => {
-            let m = percent_decode(&raw).ok_or("Invalid _method parameter.")?;
+            let m = runtime::server::percent_decode(&raw).ok_or("Invalid _method parameter.")?;
             Method::from_bytes(m.as_bytes()).map_err(|_| "Invalid _method parameter.")?
         }
         None => Method::from_bytes(config.default_method.as_bytes()).unwrap_or(Method::GET),
     };
     let mut extra: Vec<(HeaderName, HeaderValue)> = Vec::new();
     if let Some(raw) = take(&mut items, "_headers") {
-        let doc = percent_decode(&raw)
+        let doc = runtime::server::percent_decode(&raw)
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .ok_or("Invalid _headers parameter.")?;
         let serde_json::Value::Object(map) = doc else {
@@ -103,7 +103,7 @@ pub(crate) fn apply_request<B>(
         Some(param) => {
             if let Some(raw) = take(&mut items, param) {
                 body = Some(Bytes::from(
-                    percent_decode(&raw).ok_or("Invalid body parameter.")?,
+                    runtime::server::percent_decode(&raw).ok_or("Invalid body parameter.")?,
                 ));
                 extra.retain(|(n, _)| *n != header::CONTENT_TYPE);
                 extra.push((
@@ -115,7 +115,7 @@ pub(crate) fn apply_request<B>(
         None => {
             if let Some(raw) = take(&mut items, "_body") {
                 body = Some(Bytes::from(
-                    percent_decode(&raw).ok_or("Invalid _body parameter.")?,
+                    runtime::server::percent_decode(&raw).ok_or("Invalid _body parameter.")?,
                 ));
             }
         }
@@ -170,23 +170,6 @@ fn take(items: &mut Vec<(String, String)>, name: &str) -> Option<String> {
         .map(|(_, v)| v.clone());
     items.retain(|(k, _)| k != name);
     first
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 impl Jsonp {

@@ -22,7 +22,6 @@ pub mod origin;
 mod proxy;
 pub mod registry;
 mod resume;
-pub mod routes_file;
 pub mod routes_follow;
 pub mod sequencer;
 mod test_origin;
@@ -193,7 +192,7 @@ pub struct Edge {
 
 impl Edge {
     /// Builds an edge over `bus`, serving the routes in `routes` (which may be swapped at any
-    /// time, e.g. by [`routes_file::watch`]).
+    /// time, e.g. by `runtime::routes_file::watch`).
     pub fn new(
         config: EdgeConfig,
         bus: Arc<dyn Bus>,

@@ -1,6 +1,6 @@
-//! Every edge metric, declared once (names and labels are part of SPEC §8).
+//! Every edge metric, declared once (names and labels are part of the contract: docs/protocol.md, "Metrics").
 
-use crate::conn::Transport;
+use crate::delivery::Transport;
 use metrics::{Counter, Gauge, Histogram};
 
 /// Every `reason` of `gripmesh_edge_messages_dropped_total`.

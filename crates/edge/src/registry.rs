@@ -14,8 +14,9 @@
 //! any later live item (skipping live copies of what the read returned). When history cannot
 //! serve it, the channel's subscribers are closed so their clients resume by id.
 
-use crate::conn::{CloseReason, ConnHandle, Offer, Transport};
+use crate::conn::{CloseReason, ConnHandle, Offer};
 use crate::delivery::Delivery;
+use crate::delivery::Transport;
 use crate::metrics::EdgeMetrics;
 use crate::sequencer::Sequencer;
 use bus::history::{HistoryStore, Resume};
@@ -38,7 +39,7 @@ pub struct RegistryConfig {
     /// How long an out-of-order item waits for its predecessor.
     pub sequence_wait: Duration,
     /// Longest channel name (bytes) a connection may subscribe; longer ⇒ refused, never sent
-    /// to the bus (SPEC §9).
+    /// to the bus (docs/protocol.md, "Limits and bad input").
     pub max_channel_length: usize,
 }
 

@@ -1,4 +1,4 @@
-//! Usage records (SPEC §13): what each connection on an `authz` route received, for analytics
+//! Usage records (docs/protocol.md, "Key limits and usage"): what each connection on an `authz` route received, for analytics
 //! and billing.
 //!
 //! Counting is per connection with two relaxed atomic adds per write (messages, bytes) — no
@@ -9,7 +9,8 @@
 //! or the webhook sender in standalone).
 
 use crate::app_labels::{AppLabeller, AppSummary, Tracked};
-use crate::conn::{CloseReason, Transport};
+use crate::conn::CloseReason;
+use crate::delivery::Transport;
 use bus::usage::UsageRecord;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};

@@ -60,13 +60,7 @@ pub fn routes_path(flag: Option<&Path>) -> Option<PathBuf> {
 /// Loads the routes file (or the default table) as text and parsed table.
 pub fn load_routes(path: Option<&Path>) -> Result<(String, RouteTable), Fatal> {
     match path {
-        Some(p) => {
-            let table =
-                edge::routes_file::load(p).map_err(|e| config_err(format!("--routes {e}")))?;
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| config_err(format!("--routes {}: {e}", p.display())))?;
-            Ok((text, table))
-        }
+        Some(p) => runtime::routes_file::load(p).map_err(|e| config_err(format!("--routes {e}"))),
         None => RouteTable::parse(DEFAULT_ROUTES)
             .map(|t| (DEFAULT_ROUTES.to_owned(), t))
             .map_err(|e| Fatal::Runtime(format!("default routes: {e}"))),

@@ -168,7 +168,7 @@ async fn sync_routes_file(
     loop {
         match std::fs::read(&path) {
             Ok(bytes) if written.as_ref() != Some(&bytes) => {
-                let outcome = match edge::routes_file::parse_bytes(&bytes) {
+                let outcome = match runtime::routes_file::parse_bytes(&bytes) {
                     Err(err) => Err(format!("line {}: {}", err.line, err.reason)),
                     Ok(_) => match store
                         .sync_file(String::from_utf8_lossy(&bytes).into_owned())
@@ -189,7 +189,7 @@ async fn sync_routes_file(
                 if let Err(reason) = outcome
                     && reported.as_ref() != Some(&Ok(bytes.clone()))
                 {
-                    edge::routes_file::rejected(&path, &reason);
+                    runtime::routes_file::rejected(&path, &reason);
                     reported = Some(Ok(bytes));
                 }
             }
@@ -197,7 +197,7 @@ async fn sync_routes_file(
             Err(err) => {
                 let msg = err.to_string();
                 if reported.as_ref() != Some(&Err(msg.clone())) {
-                    edge::routes_file::rejected(&path, &format!("file unreadable: {msg}"));
+                    runtime::routes_file::rejected(&path, &format!("file unreadable: {msg}"));
                     reported = Some(Err(msg));
                 }
             }
@@ -614,7 +614,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
     match file {
         Some((path, _)) => {
             health.set_ready("routes");
-            tokio::spawn(edge::routes_file::watch(
+            tokio::spawn(runtime::routes_file::watch(
                 path,
                 table.clone(),
                 Duration::from_secs(args.common.routes_poll_interval.max(1)),

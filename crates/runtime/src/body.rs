@@ -36,13 +36,17 @@ impl BodyFault {
         }
     }
 
+    /// The text the client gets (the answer's body, without its newline).
+    pub fn text(self) -> &'static str {
+        match self {
+            BodyFault::Timeout => "Request body timed out.",
+            BodyFault::Malformed => "Malformed request body.",
+        }
+    }
+
     /// A plain-text answer for the client.
     pub fn response(self) -> http::Response<crate::server::Body> {
-        let text = match self {
-            BodyFault::Timeout => "Request body timed out.\n",
-            BodyFault::Malformed => "Malformed request body.\n",
-        };
-        let mut resp = crate::server::text(self.status(), text);
+        let mut resp = crate::server::text(self.status(), format!("{}\n", self.text()));
         // The rest of the request cannot be found in the stream: do not reuse the connection.
         resp.headers_mut().insert(
             http::header::CONNECTION,

@@ -1,5 +1,6 @@
 //! Process plumbing shared by every tier: signals, health and readiness, tracing and metrics
-//! initialisation, the admin server, and a small HTTP/1 server loop with graceful shutdown.
+//! initialisation, the admin server, a small HTTP/1 server loop with graceful shutdown, and
+//! routes-file loading and watching (shared by edge and control).
 
 pub mod admin;
 pub mod body;
@@ -7,6 +8,7 @@ pub mod client;
 pub mod fdlimit;
 pub mod file_watch;
 pub mod health;
+pub mod routes_file;
 pub mod server;
 pub mod signal;
 pub mod telemetry;

@@ -40,6 +40,24 @@ pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response<Body> 
     resp
 }
 
+/// Strict percent-decoding (a channel in a path, a query parameter): `None` for a `%` not followed by two hex digits, or a result that
+/// is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let well_formed = b.iter().enumerate().all(|(i, &c)| {
+        c != b'%'
+            || b.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
+    }
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
+}
+
 /// Connection-level options.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {

@@ -1,4 +1,4 @@
-//! Channel history (SPEC §11): which channels keep their recent items, and where they are kept.
+//! Channel history (docs/protocol.md, "History"): which channels keep their recent items, and where they are kept.
 //!
 //! Control stores an item of a channel with history *before* it publishes it live, and the live
 //! copy carries the position (`seq`) the store gave it, so history and live share one order per
@@ -142,13 +142,7 @@ pub fn dedup_key(channel: &str, id: &str) -> String {
     h.update((channel.len() as u64).to_be_bytes());
     h.update(channel.as_bytes());
     h.update(id.as_bytes());
-    let digest = h.finalize();
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        use std::fmt::Write;
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    hex::encode(h.finalize())
 }
 
 /// Applies a channel's limits to its stored items (oldest first) and finds `after`:

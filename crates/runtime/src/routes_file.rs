@@ -1,4 +1,7 @@
-//! Loading and watching a routes file.
+//! Loading and watching a routes file: the edge's `--routes FILE` table and the file control
+//! writes to the route bucket use the same reading, parsing and error reporting. Rejections
+//! are counted in `gripmesh_edge_routes_reload_errors_total` on both tiers (the documented
+//! name, which the shipped alerts and dashboard use).
 
 use arc_swap::ArcSwap;
 use routes::RouteTable;
@@ -28,16 +31,17 @@ pub enum RoutesFileError {
     },
 }
 
-/// Reads and parses a routes file.
-pub fn load(path: &Path) -> Result<RouteTable, RoutesFileError> {
+/// Reads and parses a routes file (read once): its text and its table.
+pub fn load(path: &Path) -> Result<(String, RouteTable), RoutesFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| RoutesFileError::Read {
         path: path.to_owned(),
         source,
     })?;
-    RouteTable::parse_serving(&text).map_err(|source| RoutesFileError::Parse {
+    let table = RouteTable::parse_serving(&text).map_err(|source| RoutesFileError::Parse {
         path: path.to_owned(),
         source,
-    })
+    })?;
+    Ok((text, table))
 }
 
 /// Re-reads `path` every `interval` and swaps in the new table when the content changed and
@@ -49,7 +53,7 @@ pub async fn watch(
     shutdown: CancellationToken,
 ) {
     let shown = path.clone();
-    runtime::file_watch::watch(path, interval, shutdown, move |content| {
+    crate::file_watch::watch(path, interval, shutdown, move |content| {
         match content.map_err(|e| format!("file unreadable: {e}")).and_then(|c| {
             parse_bytes(&c).map_err(|err| format!("line {}: {}", err.line, err.reason))
         }) {
