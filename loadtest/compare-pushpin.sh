@@ -7,7 +7,7 @@
 #   SCENARIOS="ws-idle publish-http" loadtest/compare-pushpin.sh
 #
 # Installs Debian's `pushpin` when missing (apt-get). Pushpin is configured per
-# ../shared/pushpin.md §6 in a temp dir: zurl under the runner, distinct free ports,
+# Pushpin's documented setup in a temp dir: zurl under the runner, distinct free ports,
 # message_rate/message_hwm raised (shipped 2500 msg/s / 25000 would throttle it),
 # client_maxconn raised, log level 2. gripmesh is started by the tool (`--spawn-gripmesh`,
 # routes `*,proto=ws ORIGIN,over_http` + `* ORIGIN`, high --max-connections/--send-queue-*).

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the committed seed corpora (fuzz/seeds/<target>/) from real examples: the Pushpin
-conformance cases (pushpin.md section 5) and the parsers' unit tests. Re-run after editing; the
+Pushpin conformance cases and the parsers' unit tests. Re-run after editing; the
 files it writes are committed, the corpora grown from them (fuzz/corpus/) are not."""
 
 import hashlib

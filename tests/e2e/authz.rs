@@ -1,4 +1,4 @@
-//! The auth sidecar end to end (SPEC §7, issue 5): routes with the `authz` property ask the
+//! The auth sidecar end to end (docs/protocol.md, "Auth sidecar"): routes with the `authz` property ask the
 //! upstream API gateway (forward-auth) before the origin is contacted; decisions are cached,
 //! concurrent checks share one gateway call, gateway failures follow the route's fail policy,
 //! revocations close live connections, and live connections are re-checked periodically.
@@ -332,7 +332,7 @@ async fn bad_or_missing_key_gets_gateway_refusal_and_origin_is_untouched() {
 
 /// 70 identical connections with one key opened at once share the gateway's answer: at most a
 /// few gateway calls (single-flight, then the cache), not one per connection. (A decision is
-/// shared only by identical requests: SPEC §7.)
+/// shared only by identical requests: docs/protocol.md, "Auth sidecar".)
 #[tokio::test]
 async fn concurrent_connections_with_one_key_share_gateway_calls() {
     let gw = Gateway::start(&["shared"]).await;

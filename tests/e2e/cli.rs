@@ -1,4 +1,4 @@
-//! The client subcommands against a running gripmesh (issue 19): `gripmesh publish` (every
+//! The client subcommands against a running gripmesh: `gripmesh publish` (every
 //! format, SSE framing, ids, close, JWT auth from the environment), `gripmesh routes
 //! get|put|watch` and `gripmesh status`.
 

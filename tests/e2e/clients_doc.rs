@@ -1,4 +1,4 @@
-//! docs/clients.md, executed (issue 19): the browser snippet in headless Chromium on a page
+//! docs/clients.md, executed: the browser snippet in headless Chromium on a page
 //! from another origin, the Python and Node publisher snippets, the serve-grip origin snippet
 //! behind a default gripmesh, and every `sh test` block.
 

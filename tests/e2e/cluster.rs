@@ -1,5 +1,5 @@
 //! The distributed deployment end to end: separate `gripmesh control` and `gripmesh edge`
-//! processes on a real `nats-server` (SPEC §2–§5, §8; DESIGN "Key mechanisms").
+//! processes on a real `nats-server` (docs/protocol.md; docs/architecture.md, "Tiers and data flow").
 //!
 //! Every test starts its own NATS server(s) on free ports, its own control and edges, and
 //! uses the built-in `test` origin (`* test`), so no origin process is needed:

@@ -1,4 +1,4 @@
-//! Cluster state on NATS JetStream (SPEC §12): the route table in a key-value bucket that
+//! Cluster state on NATS JetStream (docs/protocol.md, "Cluster state"): the route table in a key-value bucket that
 //! survives restarts of every tier and is the same on every control replica; `--routes FILE`
 //! owning it; new edges starting with it; a NATS without JetStream refused at startup; a
 //! 3-node NATS cluster losing a node; records signed with the cluster key; NATS credentials.

@@ -1,4 +1,4 @@
-//! `gripmesh demo`: the article's scenario on one machine (SPEC §2). The mock API gateway
+//! `gripmesh demo`: the article's scenario on one machine (docs/protocol.md, "Tiers and subcommands"). The mock API gateway
 //! requires the key `demo-key`; with it, WebSocket, HTTP-stream and SSE clients receive a fake
 //! trade every second; without it, they get the gateway's 401 JSON fault.
 

@@ -1,4 +1,4 @@
-//! gripmesh as a drop-in for Pushpin with stock GRIP clients (issue 19): `Grip-Sig` signed with
+//! gripmesh as a drop-in for Pushpin with stock GRIP clients: `Grip-Sig` signed with
 //! Pushpin's default key when no `--sig-key` is given (and one warning on a public listener),
 //! CORS preflights answered by the built-in test target, publish JWTs checked for `iss`.
 

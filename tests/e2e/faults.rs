@@ -1,4 +1,4 @@
-//! Fault injection (issue 9): real processes, real NATS, real sockets, and one fault at a time.
+//! Fault injection: real processes, real NATS, real sockets, and one fault at a time.
 //!
 //! For each fault the test checks what clients see, what is lost (nothing beyond the
 //! documented at-most-once window while a bus connection is down), that every process stays up
@@ -6,7 +6,7 @@
 //! prints one `FAULT:` line with the observed figures (run with `--no-capture` to see them).
 //!
 //! Timings are reported, and asserted only with generous bounds ("resumes within seconds"),
-//! never as performance figures (DESIGN.md: benchmarks live in `loadtest/`).
+//! never as performance figures (docs/architecture.md: benchmarks live in `loadtest/`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! A real API gateway instead of our mock (issue 19): Express Gateway (npm `express-gateway`,
+//! A real API gateway instead of our mock: Express Gateway (npm `express-gateway`,
 //! tests/gateway) with key-auth on an `apikey` query parameter, like the article's Apigee
 //! proxy, in the article's two setups:
 //!
@@ -199,7 +199,7 @@ async fn express_gateway_as_forward_auth_for_the_sidecar() {
     let (code, _) = ws.expect_close(WAIT).await;
     assert_eq!(code, 4401);
     let refused = WsConn::connect_rejected(env.edge(), &path, &[]).await;
-    // SPEC §12: during --revocation-ttl the edge refuses the revoked key itself (403
+    // docs/protocol.md, "Cluster state": during --revocation-ttl the edge refuses the revoked key itself (403
     // `Credential revoked.`), without asking the gateway again.
     assert_eq!(
         refused.status, 403,

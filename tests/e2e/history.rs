@@ -1,4 +1,4 @@
-//! Durable channels (SPEC §11): resume by `prev-id` on every transport, the fallbacks when
+//! Durable channels (docs/protocol.md, "History"): resume by `prev-id` on every transport, the fallbacks when
 //! history cannot serve, and the `gripmesh_edge_recoveries_total` metric — against standalone
 //! (history in memory) and a cluster (`gripmesh control` + `gripmesh edge` on a real
 //! `nats-server -js`, history in JetStream).
@@ -98,7 +98,7 @@ pub fn item(channel: &str, n: u64) -> Value {
     })
 }
 
-/// Item `n` as an SSE event naming its id (SPEC §11's recipe).
+/// Item `n` as an SSE event naming its id (the recipe of docs/protocol.md, "History").
 fn sse_item(channel: &str, n: u64) -> Value {
     json!({
         "channel": channel,

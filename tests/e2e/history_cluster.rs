@@ -1,4 +1,4 @@
-//! Durable channels in a cluster under failure (SPEC §11): a rolling deploy of every edge
+//! Durable channels in a cluster under failure (docs/protocol.md, "History"): a rolling deploy of every edge
 //! (SIGTERM, and SIGKILL), control killed mid-stream, the same id through two control
 //! replicas, NATS lost under one edge (for longer than `--bus-loss-close`, and briefly), and a
 //! node of a 3-node NATS cluster killed — with real `gripmesh control`/`edge` processes on

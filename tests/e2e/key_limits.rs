@@ -1,4 +1,4 @@
-//! Per-key limits (SPEC §13, issue 17) on a standalone edge: concurrent connections per key,
+//! Per-key limits (docs/protocol.md, "Key limits and usage") on a standalone edge: concurrent connections per key,
 //! message quotas and credential expiry, from flags or from the gateway's allow answer
 //! (`Gripmesh-Max-Connections`, `Gripmesh-Message-Quota`, `Gripmesh-Expires`, a Bearer JWT's
 //! `exp`).

@@ -1,5 +1,5 @@
-//! Every metric series a process can produce is on `/metrics` from the start, at 0 (issue 19
-//! item 4; SPEC §8): `rate()` and absence alerts misbehave on series that appear late.
+//! Every metric series a process can produce is on `/metrics` from the start, at 0
+//! (docs/protocol.md, "Metrics"): `rate()` and absence alerts misbehave on series that appear late.
 
 use testkit::{Gripmesh, parse_metric, scrape_metrics};
 

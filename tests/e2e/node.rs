@@ -1,4 +1,4 @@
-//! The official Node GRIP libraries, used as in the wild (issue 19): an Express origin with
+//! The official Node GRIP libraries, used as in the wild: an Express origin with
 //! `@fanoutio/serve-grip` configured from a `GRIP_URL` and requiring a GRIP proxy, behind a
 //! default `gripmesh standalone` (no `--sig-key`: the edge signs with Pushpin's default key, as
 //! a stock Pushpin does), and the `@fanoutio/grip` `Publisher` publishing to it.

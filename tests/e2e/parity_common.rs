@@ -1,4 +1,4 @@
-//! Shared setup of the parity tests (issue 21): the same assertion runs against gripmesh and,
+//! Shared setup of the parity tests: the same assertion runs against gripmesh and,
 //! where Debian's Pushpin 1.36 has the feature, against Pushpin started side by side
 //! ([`testkit::pushpin::Pushpin`]), so a passing pair proves "drop-in" rather than our
 //! reading of Pushpin's source.

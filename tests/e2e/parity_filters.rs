@@ -1,4 +1,4 @@
-//! Subscription filters (issue 21), each assertion run against gripmesh and Pushpin 1.36:
+//! Subscription filters, each assertion run against gripmesh and Pushpin 1.36:
 //! `skip-self` with a `gripcontrol` chat origin and two WebSocket clients, `skip-users`,
 //! `require-sub`, `var-subst` and publish `content-filters` on stream holds, and filters across
 //! two edges over NATS.

@@ -1,4 +1,4 @@
-//! The README's and docs' examples, executed (issue 19): every fenced block whose info string
+//! The README's and docs' examples, executed: every fenced block whose info string
 //! is `sh test` runs in bash against a fresh `gripmesh standalone --routes
 //! examples/test.routes`, with the documented ports rewritten to that instance's (the
 //! `GRIPMESH_*_URL` variables of the client subcommands point there too) and `gripmesh` on

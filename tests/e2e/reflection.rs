@@ -1,4 +1,4 @@
-//! gRPC server reflection on control's gRPC listener (issue 19 item 3), driven by a generic
+//! gRPC server reflection on control's gRPC listener, driven by a generic
 //! client that has no `.proto` files: Python `grpcio-reflection` (tests/py/reflection_client.py)
 //! doing what `grpcurl list`, `grpcurl describe` and `grpcurl -d JSON ADDR METHOD` do.
 

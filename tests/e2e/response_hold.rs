@@ -46,7 +46,7 @@ async fn response_hold_timeout_returns_original_response() {
     assert_eq!(resp.text(), "timeout-body\n");
     assert_eq!(resp.header("content-length").as_deref(), Some("13"));
     assert_eq!(resp.header_names_with_prefix("grip-"), Vec::<String>::new());
-    // Deliberate deviation from Pushpin (SPEC §6, case 13): no re-request of the origin ~1 s
+    // Deliberate deviation from Pushpin (docs/protocol.md, "GRIP at the edge"): no re-request of the origin ~1 s
     // after the channel's first subscription.
     assert_eq!(
         origin.request_count(),

@@ -50,7 +50,7 @@ async fn stream_ordering() {
 }
 
 /// Case 5: one connection on two channels; one publish with an item for each reaches it
-/// with both. Order is guaranteed per channel only (SPEC §5): channels fan out in parallel,
+/// with both. Order is guaranteed per channel only (docs/protocol.md, "Publishing"): channels fan out in parallel,
 /// so items of one batch on different channels may arrive in either order.
 #[tokio::test]
 async fn multi_channel() {

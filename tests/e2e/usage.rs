@@ -1,4 +1,4 @@
-//! Usage records end to end (SPEC §13 "Usage records", issue 18): connections on `authz`
+//! Usage records end to end (docs/protocol.md, "Key limits and usage"): connections on `authz`
 //! routes yield records (interim every `--usage-interval`, a final one at close) whose sums
 //! per key equal what the clients received, to the message and byte; they reach a webhook
 //! through the JetStream stream (cluster) or straight (standalone), with retries and a bounded

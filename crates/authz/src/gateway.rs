@@ -7,7 +7,7 @@ use runtime::client::{Endpoint, OriginClient};
 use std::time::Duration;
 
 /// Largest gateway body kept (it is relayed to denied clients and cached): longer ones are cut
-/// here (SPEC §7), so a gateway's or attacker-chosen fault page cannot fill the cache.
+/// here (docs/protocol.md, "Auth sidecar"), so a gateway's or attacker-chosen fault page cannot fill the cache.
 pub const MAX_DENY_BODY: usize = 4 * 1024;
 
 /// Largest total of gateway header names and values kept; headers past it are dropped.

@@ -54,7 +54,7 @@ pub struct AuthzConfig {
 }
 
 impl AuthzConfig {
-    /// Defaults (SPEC §7) for a gateway URL.
+    /// Defaults (docs/protocol.md, "Auth sidecar") for a gateway URL.
     pub fn new(gateway: impl Into<String>) -> AuthzConfig {
         AuthzConfig {
             gateway: gateway.into(),
@@ -165,7 +165,7 @@ impl Authorizer {
         let presented = credential::presented(&inner.config.sources, &req.query, &req.headers);
         let hashes = credential::hashes(&presented);
         // Reused only for exactly what the gateway decided on: route, method, path, query and
-        // every credential presented (SPEC §7).
+        // every credential presented (docs/protocol.md, "Auth sidecar").
         let key = credential::decision_key(&inner.config.sources, &req, &presented);
         if hashes.iter().any(|h| inner.revoked.contains(h)) {
             // Revoked at the cluster: refused for the revocation's TTL, whatever the gateway

@@ -1,4 +1,4 @@
-//! Per-key limits and credential expiry (SPEC §13): what the gateway's allow answer says about
+//! Per-key limits and credential expiry (docs/protocol.md, "Key limits and usage"): what the gateway's allow answer says about
 //! the key (`Gripmesh-Max-Connections`, `Gripmesh-Message-Quota`, `Gripmesh-Expires`), and the
 //! `exp` of a Bearer JWT credential (read, not verified: the gateway verified it).
 //!

@@ -1,4 +1,4 @@
-//! Every sidecar metric, declared once (SPEC §8).
+//! Every sidecar metric, declared once (docs/protocol.md, "Metrics").
 
 /// Sidecar metrics. Handles are looked up at each use, not cached, so a sidecar built before a
 /// recorder is installed (in tests) still counts.

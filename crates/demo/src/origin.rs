@@ -75,7 +75,7 @@ async fn handle(req: Request<hyper::body::Incoming>) -> Response<Body> {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    // The SSE recipe (SPEC §11): a reconnecting EventSource sends the id of the last event it
+    // The SSE recipe (docs/protocol.md, "History"): a reconnecting EventSource sends the id of the last event it
     // saw; as `prev-id` it makes the edge replay what was missed from the channel's history.
     let last_event_id = req
         .headers()

@@ -184,7 +184,7 @@ fn authorized(
     })
 }
 
-/// Applies the key's limits to an allowed request (SPEC §13): an expired credential is
+/// Applies the key's limits to an allowed request (docs/protocol.md, "Key limits and usage"): an expired credential is
 /// refused (401), a spent quota or a full connection count 429; otherwise the key's connection
 /// slot (counted cluster-wide, see [`crate::keys`]). The gateway's per-key values override
 /// the flags.
@@ -242,7 +242,7 @@ fn expire(edge: &EdgeInner) {
     }
 }
 
-/// The answer for a revoked credential (SPEC §12).
+/// The answer for a revoked credential (docs/protocol.md, "Cluster state").
 pub fn revoked() -> Response<Body> {
     text(StatusCode::FORBIDDEN, "Credential revoked.\n")
 }

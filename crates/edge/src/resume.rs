@@ -1,4 +1,4 @@
-//! Resuming by `prev-id` from channel history (SPEC §11).
+//! Resuming by `prev-id` from channel history (docs/protocol.md, "History").
 //!
 //! The connection is subscribed live *before* history is read, so every item stored after the
 //! read began reaches the connection's queue live, and every item stored before it is in the

@@ -9,7 +9,7 @@
 //!   (with `aco` on the route, the edge adds the `Access-Control-*` headers).
 //!
 //! A `Last-Event-ID` request header becomes `prev-id` on the channel, so a client coming back
-//! resumes from the channel's history (SPEC §11's SSE recipe).
+//! resumes from the channel's history (the SSE recipe of docs/protocol.md, "History").
 
 use http::{HeaderValue, Response, StatusCode};
 use runtime::server::{Body, full};
@@ -24,7 +24,7 @@ fn channel(query: Option<&str>) -> String {
         .to_owned()
 }
 
-/// The client's `Last-Event-ID` as a `prev-id` parameter (SPEC §11's SSE recipe), when it is
+/// The client's `Last-Event-ID` as a `prev-id` parameter (the SSE recipe of docs/protocol.md, "History"), when it is
 /// a plain token that needs no quoting.
 fn prev_id_param(headers: &http::HeaderMap) -> String {
     headers

@@ -979,7 +979,7 @@ mod tests {
     }
 
     /// Durations from the origin are clamped to [`crate::MAX_DURATION_SECS`], so a deadline
-    /// built from them cannot overflow (issue 13: `Grip-Timeout: 2^64-1` panicked the task).
+    /// built from them cannot overflow (`Grip-Timeout: 2^64-1` once panicked the task).
     #[test]
     fn durations_from_the_origin_are_clamped() {
         let max = crate::MAX_DURATION_SECS;

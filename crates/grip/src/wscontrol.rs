@@ -33,7 +33,7 @@ pub enum ControlMessage {
         /// Filters (at most [`MAX_FILTERS_PER_CHANNEL`]).
         filters: Vec<String>,
         /// gripmesh's extension: the id of the last item the client has; later items are
-        /// replayed from the channel's history before live ones (SPEC §11).
+        /// replayed from the channel's history before live ones (docs/protocol.md, "History").
         prev_id: Option<String>,
     },
     /// Unsubscribe the connection from a channel.

@@ -1,4 +1,4 @@
-//! Property tests for the GRIP parsers (DESIGN.md testing ladder, step 2): round trips for the
+//! Property tests for the GRIP parsers (docs/architecture.md, "Testing ladder", step 2): round trips for the
 //! websocket-events codec, publish JSON and Grip-Sig, and "never panics" for every parser that
 //! reads bytes from the network, over arbitrary bytes and over structured near-valid input.
 //!

@@ -144,7 +144,7 @@ pub struct EdgeFlags {
     pub bus_loss_close: u64,
 }
 
-/// Channel history (SPEC §11).
+/// Channel history (docs/protocol.md, "History").
 #[derive(Debug, Args)]
 pub struct HistoryFlags {
     /// Channels that keep history: `GLOB=SIZE[/AGE]` (repeatable or comma-separated; the first
@@ -157,7 +157,7 @@ pub struct HistoryFlags {
     pub history_replicas: usize,
 }
 
-/// Per-key limits on `authz` routes (SPEC §13); the gateway's allow answer may override them
+/// Per-key limits on `authz` routes (docs/protocol.md, "Key limits and usage"); the gateway's allow answer may override them
 /// per key (`Gripmesh-Max-Connections`, `Gripmesh-Message-Quota`).
 #[derive(Debug, Args)]
 pub struct KeyLimitFlags {
@@ -173,7 +173,7 @@ pub struct KeyLimitFlags {
     pub key_message_quota: Option<String>,
 }
 
-/// Client-facing limits shared by the edge and control listeners (SPEC §9).
+/// Client-facing limits shared by the edge and control listeners (docs/protocol.md, "Limits and bad input").
 #[derive(Debug, Args)]
 pub struct ClientLimitFlags {
     /// Seconds allowed for a client to send a complete request head (client and publish
@@ -259,7 +259,7 @@ pub struct PublishFlags {
     pub publish_max_body: usize,
 }
 
-/// NATS credentials and TLS, and the cluster key (every tier that talks to NATS; SPEC §12).
+/// NATS credentials and TLS, and the cluster key (every tier that talks to NATS; docs/protocol.md, "Cluster state").
 /// User/password or a token may also be given in the `--nats` URL
 /// (`nats://user:pass@host:4222`, `nats://token@host:4222`).
 #[derive(Debug, Args)]
@@ -590,7 +590,7 @@ pub struct DemoArgs {
     pub common: CommonFlags,
 }
 
-// --- Usage records (SPEC §13) -------------------------------------------------------------
+// --- Usage records (docs/protocol.md, "Key limits and usage") -------------------------------------------------------------
 
 /// Usage records and per-app metrics, where connections are held (edge, standalone).
 #[derive(Debug, Args)]
@@ -690,7 +690,7 @@ mod usage_flag_tests {
     }
 }
 
-// ---- client subcommands: `publish`, `routes`, `status` (issue 19) ----
+// ---- client subcommands: `publish`, `routes`, `status` ----
 
 /// How a client subcommand reaches and authenticates to control's publish API.
 #[derive(Debug, Args)]

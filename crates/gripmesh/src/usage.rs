@@ -1,4 +1,4 @@
-//! Usage records wiring (SPEC §13): where an edge's records go, and control's webhook feed.
+//! Usage records wiring (docs/protocol.md, "Key limits and usage"): where an edge's records go, and control's webhook feed.
 //!
 //! - Edge (and standalone with `--nats`): records are published to the JetStream usage stream.
 //! - Control (and standalone with `--nats`) with `--usage-webhook`: one durable consumer on the

@@ -1149,7 +1149,7 @@ mod tests {
 
     #[test]
     fn pushpin_run_example_routes() {
-        // pushpin.md §6: the working routes file
+        // a working Pushpin routes file
         let t = parse("*,path_beg=/ws 127.0.0.1:8080,over_http\n* 127.0.0.1:8080\n");
         let ws = t.resolve(&req("127.0.0.1", "/ws", true, false)).unwrap();
         assert_eq!(ws.line, 1);

@@ -1,4 +1,4 @@
-//! Request path normalisation before routing (SPEC §9 "Paths").
+//! Request path normalisation before routing (docs/protocol.md, "Limits and bad input").
 //!
 //! Routes must match the path the origin will act on, or a route's conditions (`authz`,
 //! `path_beg`) can be stepped around by another spelling of the same path: `/%70rivate/x`,

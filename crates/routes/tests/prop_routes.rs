@@ -1,4 +1,4 @@
-//! Property tests for the routes parser (DESIGN.md testing ladder, step 2): generated valid
+//! Property tests for the routes parser (docs/architecture.md, "Testing ladder", step 2): generated valid
 //! route lines parse to what they say, resolve for their own requests, and rewrite paths
 //! keeping the query; arbitrary text never panics the parser, the matcher or the rewriter.
 

@@ -1,5 +1,5 @@
 //! Debian's Pushpin (1.36) run side by side with gripmesh, so a test can assert the same
-//! behaviour against both (`pushpin.md` §6 describes the setup this follows).
+//! behaviour against both (Debian's package with its default setup).
 //!
 //! Each [`Pushpin`] gets its own run directory, routes file and loopback ports; the runner
 //! (`pushpin --config …`) starts condure, zurl, the proxy and the handler; dropping the value
