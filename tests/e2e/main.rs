@@ -2,31 +2,34 @@
 //!
 //! Every test starts its own process on ephemeral loopback ports, its own fake origins and its
 //! own clients, so tests are independent and run in parallel (cargo-nextest runs each test in
-//! its own process). Case numbers refer to the conformance cases in `pushpin.md` §5.
+//! its own process). Pushpin behaviour they pin down is summarised in docs/protocol.md, "Pushpin compatibility".
 
 mod admin_page;
 mod authz;
 mod bad_input;
 mod cli;
+mod client_tls;
 mod clients_doc;
 mod cluster;
 mod cluster_state;
 mod common;
+mod dashboards_alerts;
 mod demo;
 mod dropin;
 mod faults;
 mod gateway;
 mod grpc;
-mod hardening_client;
-mod hardening_control;
 mod history;
 mod history_cluster;
+mod hostile_clients;
+mod hostile_control_api;
 mod jwt;
 mod keepalive;
 mod key_limits;
 mod key_limits_cluster;
 mod metrics_zero;
 mod node;
+mod operations;
 mod origin_reuse;
 mod parity_common;
 mod parity_filters;
@@ -36,20 +39,17 @@ mod parity_recover;
 mod parity_ws_control;
 mod passthrough;
 mod process;
-mod production;
-mod production_assets;
-mod production_slow;
-mod production_tls;
 mod publish_api;
 mod pygrip;
 mod readme;
 mod reflection;
 mod response_hold;
 mod routing;
+mod slow_consumers;
 mod stream;
 mod usage;
 mod ws;
-mod ws_article;
+mod ws_api_gateway;
 mod ws_bad_input;
 mod ws_common;
 mod ws_lifecycle;

@@ -1,4 +1,4 @@
-//! The client side of the edge under attack (SPEC §9, issue 13): path spellings that would
+//! The client side of the edge under attack (docs/protocol.md, "Limits and bad input"): path spellings that would
 //! step around a route's gateway check, bounded memory per WebSocket client, channel-name
 //! limits, header/body timeouts, clamped durations from the origin, the open-file limit, and
 //! client errors answered as 4xx. Plus regression guards for what already held.

@@ -1,4 +1,4 @@
-//! Issue 13, the control and authz side (SPEC §5, §7): the trust boundaries an attacker meets
+//! The control and authz side under attack (docs/protocol.md, "Publishing", "Auth sidecar"): the trust boundaries an attacker meets
 //! at the auth sidecar and the control API, tried as an attacker would, against the real binary.
 //!
 //! - the decision cache is bounded and reused only for exactly what the gateway decided on;
@@ -23,7 +23,7 @@ use testkit::{
 use crate::common::{BIN, WAIT, start};
 use crate::jwt::{now_unix, sign_hs256};
 
-/// Revocations take effect within 1 s (SPEC §7); room for a loaded machine.
+/// Revocations take effect within 1 s (docs/protocol.md, "Auth sidecar"); room for a loaded machine.
 const REVOKE_WAIT: Duration = Duration::from_secs(5);
 
 /// A fake forward-auth gateway deciding on the key (`?apikey=`, else `X-Api-Key`) and the
@@ -244,7 +244,7 @@ async fn revoking_any_presented_credential_closes_the_connection() {
         "the alias-only stream stays open"
     );
 
-    // While the revocation lasts (--revocation-ttl 2, SPEC §12) a connection presenting `good`
+    // While the revocation lasts (--revocation-ttl 2; docs/protocol.md, "Cluster state") a connection presenting `good`
     // next to `alias` is refused without a gateway call; after it, it is asked of the gateway
     // again instead of riding the cached allow.
     gw.forget("good");

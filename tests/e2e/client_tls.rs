@@ -1,4 +1,4 @@
-//! TLS on the client listener (issue 6): certificates generated at test time with `rcgen`
+//! TLS on the client listener: certificates generated at test time with `rcgen`
 //! (a test CA and leaf certificates), a `rustls` client trusting that CA, SNI selection, hot
 //! reload of the certificate files, the `ssl=yes` route condition, `X-Forwarded-Proto`, and
 //! bad certificate flags (exit 64).

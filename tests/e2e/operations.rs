@@ -1,7 +1,7 @@
-//! Production edge (issue 6), end to end with the real binary: metrics that move with traffic on
+//! Production edge, end to end with the real binary: metrics that move with traffic on
 //! every transport, JSON logs without secrets and with the connection's span, the paced drain
-//! with readiness, and the connection and channel limits. TLS is in `production_tls.rs`, slow
-//! consumers in `production_slow.rs`, the dashboard and alert rules in `production_assets.rs`.
+//! with readiness, and the connection and channel limits. TLS is in `client_tls.rs`, slow
+//! consumers in `slow_consumers.rs`, the dashboard and alert rules in `dashboards_alerts.rs`.
 
 use std::net::SocketAddr;
 use std::time::Duration;

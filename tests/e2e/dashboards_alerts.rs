@@ -1,4 +1,4 @@
-//! The operations assets of issue 6: the Grafana dashboard (`deploy/grafana/`) and the
+//! The operations assets: the Grafana dashboard (`deploy/grafana/`) and the
 //! Prometheus alert rules (`deploy/prometheus/`). They must stay in step with the metrics the
 //! binary exports: every `gripmesh_*` name they use must be in the README's metrics table, so a
 //! rename breaks this test. Structure is checked too (the JSON parses as a Grafana dashboard,

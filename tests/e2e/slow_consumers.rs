@@ -1,4 +1,4 @@
-//! Slow consumers (issue 6): a client that stops reading while ~25 MB are published to its
+//! Slow consumers: a client that stops reading while ~25 MB are published to its
 //! channel is cut off once its send queue (`--send-queue-bytes 1048576`) overflows, counted in
 //! `gripmesh_edge_messages_dropped_total{reason="slow_consumer"}`; a fast client on the same
 //! channel receives every byte in order; the edge's memory stays bounded.
@@ -478,7 +478,7 @@ const RELEASE_WITHIN: Duration = Duration::from_secs(5);
 
 /// A stream client that stopped reading is disconnected once its queue overflows: the edge
 /// lets go of the connection (held-connection gauge back to 0) without waiting for the client
-/// to read again (SPEC §9: "a consumer that can't keep up is disconnected"). Otherwise a client
+/// to read again (docs/protocol.md, "Limits and bad input": "a consumer that can't keep up is disconnected"). Otherwise a client
 /// that keeps its TCP window closed holds the connection, its connection slot and a full
 /// socket send buffer forever.
 #[tokio::test]
