@@ -19,9 +19,6 @@ KNOWN_CYCLES = {
     "edge": [
         # conn.rs holds the key's state; keys.rs closes the key's connections.
         {"conn", "keys"},
-        # the dispatcher (proxy.rs) and the hold kinds / WebSocket modes it calls, which call
-        # helpers back out of it: the edge re-layout of docs/architecture.md.
-        {"gone", "hold", "jsonp", "next_link", "proxy", "ws"},
     ],
 }
 
