@@ -1,4 +1,4 @@
-//! Per-key counters shared by the edges of a cluster (SPEC §13 "Per-key limits", §12).
+//! Per-key counters shared by the edges of a cluster (docs/protocol.md, "Key limits and usage", "Cluster state").
 //!
 //! - `gripmesh_key_leases`, key `<key hash>.<edge>`: a sealed [`LeaseRecord`], the edge's live
 //!   connections of that key. Edges rewrite their non-zero leases every [`LEASE_REFRESH`] and

@@ -261,7 +261,7 @@ impl Edge {
     }
 
     /// Counts per-key connections and deliveries cluster-wide through the key buckets in
-    /// `state` (SPEC §13), until `shutdown`; before the buckets open, and without them, the
+    /// `state` (docs/protocol.md, "Key limits and usage"), until `shutdown`; before the buckets open, and without them, the
     /// counts are this edge's alone. `on_current` runs once the other edges' counts are known
     /// (or after a few seconds without the buckets).
     pub async fn follow_key_limits(
