@@ -67,10 +67,12 @@ pub fn load_routes(path: Option<&Path>) -> Result<(String, RouteTable), Fatal> {
     }
 }
 
-/// The client listener's TLS from flags (`None`: plain HTTP).
-pub fn edge_tls(
-    flags: &EdgeFlags,
-) -> Result<Option<(Vec<runtime::tls::CertFiles>, runtime::tls::SharedTls)>, Fatal> {
+/// The client listener's TLS: the certificate files (watched for changes) and the config the
+/// listener uses (`None`: plain HTTP).
+pub type EdgeTls = Option<(Vec<runtime::tls::CertFiles>, runtime::tls::SharedTls)>;
+
+/// The client listener's TLS from flags.
+pub fn edge_tls(flags: &EdgeFlags) -> Result<EdgeTls, Fatal> {
     if flags.tls_cert.len() != flags.tls_key.len() {
         return Err(config_err(format!(
             "--tls-cert/--tls-key: {} certificates but {} keys",

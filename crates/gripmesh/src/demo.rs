@@ -10,7 +10,6 @@ use crate::tiers;
 use arc_swap::ArcSwap;
 use control::{Control, ControlConfig, RevocationStore, RouteStore, RoutesSource};
 use edge::{Edge, EdgeConfig};
-use runtime::Health;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -40,10 +39,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
             )));
         }
     }
-    let metrics = runtime::telemetry::install_metrics();
-    let health = Health::new();
-    let stop_accepting = CancellationToken::new();
-    let stop_background = CancellationToken::new();
+    let mut process = crate::process::Process::start();
 
     // The article's backend and its API gateway, on loopback ports of their own.
     let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -52,11 +48,12 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     let gateway_addr = local_addr(&gateway_listener)?;
     let origin_addr = local_addr(&origin_listener)?;
     tokio::spawn(
-        ::demo::gateway::MockGateway::new().serve(gateway_listener, stop_background.clone()),
+        ::demo::gateway::MockGateway::new()
+            .serve(gateway_listener, process.stop_background.clone()),
     );
     tokio::spawn(::demo::origin::serve(
         origin_listener,
-        stop_background.clone(),
+        process.stop_background.clone(),
     ));
 
     // The standalone stack, built like `gripmesh standalone --authz-gateway`.
@@ -69,7 +66,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     let backend =
         common::connect_bus(None, "gripmesh-demo", &crate::cli::NatsFlags::none()).await?;
     let bus = backend.bus.clone();
-    common::track_bus(&bus, &health);
+    common::track_bus(&bus, &process.health);
     let store = RouteStore::new(
         backend.state.clone(),
         backend.codec.clone(),
@@ -131,9 +128,9 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
         &edge,
         Some(&authorizer),
         &backend,
-        &health,
+        &process.health,
         300,
-        &stop_background,
+        &process.stop_background,
     );
     tiers::run_control_stores(
         &store,
@@ -141,39 +138,42 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
         (backend.state.clone(), 1),
         None,
         1,
-        &stop_background,
+        &process.stop_background,
     );
     let usage_file =
         std::env::temp_dir().join(format!("gripmesh-demo-usage-{}.jsonl", std::process::id()));
     let background = vec![tokio::spawn(usage_to_file(
         edge.clone(),
         usage_file.clone(),
-        stop_background.clone(),
+        process.stop_background.clone(),
     ))];
     let page = crate::status::page(
         "demo",
         Some(crate::status::RoutesSource::Store(store.clone())),
         Some(crate::status::Revocations::follow(
             &backend,
-            stop_background.clone(),
+            process.stop_background.clone(),
         )),
     );
-    let admin = tokio::spawn(runtime::admin::serve(
-        admin_listener,
-        health.clone(),
-        metrics,
-        page,
-        stop_background.clone(),
+    process.serve_admin(admin_listener, page);
+    let edge_task = tiers::serve_edge(&edge, edge_listener, &process.stop_accepting);
+    let servers = tiers::serve_control(
+        &control,
+        publish_listener,
+        grpc_listener,
+        &process.stop_accepting,
+    );
+    tokio::spawn(tiers::follow_store(
+        store,
+        table,
+        process.stop_background.clone(),
     ));
-    let edge_task = tiers::serve_edge(&edge, edge_listener, &stop_accepting);
-    let servers = tiers::serve_control(&control, publish_listener, grpc_listener, &stop_accepting);
-    tokio::spawn(tiers::follow_store(store, table, stop_background.clone()));
     tokio::spawn(::demo::trades::publish_loop(
         publish_addr,
         TRADE_INTERVAL,
-        stop_accepting.clone(),
+        process.stop_accepting.clone(),
     ));
-    health.set_ready("routes");
+    process.health.set_ready("routes");
     common::announce_ready();
     print_instructions(
         edge_addr,
@@ -184,18 +184,15 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     );
     tracing::info!("gripmesh demo started");
 
-    tiers::Running {
-        health,
-        edge: Some((edge, edge_task)),
-        servers,
-        stop_accepting,
-        stop_background,
-        admin,
-        drain_timeout: Duration::from_secs(args.common.drain_timeout),
-        background,
-    }
-    .wait_and_drain()
-    .await;
+    process
+        .running(
+            Some((edge, edge_task)),
+            servers,
+            background,
+            args.common.drain_timeout,
+        )
+        .wait_and_drain()
+        .await;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod common;
 mod config_file;
 mod ctl;
 mod demo;
+mod process;
 mod status;
 mod tiers;
 mod usage;

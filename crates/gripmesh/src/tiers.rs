@@ -1,12 +1,16 @@
-//! `standalone`, `edge` and `control`: the same building blocks, wired per tier.
+//! `standalone`, `edge`, `control` and `authz`: the same building blocks, wired per tier
+//! ([`Process`] is what they share).
 
-use crate::cli::StateFlags;
 use crate::cli::{AuthzArgs, ControlArgs, EdgeArgs, StandaloneArgs};
+use crate::cli::{
+    ClientLimitFlags, EdgeFlags, KeyLimitFlags, PublishFlags, StateFlags, UsageFlags,
+};
 use crate::common::{self, Backend, Fatal};
+use crate::process::Process;
 use crate::status;
 use arc_swap::ArcSwap;
 use control::{Control, ControlConfig, PutError, RevocationStore, RouteStore, RoutesSource};
-use edge::Edge;
+use edge::{Edge, EdgeConfig};
 use runtime::Health;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,63 +18,54 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// What a running process has started, for the drain.
-pub(crate) struct Running {
-    pub(crate) health: Health,
-    pub(crate) edge: Option<(Edge, JoinHandle<()>)>,
-    pub(crate) servers: Vec<JoinHandle<()>>,
-    pub(crate) stop_accepting: CancellationToken,
-    pub(crate) stop_background: CancellationToken,
-    pub(crate) admin: JoinHandle<()>,
-    pub(crate) drain_timeout: Duration,
-    /// Tasks that hand over what they hold after `stop_background` (usage records).
-    pub(crate) background: Vec<JoinHandle<()>>,
+/// The edge's configuration from its flags (standalone and edge), with the client
+/// listener's TLS (certificate files to watch, and the shared config the listener uses).
+fn edge_setup(
+    flags: &EdgeFlags,
+    limits: &ClientLimitFlags,
+    forward_headers: &str,
+    keys: &KeyLimitFlags,
+) -> Result<(common::EdgeTls, EdgeConfig), Fatal> {
+    let tls = common::edge_tls(flags)?;
+    let mut config = common::edge_config(flags, limits)?;
+    config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
+    config.forward_headers = common::forward_headers(forward_headers)?;
+    config.key_limits = common::key_limits(keys)?;
+    Ok((tls, config))
 }
 
-impl Running {
-    /// Prints `ready`, logs that `tier` started, then runs until a signal and drains.
-    pub(crate) async fn announce_and_wait(self, tier: &str) -> Result<(), Fatal> {
-        common::announce_ready();
-        tracing::info!("gripmesh {tier} started");
-        self.wait_and_drain().await;
-        Ok(())
-    }
+/// Binds the client listener and makes the edge on it (its node id, for usage records,
+/// names the listener's port).
+async fn start_edge(
+    mut config: EdgeConfig,
+    listen: std::net::SocketAddr,
+    usage: &UsageFlags,
+    backend: &Backend,
+    table: Arc<ArcSwap<routes::RouteTable>>,
+    checker: Option<Arc<dyn edge::authz::AuthzCheck>>,
+) -> Result<(Edge, tokio::net::TcpListener), Fatal> {
+    let listener = common::listen("--listen", "edge", listen).await?;
+    let node_id = crate::usage::node_id(usage.node_id.as_deref(), &listener);
+    config.usage = crate::usage::edge_config(usage, node_id);
+    let edge = Edge::new(config, backend.bus.clone(), table, checker)
+        .map_err(|e| Fatal::Runtime(e.to_string()))?;
+    Ok((edge, listener))
+}
 
-    pub(crate) async fn wait_and_drain(self) {
-        let signal = runtime::signal::shutdown_signal().await;
-        let held = self.edge.as_ref().map_or(0, |(e, _)| e.held_count());
-        tracing::info!(signal, held, "draining");
-        // Readiness goes false first, so load balancers stop sending new clients.
-        self.health.set_draining();
-        self.stop_accepting.cancel();
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        if let Some((edge, task)) = self.edge {
-            common::within(deadline, "close held connections", edge.close_held()).await;
-            common::within(deadline, "edge connections", async {
-                let _ = task.await;
-            })
-            .await;
-            // `Grip-Link rel=gone` requests of the connections that just ended.
-            common::within(deadline, "gone links", edge.gone_sent()).await;
-        }
-        common::within(deadline, "api listeners", async {
-            for s in self.servers {
-                let _ = s.await;
-            }
-        })
-        .await;
-        self.stop_background.cancel();
-        // Bounded by the tasks themselves (usage records: 5 s), not by the drain deadline:
-        // the connections' final records are made by the drain.
-        let _ = tokio::time::timeout(Duration::from_secs(6), async {
-            for t in self.background {
-                let _ = t.await;
-            }
-        })
-        .await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.admin).await;
-        tracing::info!("stopped");
-    }
+/// Control's configuration from its flags (standalone and control).
+fn control_config(
+    auth: control::PublishAuth,
+    publish: &PublishFlags,
+    limits: &ClientLimitFlags,
+    history: Option<control::ControlHistory>,
+) -> Result<ControlConfig, Fatal> {
+    Ok(ControlConfig {
+        auth,
+        max_body: publish.publish_max_body,
+        max_channel_length: common::max_channel_length(limits)?,
+        server: common::server_options(limits, 16 * 1024, None)?,
+        history,
+    })
 }
 
 /// Control's route and revocation stores on the backend's state. With `file_owns_table` (a
@@ -382,18 +377,18 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     )?;
     let routes_path = common::routes_path(args.routes.as_deref());
     let (text, table) = common::load_routes(routes_path.as_deref())?;
-    let tls = common::edge_tls(&args.edge)?;
-    let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
-    edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
-    edge_config.forward_headers = common::forward_headers(&args.authz.forward_headers)?;
+    let (tls, mut edge_config) = edge_setup(
+        &args.edge,
+        &args.limits,
+        &args.authz.forward_headers,
+        &args.keys,
+    )?;
     let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
     crate::usage::webhook(&args.usage_webhook)?;
-    edge_config.key_limits = common::key_limits(&args.keys)?;
 
-    let metrics = runtime::telemetry::install_metrics();
+    let mut process = Process::start();
     // Built after the recorder is installed, so its metrics are registered with it.
     let webhook = crate::usage::webhook(&args.usage_webhook)?;
-    let health = Health::new();
     let authorizer = args
         .authz_gateway
         .as_deref()
@@ -411,8 +406,8 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     // Standalone: the routes file is written to the store when it changes, and `PUT /routes`
     // may still replace the table (a single process has no replicas to disagree).
     let (store, revocations) = control_stores(&backend, &args.state, false, &text)?;
-    common::track_bus(&backend.bus, &health);
-    common::track_state(&backend, &health);
+    common::track_bus(&backend.bus, &process.health);
+    common::track_state(&backend, &process.health);
     let policy = common::history_policy(&args.history)?;
     // History: in memory without NATS (only when a channel has a policy), else JetStream.
     let history = (!policy.is_empty() || backend.nats.is_some()).then(|| {
@@ -420,7 +415,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
             backend.nats.as_ref(),
             &policy,
             args.history.history_replicas,
-            &health,
+            &process.health,
         )
     });
     edge_config.history = history.clone().map(edge::EdgeHistory);
@@ -428,21 +423,24 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     let checker = authorizer
         .clone()
         .map(|a| Arc::new(common::Embedded(a)) as Arc<dyn edge::authz::AuthzCheck>);
-    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
-    let node_id = crate::usage::node_id(args.usage.node_id.as_deref(), &edge_listener);
-    edge_config.usage = crate::usage::edge_config(&args.usage, node_id);
-    let edge = Edge::new(edge_config, backend.bus.clone(), table.clone(), checker)
-        .map_err(|e| Fatal::Runtime(e.to_string()))?;
+    let (edge, edge_listener) = start_edge(
+        edge_config,
+        args.listen,
+        &args.usage,
+        &backend,
+        table.clone(),
+        checker,
+    )
+    .await?;
     let control = Control::new(
-        ControlConfig {
+        control_config(
             auth,
-            max_body: args.publish.publish_max_body,
-            max_channel_length: common::max_channel_length(&args.limits)?,
-            server: common::server_options(&args.limits, 16 * 1024, None)?,
-            history: history
+            &args.publish,
+            &args.limits,
+            history
                 .filter(|_| !policy.is_empty())
                 .map(|store| control::ControlHistory { policy, store }),
-        },
+        )?,
         backend.bus.clone(),
         store.clone(),
         revocations.clone(),
@@ -453,33 +451,35 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     let grpc_listener = common::listen("--grpc-listen", "grpc", args.grpc_listen).await?;
     let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
 
-    let stop_accepting = CancellationToken::new();
-    let stop_background = CancellationToken::new();
     // The embedded edge finds its per-key count buckets at once (ready sooner).
     prepare_key_buckets(&backend, args.state.state_replicas).await;
     spawn_authz_tasks(
         &edge,
         authorizer.as_ref(),
         &backend,
-        &health,
+        &process.health,
         args.authz_recheck,
-        &stop_background,
+        &process.stop_background,
     );
     let mut background = crate::usage::spawn_edge(
         &edge,
         &backend.bus,
         &usage_stream,
         webhook.as_ref(),
-        &stop_background,
+        &process.stop_background,
     );
     background.extend(crate::usage::spawn_control(
         &backend.bus,
         &usage_stream,
         webhook,
-        &stop_background,
+        &process.stop_background,
     ));
-    common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
-    let recent_revocations = status::Revocations::follow(&backend, stop_background.clone());
+    common::watch_tls(
+        &tls,
+        args.common.routes_poll_interval,
+        &process.stop_background,
+    );
+    let recent_revocations = status::Revocations::follow(&backend, process.stop_background.clone());
     let page = status::page(
         "standalone",
         Some(status::RoutesSource::Store(store.clone())),
@@ -490,18 +490,17 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
             &edge,
             &backend.bus,
             args.edge.bus_loss_close,
-            &stop_background,
+            &process.stop_background,
         );
     }
-    let admin = tokio::spawn(runtime::admin::serve(
-        admin_listener,
-        health.clone(),
-        metrics,
-        page,
-        stop_background.clone(),
-    ));
-    let edge_task = serve_edge(&edge, edge_listener, &stop_accepting);
-    let servers = serve_control(&control, publish_listener, grpc_listener, &stop_accepting);
+    process.serve_admin(admin_listener, page);
+    let edge_task = serve_edge(&edge, edge_listener, &process.stop_accepting);
+    let servers = serve_control(
+        &control,
+        publish_listener,
+        grpc_listener,
+        &process.stop_accepting,
+    );
     // One table: the routes file and `PUT /routes` both go through control's store, and the
     // embedded edge follows the store.
     run_control_stores(
@@ -510,43 +509,36 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
         (backend.state.clone(), args.state.state_replicas.max(1)),
         routes_path,
         args.common.routes_poll_interval,
-        &stop_background,
+        &process.stop_background,
     );
-    tokio::spawn(follow_store(store, table, stop_background.clone()));
-    health.set_ready("routes");
-    Running {
-        health,
-        edge: Some((edge, edge_task)),
-        servers,
-        stop_accepting,
-        stop_background,
-        admin,
-        drain_timeout: Duration::from_secs(args.common.drain_timeout),
-        background,
-    }
-    .announce_and_wait("standalone")
-    .await
+    tokio::spawn(follow_store(store, table, process.stop_background.clone()));
+    process.health.set_ready("routes");
+    process
+        .running(
+            Some((edge, edge_task)),
+            servers,
+            background,
+            args.common.drain_timeout,
+        )
+        .announce_and_wait("standalone")
+        .await
 }
 
 /// `gripmesh edge`.
 pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
-    let tls = common::edge_tls(&args.edge)?;
-    let mut edge_config = common::edge_config(&args.edge, &args.limits)?;
-    edge_config.server.tls = tls.as_ref().map(|(_, shared)| shared.clone());
-    edge_config.forward_headers = common::forward_headers(&args.forward_headers)?;
-    edge_config.key_limits = common::key_limits(&args.keys)?;
+    let (tls, mut edge_config) =
+        edge_setup(&args.edge, &args.limits, &args.forward_headers, &args.keys)?;
     let file = match &args.routes {
         Some(p) => Some((p.clone(), common::load_routes(Some(p))?.1)),
         None => None,
     };
-    let metrics = runtime::telemetry::install_metrics();
-    let health = Health::new();
+    let mut process = Process::start();
     let backend = common::connect_bus(Some(&args.nats), "gripmesh-edge", &args.nats_flags).await?;
     // Logging starts once NATS is checked, so a refusal (no JetStream) stays one line.
     common::init_logging(&args.common);
     common::warn_default_sig_key(&edge_config, args.listen);
-    common::track_bus(&backend.bus, &health);
-    common::track_state(&backend, &health);
+    common::track_bus(&backend.bus, &process.health);
+    common::track_state(&backend, &process.health);
     // Edges read history (on resumes only) straight from JetStream, never through control.
     edge_config.history = backend
         .nats
@@ -565,60 +557,65 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
                 .map_err(|e| common::config_err(format!("--authz {e}")))
         })
         .transpose()?;
-    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
-    let node_id = crate::usage::node_id(args.usage.node_id.as_deref(), &edge_listener);
-    edge_config.usage = crate::usage::edge_config(&args.usage, node_id);
-    let edge = Edge::new(edge_config, backend.bus.clone(), table.clone(), checker)
-        .map_err(|e| Fatal::Runtime(e.to_string()))?;
+    let (edge, edge_listener) = start_edge(
+        edge_config,
+        args.listen,
+        &args.usage,
+        &backend,
+        table.clone(),
+        checker,
+    )
+    .await?;
     if file.is_none() {
         // Not ready until the table is in (set before the admin listener answers).
-        health.set_not_ready(
+        process.health.set_not_ready(
             edge::routes_follow::READY_CONDITION,
             "waiting for the route table (bucket gripmesh_routes)",
         );
     }
     let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
 
-    let stop_accepting = CancellationToken::new();
-    let stop_background = CancellationToken::new();
     spawn_authz_tasks(
         &edge,
         None,
         &backend,
-        &health,
+        &process.health,
         args.authz_recheck,
-        &stop_background,
+        &process.stop_background,
     );
-    let background =
-        crate::usage::spawn_edge(&edge, &backend.bus, &usage_stream, None, &stop_background);
+    let background = crate::usage::spawn_edge(
+        &edge,
+        &backend.bus,
+        &usage_stream,
+        None,
+        &process.stop_background,
+    );
     spawn_bus_loss_close(
         &edge,
         &backend.bus,
         args.edge.bus_loss_close,
-        &stop_background,
+        &process.stop_background,
     );
-    common::watch_tls(&tls, args.common.routes_poll_interval, &stop_background);
-    let revocations = status::Revocations::follow(&backend, stop_background.clone());
+    common::watch_tls(
+        &tls,
+        args.common.routes_poll_interval,
+        &process.stop_background,
+    );
+    let revocations = status::Revocations::follow(&backend, process.stop_background.clone());
     let page = status::page(
         "edge",
         Some(status::RoutesSource::Table(table.clone())),
         Some(revocations),
     );
-    let admin = tokio::spawn(runtime::admin::serve(
-        admin_listener,
-        health.clone(),
-        metrics,
-        page,
-        stop_background.clone(),
-    ));
+    process.serve_admin(admin_listener, page);
     match file {
         Some((path, _)) => {
-            health.set_ready("routes");
+            process.health.set_ready("routes");
             tokio::spawn(runtime::routes_file::watch(
                 path,
                 table.clone(),
                 Duration::from_secs(args.common.routes_poll_interval.max(1)),
-                stop_background.clone(),
+                process.stop_background.clone(),
             ));
         }
         None => {
@@ -626,24 +623,21 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
                 backend.state.clone(),
                 backend.codec.clone(),
                 table.clone(),
-                health.clone(),
-                stop_background.clone(),
+                process.health.clone(),
+                process.stop_background.clone(),
             ));
         }
     }
-    let edge_task = serve_edge(&edge, edge_listener, &stop_accepting);
-    Running {
-        health,
-        edge: Some((edge, edge_task)),
-        servers: Vec::new(),
-        stop_accepting,
-        stop_background,
-        admin,
-        drain_timeout: Duration::from_secs(args.common.drain_timeout),
-        background,
-    }
-    .announce_and_wait("edge")
-    .await
+    let edge_task = serve_edge(&edge, edge_listener, &process.stop_accepting);
+    process
+        .running(
+            Some((edge, edge_task)),
+            Vec::new(),
+            background,
+            args.common.drain_timeout,
+        )
+        .announce_and_wait("edge")
+        .await
 }
 
 /// `gripmesh control`.
@@ -660,10 +654,9 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
     common::load_routes(routes_path.as_deref())?;
     let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
     crate::usage::webhook(&args.usage_webhook)?;
-    let metrics = runtime::telemetry::install_metrics();
+    let mut process = Process::start();
     // Built after the recorder is installed, so its metrics are registered with it.
     let webhook = crate::usage::webhook(&args.usage_webhook)?;
-    let health = Health::new();
     let backend =
         common::connect_bus(Some(&args.nats), "gripmesh-control", &args.nats_flags).await?;
     // Logging starts once NATS is checked, so a refusal (no JetStream) stays one line.
@@ -674,8 +667,8 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
         routes_path.is_some(),
         common::DEFAULT_ROUTES,
     )?;
-    common::track_bus(&backend.bus, &health);
-    common::track_state(&backend, &health);
+    common::track_bus(&backend.bus, &process.health);
+    common::track_state(&backend, &process.health);
     let usage_bus = backend.bus.clone();
     let policy = common::history_policy(&args.history)?;
     let history = (!policy.is_empty()).then(|| control::ControlHistory {
@@ -683,90 +676,74 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
             backend.nats.as_ref(),
             &policy,
             args.history.history_replicas,
-            &health,
+            &process.health,
         ),
         policy,
     });
     let control = Control::new(
-        ControlConfig {
-            auth,
-            max_body: args.publish.publish_max_body,
-            max_channel_length: common::max_channel_length(&args.limits)?,
-            server: common::server_options(&args.limits, 16 * 1024, None)?,
-            history,
-        },
+        control_config(auth, &args.publish, &args.limits, history)?,
         backend.bus.clone(),
         store.clone(),
         revocations.clone(),
     );
-    health.set_not_ready("routes", "route table not loaded from the bucket yet");
+    process
+        .health
+        .set_not_ready("routes", "route table not loaded from the bucket yet");
     let publish_listener =
         common::listen("--publish-listen", "publish", args.publish_listen).await?;
     let grpc_listener = common::listen("--grpc-listen", "grpc", args.grpc_listen).await?;
     let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
 
-    let stop_accepting = CancellationToken::new();
-    let stop_background = CancellationToken::new();
     let page = status::page(
         "control",
         Some(status::RoutesSource::Store(store.clone())),
         Some(status::Revocations::follow(
             &backend,
-            stop_background.clone(),
+            process.stop_background.clone(),
         )),
     );
-    let admin = tokio::spawn(runtime::admin::serve(
-        admin_listener,
-        health.clone(),
-        metrics,
-        page,
-        stop_background.clone(),
-    ));
+    process.serve_admin(admin_listener, page);
     run_control_stores(
         &store,
         &revocations,
         (backend.state.clone(), args.state.state_replicas.max(1)),
         routes_path,
         args.common.routes_poll_interval,
-        &stop_background,
+        &process.stop_background,
     );
     tokio::spawn({
-        let (health, mut latest) = (health.clone(), store.watch());
+        let (health, mut latest) = (process.health.clone(), store.watch());
         async move {
             if latest.wait_for(|v| v.version > 0).await.is_ok() {
                 health.set_ready("routes");
             }
         }
     });
-    let servers = serve_control(&control, publish_listener, grpc_listener, &stop_accepting);
+    let servers = serve_control(
+        &control,
+        publish_listener,
+        grpc_listener,
+        &process.stop_accepting,
+    );
     let background =
-        crate::usage::spawn_control(&usage_bus, &usage_stream, webhook, &stop_background);
-    Running {
-        health,
-        edge: None,
-        servers,
-        stop_accepting,
-        stop_background,
-        admin,
-        drain_timeout: Duration::from_secs(args.common.drain_timeout),
-        background,
-    }
-    .announce_and_wait("control")
-    .await
+        crate::usage::spawn_control(&usage_bus, &usage_stream, webhook, &process.stop_background);
+    process
+        .running(None, servers, background, args.common.drain_timeout)
+        .announce_and_wait("control")
+        .await
 }
 
 /// `gripmesh authz`.
 pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
     // The recorder first, so the sidecar's series exist at 0 from the start.
-    let metrics = runtime::telemetry::install_metrics();
+    let mut process = Process::start();
     let authorizer = common::authz_config(&args.gateway, &args.authz)?;
-    let health = Health::new();
     let backend = match &args.nats {
         Some(urls) => {
             let backend =
                 common::connect_bus(Some(urls), "gripmesh-authz", &args.nats_flags).await?;
-            common::track_bus(&backend.bus, &health);
-            common::track_state(&backend, &health);
+            common::track_bus(&backend.bus, &process.health);
+            common::track_state(&backend, &process.health);
             Some(backend)
         }
         None => None,
@@ -775,37 +752,26 @@ pub async fn authz(args: AuthzArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
     let listener = common::listen("--listen", "authz", args.listen).await?;
     let admin_listener = common::listen("--admin-listen", "admin", args.admin_listen).await?;
-    let stop_accepting = CancellationToken::new();
-    let stop_background = CancellationToken::new();
     let revocations = backend
         .as_ref()
-        .map(|b| status::Revocations::follow(b, stop_background.clone()));
-    let admin = tokio::spawn(runtime::admin::serve(
-        admin_listener,
-        health.clone(),
-        metrics,
-        status::page("authz", None, revocations),
-        stop_background.clone(),
-    ));
+        .map(|b| status::Revocations::follow(b, process.stop_background.clone()));
+    process.serve_admin(admin_listener, status::page("authz", None, revocations));
     if let Some(backend) = &backend {
-        spawn_sidecar_revocations(&authorizer, backend, &health, &stop_background);
+        spawn_sidecar_revocations(
+            &authorizer,
+            backend,
+            &process.health,
+            &process.stop_background,
+        );
     }
     let server = tokio::spawn({
-        let stop = stop_accepting.clone();
+        let stop = process.stop_accepting.clone();
         async move { authz::serve(authorizer, listener, stop).await }
     });
     // Readiness does not depend on the gateway: a gateway outage is the routes' fail policy's
     // business, not a reason to take the sidecar out of rotation.
-    Running {
-        health,
-        edge: None,
-        servers: vec![server],
-        stop_accepting,
-        stop_background,
-        admin,
-        drain_timeout: Duration::from_secs(args.common.drain_timeout),
-        background: Vec::new(),
-    }
-    .announce_and_wait("authz")
-    .await
+    process
+        .running(None, vec![server], Vec::new(), args.common.drain_timeout)
+        .announce_and_wait("authz")
+        .await
 }
