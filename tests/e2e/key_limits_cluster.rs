@@ -36,6 +36,10 @@ struct Cluster {
 
 impl Cluster {
     async fn start(gateway: &str, edge_flags: &[&str]) -> Cluster {
+        Cluster::start_bin(BIN, gateway, edge_flags).await
+    }
+
+    async fn start_bin(bin: &str, gateway: &str, edge_flags: &[&str]) -> Cluster {
         let nats = NatsServer::start();
         let url = nats.url();
         let sidecar_args = [
@@ -48,8 +52,8 @@ impl Cluster {
             "127.0.0.1:0",
         ];
         let (control, sidecar) = tokio::join!(
-            ControlNode::start(BIN, &url, "*,authz test\n", &[]),
-            Gripmesh::start(BIN, &sidecar_args, &[])
+            ControlNode::start(bin, &url, "*,authz test\n", &[]),
+            Gripmesh::start(bin, &sidecar_args, &[])
         );
         // Control creates the key buckets; edges then find them at once.
         wait_ready(control.admin_addr(), WAIT, "control").await;
@@ -59,7 +63,7 @@ impl Cluster {
         );
         let mut flags = vec!["--authz", authz.as_str()];
         flags.extend_from_slice(edge_flags);
-        let (e0, e1) = tokio::join!(start_edge(BIN, &url, &flags), start_edge(BIN, &url, &flags));
+        let (e0, e1) = tokio::join!(start_edge(bin, &url, &flags), start_edge(bin, &url, &flags));
         for (i, e) in [&e0, &e1].iter().enumerate() {
             wait_ready(e.admin_addr(), WAIT, &format!("edge {i}")).await;
             wait_until(WAIT, "edge has the route table", || async {
@@ -351,7 +355,8 @@ async fn open_latency(edge: SocketAddr, keys: &[String]) -> (f64, f64) {
 
 /// Measurement, not a test (`--run-ignored only`): 200 simultaneous opens of one key limited
 /// to 50, 100 on each of two edges — how many are admitted; and the time to open a stream
-/// with and without a connection limit (warm sidecar cache). Figures go to BENCHMARKS.md.
+/// with and without a connection limit (warm sidecar cache). `GRIPMESH_MEASURE_BIN` runs
+/// another build (a release one) for the processes. Figures go to BENCHMARKS.md.
 #[tokio::test]
 #[ignore = "measurement; run explicitly and copy the figures to BENCHMARKS.md"]
 async fn key_limits_measure_simultaneous_opens() {
@@ -360,8 +365,10 @@ async fn key_limits_measure_simultaneous_opens() {
         keys.iter().map(|k| (k.as_str(), vec![])).collect();
     gw_keys.push(("hot", vec![]));
     let gw = Gateway::start(&gw_keys).await;
+    let bin = std::env::var("GRIPMESH_MEASURE_BIN").unwrap_or_else(|_| BIN.to_owned());
+    println!("binary: {bin}");
 
-    let c = Cluster::start(&gw.url(), &["--key-max-connections", "50"]).await;
+    let c = Cluster::start_bin(&bin, &gw.url(), &["--key-max-connections", "50"]).await;
     let (e0, e1) = (c.edge(0), c.edge(1));
     // Warm the sidecar's cache for `hot`.
     admitted_stream(e0, "hot").await.close();
@@ -384,7 +391,7 @@ async fn key_limits_measure_simultaneous_opens() {
     println!("stream open, --key-max-connections 50: p50 {p50:.2} ms, p99 {p99:.2} ms");
     drop(c);
 
-    let c = Cluster::start(&gw.url(), &[]).await;
+    let c = Cluster::start_bin(&bin, &gw.url(), &[]).await;
     let (p50, p99) = open_latency(c.edge(0), &keys).await;
     println!("stream open, no limit: p50 {p50:.2} ms, p99 {p99:.2} ms");
 }

@@ -10,7 +10,8 @@
 //! limit, taking the slot back if it is over. Of two simultaneous admissions on two edges, the
 //! later write sees the earlier one, so the limit holds exactly (simultaneous admissions may
 //! both back off at the very limit; never both pass). The admissions of one key on one edge
-//! are serialized (a per-key async lock; one KV write each), keys are independent. Freed
+//! are serialized (a per-key async lock; one KV write each), keys are independent; a key no
+//! connection limit applies to has no lease (no cluster traffic at all). Freed
 //! slots are published in batches (every [`FLUSH_EVERY`]), leases are rewritten every
 //! `LEASE_REFRESH` (10 s) and count for `LEASE_COUNTS_FOR` (25 s) after they were written (the
 //! bucket drops them after 30 s): a killed edge's connections stop counting within 30 s. When the bucket cannot be written (NATS down) an edge admits against
@@ -100,6 +101,9 @@ struct Lease {
 /// One key's counters.
 pub(crate) struct KeyState {
     connections: AtomicU32,
+    /// A connection limit applied to the key here: only then is its lease published (keys
+    /// without one cost no cluster traffic).
+    limited: AtomicBool,
     /// Quota (0: none) and its period in seconds, as last granted.
     quota: AtomicU32,
     period: AtomicU32,
@@ -124,6 +128,7 @@ impl KeyState {
     fn new() -> KeyState {
         KeyState {
             connections: AtomicU32::new(0),
+            limited: AtomicBool::new(false),
             quota: AtomicU32::new(0),
             period: AtomicU32::new(0),
             window: AtomicU64::new(0),
@@ -354,6 +359,9 @@ impl KeyTable {
                 continue;
             }
             let local = state.connections.load(Ordering::Acquire);
+            if max_connections.is_some() {
+                state.limited.store(true, Ordering::Release);
+            }
             match (max_connections, &cluster) {
                 (Some(max), _) if local.saturating_add(cluster_others(&cluster, hash)) >= max => {
                     drop(lease);
@@ -411,7 +419,8 @@ impl KeyTable {
                         return;
                     }
                     let n = state.connections.load(Ordering::Acquire);
-                    if n != lease.published {
+                    let publish = state.limited.load(Ordering::Acquire) || lease.published != 0;
+                    if n != lease.published && publish {
                         match &cluster {
                             Some(c) => match c.publish_lease(&hash, n).await {
                                 Ok(_) => lease.published = n,
@@ -457,7 +466,8 @@ impl KeyTable {
                 async move {
                     let mut lease = state.lease.lock().await;
                     let n = state.connections.load(Ordering::Acquire);
-                    if lease.retired || (n == 0 && lease.published == 0) {
+                    let unlimited = !state.limited.load(Ordering::Acquire);
+                    if lease.retired || (lease.published == 0 && (n == 0 || unlimited)) {
                         return;
                     }
                     match c.publish_lease(&hash, n).await {
@@ -994,6 +1004,42 @@ mod tests {
                 .is_ok()
         })
         .await;
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn only_limited_keys_have_leases() {
+        let (a, _b, stop) = two_edges().await;
+        let c = a.inner.cluster.get().cloned().expect("cluster");
+        let lease_of = |k: String| {
+            let c = c.clone();
+            async move {
+                c.leases
+                    .entry(&entry_key(&k, &c.me))
+                    .await
+                    .expect("read")
+                    .map(|e| {
+                        c.codec
+                            .open::<LeaseRecord>(LEASES_BUCKET, &e.key, e.value)
+                            .expect("record")
+                            .connections
+                    })
+            }
+        };
+        let free = a.acquire(&hash(7), None, None).await.expect("free");
+        let capped = a.acquire(&hash(8), Some(5), None).await.expect("capped");
+        a.flush().await;
+        a.refresh().await;
+        assert_eq!(lease_of(hash(7)).await, None, "no limit, no lease");
+        assert_eq!(lease_of(hash(8)).await, Some(1));
+        drop((free, capped));
+        a.flush().await;
+        assert_eq!(
+            lease_of(hash(8)).await,
+            Some(0),
+            "a freed slot is published"
+        );
+        assert_eq!(a.len(), 0, "both keys forgotten");
         stop.cancel();
     }
 
