@@ -106,6 +106,33 @@ for api in http grpc; do
     --json "$BENCH_DIR/gripmesh-publish-$api-nats.json" || true
 done
 
+# --- issue 20, round 2: reconnect storms and publish latency -------------------------------
+# Storms: HTTP-stream, SSE and long-poll holds opened back to back against one origin address
+# (standalone, the loadtest origin), 64 in flight, $STORM_DURATION s each; target >= 5,000
+# opens/s with zero failures. Publish latency: one item per call at 100 and 1,000 calls/s to a
+# channel with 1,000 WebSocket subscribers (standalone); target p99 < 2 ms.
+STORM_DURATION=${STORM_DURATION:-60}
+[ "$QUICK" = 1 ] && STORM_DURATION=5
+printf '* %s\n' "$ORIGIN" > "$TMP/routes-storm"
+start storm-gm "$GRIPMESH" standalone --routes "$TMP/routes-storm" --listen 127.0.0.1:0 \
+  --publish-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+  --max-connections 1000000 --log-format json
+for kind in stream sse poll; do
+  echo "== gripmesh: storm-$kind ($STORM_DURATION s, 64 in flight, one origin address)" >&2
+  extra=()
+  [ "$kind" = poll ] && extra=(--publish "http://$(addr storm-gm publish)")
+  "$LOADTEST" storm --system gripmesh --scenario "storm-$kind" --kind "$kind" \
+    --edge "$(addr storm-gm edge)" --concurrency 64 --duration "$STORM_DURATION" \
+    --server-pid "$PID_storm_gm" "${extra[@]}" --json "$BENCH_DIR/storm-$kind.json" || true
+done
+kill -TERM "$PID_storm_gm" 2>/dev/null || true
+
+if [ "$QUICK" = 1 ]; then n=100; else n=1000; fi
+echo "== gripmesh: publish-latency ($n WS subscribers, one item per call, 100 and 1000 calls/s)" >&2
+"$LOADTEST" run --system gripmesh --scenario publish-latency-1item --transport ws --clients "$n" \
+  --channels 1 --rate 100,1000 --max-batch 1 --duration "$DURATION" --spawn-gripmesh "$GRIPMESH" \
+  --json "$BENCH_DIR/gripmesh-publish-latency-1item.json" || true
+
 # --- 4. the table -----------------------------------------------------------------------------
 echo "end: $(uptime)" | tee -a "$BENCH_DIR/machine.txt" >&2
 files=()

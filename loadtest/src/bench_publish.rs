@@ -58,6 +58,12 @@ pub struct PublishArgs {
     /// Seconds.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// HTTP calls per second over all connections (0: as fast as they are answered). Paced
+    /// calls measure the publish call's latency at a given rate, e.g. next to `run` holding
+    /// the subscribers in another process, so the tool's own fan-out does not delay the
+    /// publisher.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Channels the items rotate over.
     #[arg(long, default_value_t = 100)]
     pub channels: usize,
@@ -155,8 +161,14 @@ pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
                 let (client, url, body, totals) =
                     (client.clone(), url.clone(), body.clone(), totals.clone());
                 let items = args.batch as u64;
+                let pace = (args.rate > 0.0)
+                    .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
                 tasks.spawn(async move {
+                    let mut tick = pace.map(tokio::time::interval);
                     while Instant::now() < deadline {
+                        if let Some(t) = tick.as_mut() {
+                            t.tick().await;
+                        }
                         let o = publish::post(&client, &url, body.clone(), items).await;
                         totals.outcome(o.accepted, o.elapsed, o.error);
                     }

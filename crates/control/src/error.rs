@@ -86,6 +86,9 @@ pub(crate) enum ApiError {
     /// The history store refused a batch (503). The cause is logged only.
     #[error("History unavailable.")]
     HistoryUnavailable(String),
+    /// The publish queue is at its bound (503; [`crate::outbox`]).
+    #[error("Publish queue full.")]
+    QueueFull,
 }
 
 impl ApiError {
@@ -112,6 +115,7 @@ impl ApiError {
             ApiError::RouteStoreUnavailable(_) => "route_store_unavailable",
             ApiError::BusUnavailable(_) => "bus_unavailable",
             ApiError::HistoryUnavailable(_) => "history_unavailable",
+            ApiError::QueueFull => "queue_full",
         }
     }
 
@@ -135,7 +139,8 @@ impl ApiError {
             ApiError::RoutesFileManaged => StatusCode::CONFLICT,
             ApiError::RouteStoreUnavailable(_)
             | ApiError::BusUnavailable(_)
-            | ApiError::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::HistoryUnavailable(_)
+            | ApiError::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -159,7 +164,8 @@ impl ApiError {
             ApiError::RoutesFileManaged => Code::FailedPrecondition,
             ApiError::RouteStoreUnavailable(_)
             | ApiError::BusUnavailable(_)
-            | ApiError::HistoryUnavailable(_) => Code::Unavailable,
+            | ApiError::HistoryUnavailable(_)
+            | ApiError::QueueFull => Code::Unavailable,
         }
     }
 
@@ -232,6 +238,15 @@ impl From<bus::kv::KvError> for ApiError {
     /// A revocation that could not be written.
     fn from(err: bus::kv::KvError) -> Self {
         ApiError::BusUnavailable(err.to_string())
+    }
+}
+
+impl From<crate::outbox::Refused> for ApiError {
+    fn from(r: crate::outbox::Refused) -> Self {
+        match r {
+            crate::outbox::Refused::Bus(e) => e.into(),
+            crate::outbox::Refused::Full => ApiError::QueueFull,
+        }
     }
 }
 
@@ -454,6 +469,7 @@ mod tests {
             ApiError::RouteStoreUnavailable(String::new()),
             ApiError::BusUnavailable(String::new()),
             ApiError::HistoryUnavailable(String::new()),
+            ApiError::QueueFull,
         ];
         for err in &all {
             assert!(REJECT_REASONS.contains(&err.reason()), "{err:?}");

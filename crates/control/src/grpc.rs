@@ -1000,6 +1000,54 @@ mod tests {
         assert!(!reply.error.is_empty());
     }
 
+    /// A connected bus whose publishes never complete (a subscriber that never reads).
+    struct StuckBus(tokio::sync::watch::Sender<BusState>);
+
+    impl Bus for StuckBus {
+        fn publish(&self, _: String, _: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
+            Box::pin(std::future::pending())
+        }
+        fn subscribe(&self, _: String) -> BoxFuture<'_, Result<bus::Subscription, BusError>> {
+            Box::pin(std::future::pending())
+        }
+        fn state(&self) -> tokio::sync::watch::Receiver<BusState> {
+            self.0.subscribe()
+        }
+    }
+
+    /// A publish is answered once queued, whatever the bus is doing; at the queue's bound it
+    /// is refused with UNAVAILABLE instead of the queue growing.
+    #[tokio::test]
+    async fn publish_never_waits_on_the_bus_and_the_queue_is_bounded() {
+        let stuck = StuckBus(tokio::sync::watch::Sender::new(BusState::Connected));
+        let (routes, revocations) = stores(&CancellationToken::new()).await;
+        let control = Control::new(
+            ControlConfig::default(),
+            Arc::new(stuck),
+            routes,
+            revocations,
+        );
+        let api = PublishApi::new(control.inner.clone(), CancellationToken::new());
+        let batch = |n: usize| pb::PublishRequest {
+            items: (0..n).map(|i| stream_item("c", &i.to_string())).collect(),
+        };
+        let reply = tokio::time::timeout(WAIT, api.publish(Request::new(batch(1))))
+            .await
+            .expect("answered while the bus is stuck")
+            .expect("accepted");
+        assert_eq!(reply.into_inner().accepted, 1);
+        // Fill the queue to its item bound (the first item is stuck in the bus).
+        let rest = crate::outbox::MAX_ITEMS - 1;
+        let reply = api.publish(Request::new(batch(rest))).await.expect("fits");
+        assert_eq!(reply.into_inner().accepted as usize, rest);
+        let full = api
+            .publish(Request::new(batch(1)))
+            .await
+            .expect_err("queue full");
+        assert_eq!(full.code(), Code::Unavailable);
+        assert_eq!(full.message(), "Publish queue full.");
+    }
+
     // ---- RouteService
 
     #[tokio::test]

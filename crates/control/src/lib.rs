@@ -9,6 +9,7 @@ mod error;
 mod grpc;
 mod items;
 mod metrics;
+mod outbox;
 mod publish;
 mod revoke;
 pub mod routes;
@@ -79,11 +80,14 @@ pub(crate) struct Inner {
     pub(crate) metrics: metrics::ControlMetrics,
     pub(crate) routes: RouteStore,
     pub(crate) revocations: RevocationStore,
+    /// Live publishes on their way to the bus.
+    pub(crate) outbox: outbox::Outbox,
 }
 
 impl Control {
     /// A control plane publishing on `bus`, owning the route table in `routes` and writing
-    /// revocations to `revocations`.
+    /// revocations to `revocations`. Call within a Tokio runtime: it starts the task that
+    /// puts queued publishes on the bus.
     pub fn new(
         config: ControlConfig,
         bus: Arc<dyn Bus>,
@@ -95,6 +99,7 @@ impl Control {
         Control {
             inner: Arc::new(Inner {
                 config,
+                outbox: outbox::Outbox::start(bus.clone()),
                 bus,
                 metrics: metrics::ControlMetrics::new(),
                 routes,

@@ -18,6 +18,7 @@ pub(crate) const REJECT_REASONS: &[&str] = &[
     "host",
     "bus_unavailable",
     "history_unavailable",
+    "queue_full",
     "not_found",
     "method_not_allowed",
     "invalid_routes",

@@ -368,11 +368,14 @@ pub(crate) fn overlong_channel(inner: &Inner, items: &[PublishItem]) -> Option<u
 /// Publishes a validated batch in order and returns each item's history position (`None`
 /// for channels without history).
 ///
-/// Items of channels with history are stored first (the whole batch, pipelined), then every
-/// item is published live; a stored item's live copy carries its `seq`, so edges can close the
-/// seam between a replay and live delivery. An item the store already had (same `id` within
-/// the de-dup window, through any replica) is published live again with the first copy's
-/// `seq`: edges drop it as a duplicate, and an acknowledged item is never left unpublished.
+/// The batch is handed to the publish queue ([`crate::outbox`]) and the call returns: it
+/// never waits on the bus or on delivery. Items of channels with history are stored first
+/// (the whole batch, pipelined), and such a batch waits until it is on the bus and flushed,
+/// so "stored" also means "sent live"; a stored item's live copy carries its `seq`, so edges
+/// can close the seam between a replay and live delivery. An item the store already had
+/// (same `id` within the de-dup window, through any replica) is published live again with the
+/// first copy's `seq`: edges drop it as a duplicate, and an acknowledged item is never left
+/// unpublished.
 pub(crate) async fn publish_items(
     inner: &Inner,
     items: &[PublishItem],
@@ -406,17 +409,24 @@ pub(crate) async fn publish_items(
             }
         }
     }
-    for ((item, payload), seq) in items.iter().zip(payloads).zip(&seqs) {
-        let payload = match seq {
-            Some(seq) => bus::payload::with_seq(&payload, *seq),
-            None => payload,
-        };
-        let subject = bus::subject::channel_subject(&item.channel);
-        inner.bus.publish(subject, payload).await?;
-    }
-    if seqs.iter().any(Option::is_some) {
+    let stored = seqs.iter().any(Option::is_some);
+    let live: Vec<(String, Bytes)> = items
+        .iter()
+        .zip(payloads)
+        .zip(&seqs)
+        .map(|((item, payload), seq)| {
+            let payload = match seq {
+                Some(seq) => bus::payload::with_seq(&payload, *seq),
+                None => payload,
+            };
+            (bus::subject::channel_subject(&item.channel), payload)
+        })
+        .collect();
+    let sent = inner.outbox.push(live, stored)?;
+    if let Some(sent) = sent {
         // "Stored" must also mean "sent live": a control killed right after answering must
         // not leave connected clients without an item they will never resume for.
+        sent.wait().await?;
         inner.bus.flush().await?;
     }
     Ok(seqs)

@@ -226,6 +226,50 @@ pub(crate) fn serve_control(
     vec![publish_task, grpc_task]
 }
 
+/// [`serve_control`] on a Tokio runtime of its own (one thread): in `standalone` the edge's
+/// fan-out keeps the main runtime's workers busy, and a publish call must not queue behind
+/// it (a publisher never waits on delivery). The listeners move to that runtime, so their
+/// readiness is driven there too. The returned handle ends when the servers have.
+pub(crate) fn serve_control_apart(
+    control: &Control,
+    publish: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    stop: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, Fatal> {
+    let fatal = |e: std::io::Error| Fatal::Runtime(format!("control listeners: {e}"));
+    let publish = publish.into_std().map_err(fatal)?;
+    let grpc = grpc.into_std().map_err(fatal)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fatal::Runtime(format!("control runtime: {e}")))?;
+    let (control, stop) = (control.clone(), stop.clone());
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("gripmesh-control".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listeners = tokio::net::TcpListener::from_std(publish)
+                    .and_then(|p| Ok((p, tokio::net::TcpListener::from_std(grpc)?)));
+                let (publish, grpc) = match listeners {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "control listeners unusable");
+                        return;
+                    }
+                };
+                for server in serve_control(&control, publish, grpc, &stop) {
+                    let _ = server.await;
+                }
+            });
+            drop(done_tx);
+        })
+        .map_err(|e| Fatal::Runtime(format!("control thread: {e}")))?;
+    Ok(vec![tokio::spawn(async move {
+        let _ = done_rx.await;
+    })])
+}
+
 /// Serves clients on the edge listener until `stop`.
 pub(crate) fn serve_edge(
     edge: &Edge,
@@ -495,12 +539,12 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Fatal> {
     }
     process.serve_admin(admin_listener, page);
     let edge_task = serve_edge(&edge, edge_listener, &process.stop_accepting);
-    let servers = serve_control(
+    let servers = serve_control_apart(
         &control,
         publish_listener,
         grpc_listener,
         &process.stop_accepting,
-    );
+    )?;
     // One table: the routes file and `PUT /routes` both go through control's store, and the
     // embedded edge follows the store.
     run_control_stores(
@@ -719,12 +763,12 @@ pub async fn control(args: ControlArgs) -> Result<(), Fatal> {
             }
         }
     });
-    let servers = serve_control(
+    let servers = serve_control_apart(
         &control,
         publish_listener,
         grpc_listener,
         &process.stop_accepting,
-    );
+    )?;
     let background =
         crate::usage::spawn_control(&usage_bus, &usage_stream, webhook, &process.stop_background);
     process
