@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# gripmesh vs Pushpin 1.36 under the same load, one after the other, through the SAME origin
-# (`gripmesh-loadtest origin`, equivalent to gripmesh's built-in `test` target).
+# gripmesh vs Pushpin 1.36 (and Nchan 1.3.6) under the same load, one after the other, through
+# the SAME origin (`gripmesh-loadtest origin`, equivalent to gripmesh's built-in `test` target).
 #
 #   loadtest/compare-pushpin.sh            # all paired scenarios (release build, ~10 min)
 #   QUICK=1 loadtest/compare-pushpin.sh    # tiny sizes, to check the setup (~1 min)
 #   SCENARIOS="ws-idle publish-http" loadtest/compare-pushpin.sh
+#   SYSTEMS="gripmesh nchan pushpin" SCENARIOS="ws-fanout-1k-1item sse-fanout-1k-1item" \
+#     loadtest/compare-pushpin.sh
+#
+# Nchan (Debian's `nginx-light` + `libnginx-mod-nchan`, installed with apt-get when missing) is
+# configured fairly: worker_processes = cores, message buffer off
+# (`nchan_message_buffer_length 0`), one location `/sub?channel=C` for WebSocket and
+# EventSource subscribers, publishing with `POST /pub?id=C` and the payload as the raw body,
+# one item per call. It has no origin, so only the scenarios without one apply (fan-outs over
+# WebSocket/SSE, idle memory, WebSocket opens). The `*-1item` scenarios publish one item per
+# call for every system (`--max-batch 1`), as the comparison with Nchan needs.
 #
 # Installs Debian's `pushpin` when missing (apt-get). Pushpin is configured per
 # Pushpin's documented setup in a temp dir: zurl under the runner, distinct free ports,
@@ -26,6 +36,9 @@ DURATION=${DURATION:-10}
 QUICK=${QUICK:-0}
 ALL_PAIRED="ws-idle ws-ramp ws-ramp-burst ws-fanout-1k ws-fanout-10k ws-1kch-10 stream-fanout-1k sse-fanout-1k publish-http"
 SCENARIOS=${SCENARIOS:-$ALL_PAIRED}
+SYSTEMS=${SYSTEMS:-gripmesh pushpin}
+# Scenarios Nchan takes part in (no origin: fan-outs, idle memory, opens).
+NCHAN_OK=" ws-idle ws-idle-10k ws-ramp ws-ramp-burst ws-fanout-1k-1item sse-fanout-1k-1item ws-1kch-10-1item "
 mkdir -p "$BENCH_DIR"
 
 if [ "${NO_BUILD:-0}" != 1 ] && { [ ! -x "$GRIPMESH" ] || [ ! -x "$LOADTEST" ]; }; then
@@ -33,7 +46,13 @@ if [ "${NO_BUILD:-0}" != 1 ] && { [ ! -x "$GRIPMESH" ] || [ ! -x "$LOADTEST" ]; 
   cargo build --release -p gripmesh -p gripmesh-loadtest
 fi
 
-if ! command -v pushpin >/dev/null 2>&1; then
+if [[ " $SYSTEMS " == *" nchan "* ]] && [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+  echo "== installing nginx-light and libnginx-mod-nchan (Debian)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light libnginx-mod-nchan
+fi
+
+if [[ " $SYSTEMS " == *" pushpin "* ]] && ! command -v pushpin >/dev/null 2>&1; then
   echo "== installing pushpin (Debian)" >&2
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq pushpin
@@ -122,7 +141,53 @@ stop_pushpin() {
   sleep 1
 }
 
-# Scenario flags (the same for both systems). Fan-outs connect gently (32 opens in flight:
+NCHAN_PID=
+start_nchan() {
+  local dir="$TMP/nchan" b
+  rm -rf "$dir"; mkdir -p "$dir/tmp"
+  b=$(free_base)
+  NC_EDGE=127.0.0.1:$b
+  cat > "$dir/nginx.conf" <<NGINX
+worker_processes $(nproc);
+worker_rlimit_nofile $(ulimit -Hn);
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+events { worker_connections $(ulimit -Hn); }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp;
+  server {
+    listen $NC_EDGE backlog=4096;
+    location = /pub {
+      nchan_publisher;
+      nchan_channel_id \$arg_id;
+      nchan_message_buffer_length 0;
+    }
+    location = /sub {
+      nchan_subscriber websocket eventsource;
+      nchan_channel_id \$arg_channel;
+      nchan_message_buffer_length 0;
+    }
+  }
+}
+NGINX
+  nginx -p "$dir" -c "$dir/nginx.conf" > "$dir/nginx.log" 2>&1 &
+  NCHAN_PID=$!
+  PIDS+=("$NCHAN_PID")
+  wait_port 127.0.0.1 "$b" 20
+  sleep 0.5
+}
+stop_nchan() {
+  [ -n "$NCHAN_PID" ] || return 0
+  kill -TERM "$NCHAN_PID" 2>/dev/null || true
+  wait "$NCHAN_PID" 2>/dev/null || true
+  NCHAN_PID=
+  sleep 1
+}
+
+# Scenario flags (the same for every system). Fan-outs connect gently (32 opens in flight:
 # Pushpin 1.36 answers part of a larger burst of WebSocket-over-HTTP opens with 502, which would
 # leave it fewer subscribers). ws-ramp opens 10k WebSockets-over-HTTP with 100 in flight (below
 # the 128 that tokio's default listen backlog would queue), ws-ramp-burst with 1000 in flight.
@@ -143,6 +208,14 @@ scenario_args() {
     sse-fanout-1k)    [ "$q" = 1 ] && echo "run --transport sse --clients 100 --rate 100,1000 $gentle" \
                                    || echo "run --transport sse --clients 1000 --rate 100,250,500,1000,2000 $gentle" ;;
     publish-http)     echo "publish --api http --batch 100 --concurrency 4" ;;
+    # One item per publish call (the comparison with Nchan).
+    ws-idle-10k)      echo "run --transport ws --clients $([ "$q" = 1 ] && echo 500 || echo 10000) --settle 3 $gentle" ;;
+    ws-fanout-1k-1item)  [ "$q" = 1 ] && echo "run --transport ws --clients 100 --rate 10,100 --max-batch 1 $gentle" \
+                                      || echo "run --transport ws --clients 1000 --rate 10,100,250,500,1000 --max-batch 1 $gentle" ;;
+    sse-fanout-1k-1item) [ "$q" = 1 ] && echo "run --transport sse --clients 100 --rate 10,100 --max-batch 1 $gentle" \
+                                      || echo "run --transport sse --clients 1000 --rate 10,100,250,500,1000 --max-batch 1 $gentle" ;;
+    ws-1kch-10-1item)    [ "$q" = 1 ] && echo "run --transport ws --clients 200 --channels 20 --rate 1,10 --max-batch 1 $gentle" \
+                                      || echo "run --transport ws --clients 10000 --channels 1000 --rate 1,2,5,10 --max-batch 1 $gentle" ;;
     *) echo "unknown scenario $1" >&2; return 1 ;;
   esac
 }
@@ -160,6 +233,14 @@ run_one() { # system scenario
   if [ "$sys" = gripmesh ]; then
     # shellcheck disable=SC2086
     "$LOADTEST" $args $common --spawn-gripmesh "$GRIPMESH" $( [[ $args == run* ]] && echo "--origin $ORIGIN" ) || true
+  elif [ "$sys" = nchan ]; then
+    [[ $NCHAN_OK == *" $sc "* ]] || return 0
+    start_nchan
+    # shellcheck disable=SC2086
+    "$LOADTEST" $args $common --edge "$NC_EDGE" --publish "http://$NC_EDGE" --api nchan \
+      --ws-path /sub --sse-path /sub --server-pid "$NCHAN_PID" || true
+    stop_nchan
+    cp "$TMP/nchan/error.log" "$BENCH_DIR/nchan-$sc.log" 2>/dev/null || true
   else
     start_pushpin
     # shellcheck disable=SC2086
@@ -175,13 +256,12 @@ run_one() { # system scenario
 
 echo "== load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for sc in $SCENARIOS; do
-  run_one gripmesh "$sc"
-  run_one pushpin "$sc"
+  for sys in $SYSTEMS; do run_one "$sys" "$sc"; done
 done
 
 files=()
 for sc in $SCENARIOS; do
-  for sys in gripmesh pushpin; do
+  for sys in $SYSTEMS; do
     [ -f "$BENCH_DIR/$sys-$sc.json" ] && files+=("$BENCH_DIR/$sys-$sc.json")
   done
 done

@@ -10,7 +10,9 @@
 # 3. gripmesh only: gRPC streaming publish (standalone), and a cluster — nats-server on a free
 #    port, `gripmesh control`, two `gripmesh edge` — for cross-edge delivery latency and the
 #    publish API of a separate control process.
-# 4. Prints the markdown rows for BENCHMARKS.md (also in $BENCH_DIR/table.md).
+# 4. loadtest/bench-features.sh: usage records, filters, history (publish, live latency, edge
+#    CPU, resume) and per-key limits, each on vs off (FEATURES=… to pick; "" to skip).
+# 5. Prints the markdown rows for BENCHMARKS.md (also in $BENCH_DIR/table.md).
 #
 # Results (JSON + HTML per run) go to $BENCH_DIR (default target/bench).
 set -euo pipefail
@@ -77,7 +79,8 @@ printf '*,proto=ws %s,over_http\n* %s\n' "$ORIGIN" "$ORIGIN" > "$TMP/routes"
 
 NATS_PORT=$(free_port)
 NATS_BIN=$(command -v nats-server || echo /usr/sbin/nats-server)
-"$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" > "$TMP/nats.log" 2>&1 &
+mkdir -p "$TMP/js"
+"$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$TMP/js" > "$TMP/nats.log" 2>&1 &
 PIDS+=($!)
 NATS_PID=$!
 for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
@@ -133,7 +136,15 @@ echo "== gripmesh: publish-latency ($n WS subscribers, one item per call, 100 an
   --channels 1 --rate 100,1000 --max-batch 1 --duration "$DURATION" --spawn-gripmesh "$GRIPMESH" \
   --json "$BENCH_DIR/gripmesh-publish-latency-1item.json" || true
 
-# --- 4. the table -----------------------------------------------------------------------------
+# --- 4. features on vs off ---------------------------------------------------------------------
+for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+PIDS=()
+if [ -n "${FEATURES-usage filters history limits}" ]; then
+  FEATURES=${FEATURES-usage filters history limits} loadtest/bench-features.sh || true
+fi
+
+# --- 5. the table -----------------------------------------------------------------------------
 echo "end: $(uptime)" | tee -a "$BENCH_DIR/machine.txt" >&2
 files=()
 for f in "$BENCH_DIR"/gripmesh-*.json "$BENCH_DIR"/pushpin-*.json; do [ -f "$f" ] && files+=("$f"); done

@@ -67,9 +67,17 @@ pub struct PublishArgs {
     /// Channels the items rotate over.
     #[arg(long, default_value_t = 100)]
     pub channels: usize,
+    /// Channel name prefix (channels are PREFIX0, PREFIX1, …), e.g. to match a `--history`
+    /// glob.
+    #[arg(long, default_value = "pub")]
+    pub channel_prefix: String,
     /// Payload bytes.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
+    /// Give every item a unique id (as publishers to channels with history should; the
+    /// requests are then built per call instead of reused).
+    #[arg(long)]
+    pub ids: bool,
     /// Write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -135,31 +143,51 @@ pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
         ..Formats::default()
     };
     let channels: Vec<String> = (0..args.channels.max(1))
-        .map(|j| format!("pub{j}"))
+        .map(|j| format!("{}{j}", args.channel_prefix))
         .collect();
     let payload = crate::msg::encode(0, crate::msg::now_us(), args.size);
+    let batch = args.batch;
+    // Unique ids across runs too (the de-dup window outlives a run).
+    let ids: Option<Arc<str>> = args
+        .ids
+        .then(|| format!("b{:x}", crate::msg::now_us()).into());
+    let next_id = Arc::new(AtomicU64::new(0));
     let totals = Arc::new(Totals::default());
     let cpu0 = procfs::tree_cpu_secs(&pids);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.duration);
     let mut tasks = tokio::task::JoinSet::new();
     match args.api {
+        Api::Nchan => bail!("`publish` measures the HTTP and gRPC publish APIs; use `run --api nchan`"),
         Api::Http => {
-            let mut body = String::from("{\"items\":[");
-            for i in 0..args.batch {
-                if i > 0 {
-                    body.push(',');
+            let channels_json = channels
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<Vec<_>, _>>()?;
+            let body_for = move |ids: Option<(&str, u64)>| {
+                let mut body = String::from("{\"items\":[");
+                for (i, ch) in channels_json.iter().cycle().take(batch).enumerate() {
+                    if i > 0 {
+                        body.push(',');
+                    }
+                    let id = ids.map(|(p, n)| format!("{p}-{:x}", n + i as u64));
+                    let extra = publish::Extra {
+                        id: id.as_deref(),
+                        sender: None,
+                    };
+                    publish::push_json_item(&mut body, ch, &payload, formats, extra);
                 }
-                let ch = serde_json::to_string(&channels[i % channels.len()])?;
-                publish::push_json_item(&mut body, &ch, &payload, formats);
-            }
-            body.push_str("]}");
-            let body = Bytes::from(body);
+                body.push_str("]}");
+                Bytes::from(body)
+            };
+            let fixed = body_for(None);
+            let body_for = Arc::new(body_for);
             let client = publish::http_client();
             let url = publish::base_uri(&publish_url, "/publish/")?;
             for _ in 0..args.concurrency {
-                let (client, url, body, totals) =
-                    (client.clone(), url.clone(), body.clone(), totals.clone());
+                let (client, url, fixed, totals) =
+                    (client.clone(), url.clone(), fixed.clone(), totals.clone());
+                let (body_for, next_id, ids) = (body_for.clone(), next_id.clone(), ids.clone());
                 let items = args.batch as u64;
                 let pace = (args.rate > 0.0)
                     .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
@@ -169,7 +197,13 @@ pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
                         if let Some(t) = tick.as_mut() {
                             t.tick().await;
                         }
-                        let o = publish::post(&client, &url, body.clone(), items).await;
+                        let body = match &ids {
+                            Some(p) => {
+                                body_for(Some((p, next_id.fetch_add(items, Ordering::Relaxed))))
+                            }
+                            None => fixed.clone(),
+                        };
+                        let o = publish::post(&client, &url, body, items).await;
                         totals.outcome(o.accepted, o.elapsed, o.error);
                     }
                 });
@@ -181,7 +215,14 @@ pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
             };
             let req = PublishRequest {
                 items: (0..args.batch)
-                    .map(|i| publish::grpc_item(&channels[i % channels.len()], &payload, formats))
+                    .map(|i| {
+                        publish::grpc_item(
+                            &channels[i % channels.len()],
+                            &payload,
+                            formats,
+                            publish::Extra::default(),
+                        )
+                    })
                     .collect(),
             };
             for _ in 0..args.concurrency {
@@ -190,6 +231,7 @@ pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
                 let sent_at = Arc::new(Mutex::new(std::collections::VecDeque::new()));
                 let (req, totals2) = (req.clone(), totals.clone());
                 let (w2, s2) = (window.clone(), sent_at.clone());
+                let (next_id, ids) = (next_id.clone(), ids.clone());
                 tasks.spawn(async move {
                     while Instant::now() < deadline {
                         let Ok(p) = w2.acquire().await else { break };
@@ -197,7 +239,14 @@ pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
                         s2.lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .push_back(Instant::now());
-                        if tx.send(req.clone()).await.is_err() {
+                        let mut r = req.clone();
+                        if let Some(p) = &ids {
+                            let n0 = next_id.fetch_add(r.items.len() as u64, Ordering::Relaxed);
+                            for (i, it) in r.items.iter_mut().enumerate() {
+                                it.id = format!("{p}-{:x}", n0 + i as u64);
+                            }
+                        }
+                        if tx.send(r).await.is_err() {
                             totals2.outcome(0, Duration::ZERO, Some("stream closed".into()));
                             break;
                         }

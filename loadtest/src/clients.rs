@@ -174,6 +174,8 @@ pub struct Plan {
     pub path: String,
     /// Source address to bind, if any.
     pub source: Option<IpAddr>,
+    /// An extra request header line for HTTP transports, e.g. `Last-Event-ID: 41`.
+    pub header: Option<Arc<str>>,
 }
 
 /// How long one connection attempt (TCP + handshake / response head) may take.
@@ -195,6 +197,12 @@ async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStre
     Ok(s)
 }
 
+/// What a client does with each payload it reads (a WebSocket message, a stream line).
+pub trait OnPayload {
+    /// Takes one payload; true when the client has read all it wanted (the read loop ends).
+    fn on_payload(&mut self, line: &[u8]) -> bool;
+}
+
 /// Decodes payloads for one client and records them.
 struct Receiver<'a> {
     idx: usize,
@@ -202,10 +210,10 @@ struct Receiver<'a> {
     last_seq: Option<u64>,
 }
 
-impl Receiver<'_> {
-    fn on_payload(&mut self, line: &[u8]) {
+impl OnPayload for Receiver<'_> {
+    fn on_payload(&mut self, line: &[u8]) -> bool {
         let Some((seq, ts)) = msg::decode(line) else {
-            return;
+            return false;
         };
         let lat = msg::now_us().saturating_sub(ts);
         let step = msg::seq_step(seq).min(MAX_STEPS - 1);
@@ -225,12 +233,18 @@ impl Receiver<'_> {
         }
         self.last_seq = Some(seq);
         self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+        false
     }
 }
 
 fn request(plan: &Plan, accept: &str) -> String {
+    let extra = plan
+        .header
+        .as_deref()
+        .map(|h| format!("{h}\r\n"))
+        .unwrap_or_default();
     format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: gripmesh-loadtest\r\nAccept: {accept}\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: gripmesh-loadtest\r\nAccept: {accept}\r\n{extra}\r\n",
         plan.path, plan.host
     )
 }
@@ -271,11 +285,7 @@ pub async fn run(plan: Plan, shared: Arc<Shared>, permit: OwnedSemaphorePermit) 
         shared: &shared,
         last_seq: None,
     };
-    let res = match conn {
-        Conn::Ws(ws) => read_ws(ws, &mut rx).await,
-        Conn::Stream(tcp, buf, body) => read_stream(tcp, buf, body, &mut rx).await,
-        Conn::Poll(tcp, buf) => poll_loop(&plan, tcp, buf, &mut rx).await,
-    };
+    let res = read(&plan, conn, &mut rx).await;
     slot.state.store(state::CLOSED, Ordering::Relaxed);
     shared.disconnected.fetch_add(1, Ordering::Relaxed);
     let e = res
@@ -286,13 +296,25 @@ pub async fn run(plan: Plan, shared: Arc<Shared>, permit: OwnedSemaphorePermit) 
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
-enum Conn {
+/// An established client connection (subscribed, or the long-poll request sent).
+pub enum Conn {
     Ws(Box<Ws>),
     Stream(TcpStream, Vec<u8>, Body),
     Poll(TcpStream, Vec<u8>),
 }
 
-async fn connect(plan: &Plan) -> Result<Conn> {
+/// Reads `conn` into `rx` until it ends (`Err`, or `Ok` when closed cleanly) or `rx` has had
+/// enough (`Ok`).
+pub async fn read(plan: &Plan, conn: Conn, rx: &mut impl OnPayload) -> Result<()> {
+    match conn {
+        Conn::Ws(ws) => read_ws(ws, rx).await,
+        Conn::Stream(tcp, buf, body) => read_stream(tcp, buf, body, rx).await,
+        Conn::Poll(tcp, buf) => poll_loop(plan, tcp, buf, rx).await,
+    }
+}
+
+/// Connects and subscribes as `plan` says.
+pub async fn connect(plan: &Plan) -> Result<Conn> {
     let mut tcp = tcp_connect(plan.addr, plan.source).await?;
     match plan.transport {
         Transport::Ws => {
@@ -326,13 +348,16 @@ async fn connect(plan: &Plan) -> Result<Conn> {
     }
 }
 
-async fn read_ws(mut ws: Box<Ws>, rx: &mut Receiver<'_>) -> Result<()> {
+async fn read_ws(mut ws: Box<Ws>, rx: &mut impl OnPayload) -> Result<()> {
     while let Some(m) = ws.next().await {
-        match m? {
+        let done = match m? {
             Message::Text(t) => rx.on_payload(t.as_bytes()),
             Message::Binary(b) => rx.on_payload(&b),
             Message::Close(c) => bail!("close frame {:?}", c.map(|c| u16::from(c.code))),
-            _ => {}
+            _ => false,
+        };
+        if done {
+            return Ok(());
         }
     }
     Ok(())
@@ -342,13 +367,23 @@ async fn read_stream(
     mut tcp: TcpStream,
     mut buf: Vec<u8>,
     mut body: Body,
-    rx: &mut Receiver<'_>,
+    rx: &mut impl OnPayload,
 ) -> Result<()> {
     let mut lines = LineSplitter::default();
     let mut chunk = vec![0u8; 8192];
     let mut pending = std::mem::take(&mut buf);
+    let mut done = false;
     loop {
-        body.feed(&pending, |b| lines.feed(b, |l| rx.on_payload(l)))?;
+        body.feed(&pending, |b| {
+            lines.feed(b, |l| {
+                if !done {
+                    done = rx.on_payload(l);
+                }
+            });
+        })?;
+        if done {
+            return Ok(());
+        }
         if body.done() {
             bail!("stream ended");
         }
@@ -365,7 +400,7 @@ async fn poll_loop(
     plan: &Plan,
     mut tcp: TcpStream,
     mut buf: Vec<u8>,
-    rx: &mut Receiver<'_>,
+    rx: &mut impl OnPayload,
 ) -> Result<()> {
     let mut chunk = vec![0u8; 8192];
     loop {
@@ -391,7 +426,9 @@ async fn poll_loop(
             bail!("status {}", head.status);
         }
         let trimmed = content.strip_suffix(b"\n").unwrap_or(&content);
-        rx.on_payload(trimmed);
+        if rx.on_payload(trimmed) {
+            return Ok(());
+        }
         if head.close || matches!(body, Body::UntilClose) {
             tcp = tcp_connect(plan.addr, plan.source).await?;
             buf.clear();

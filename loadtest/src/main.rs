@@ -5,6 +5,8 @@
 //!   set rates (HTTP batched or gRPC streaming), measure deliveries/s, loss, latency
 //!   percentiles, connection ramp and server RSS per connection; JSON and HTML reports.
 //! * `publish` — publish API throughput (items/s) of one control process.
+//! * `resume` — time for clients coming back with a last id to get the items they missed
+//!   (channels with history).
 //! * `origin` — a GRIP origin equivalent to gripmesh's built-in `test` target, so gripmesh
 //!   and Pushpin can be driven through the same origin.
 //! * `smoke` — a few-second end-to-end check for CI (exit non-zero on loss).
@@ -22,6 +24,7 @@ mod origin;
 mod procfs;
 mod publish;
 mod report;
+mod resume;
 mod run;
 mod soak;
 mod spawn;
@@ -51,6 +54,8 @@ enum Cmd {
     Run(Box<run::RunArgs>),
     /// Measure publish API throughput (items/s).
     Publish(Box<bench_publish::PublishArgs>),
+    /// Publish items to a channel with history, then time clients resuming after them.
+    Resume(Box<resume::ResumeArgs>),
     /// Serve a GRIP origin like gripmesh's built-in `test` target.
     Origin(OriginArgs),
     /// A few-second end-to-end check: 50 WS + 50 stream clients, 20 publishes (HTTP and gRPC),
@@ -212,6 +217,36 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             }
             Ok(ok)
         }
+        Cmd::Resume(a) => {
+            let r = resume::run(&a).await?;
+            println!(
+                "{}/{}: {} of {} {:?} clients resumed {} items (×{} in flight): last item p50 {} / p90 {} / p99 {} / max {} ms, first item p50 {} / p99 {} ms; {} failed, {} incomplete, {} wrong; {} resumes/s, server CPU {}",
+                r.system,
+                r.scenario,
+                r.complete,
+                r.clients,
+                a.transport,
+                r.items,
+                r.concurrency,
+                r.time_all.p50_ms,
+                r.time_all.p90_ms,
+                r.time_all.p99_ms,
+                r.time_all.max_ms,
+                r.time_first.p50_ms,
+                r.time_first.p99_ms,
+                r.failed,
+                r.incomplete,
+                r.wrong,
+                r.resumes_per_s,
+                r.server_cpu_pct
+                    .map_or_else(|| "—".to_owned(), |c| format!("{c:.0}%")),
+            );
+            let ok = r.complete == r.clients as u64;
+            if let Some(p) = &a.json {
+                write_json(p, &AnyResult::Resume(Box::new(r)))?;
+            }
+            Ok(ok)
+        }
         Cmd::Origin(a) => {
             let l = origin::bind(a.listen).await?;
             origin::serve(l).await?;
@@ -234,7 +269,9 @@ async fn main_inner(cli: Cli) -> Result<bool> {
                 write_html(&a.html, &r)?;
                 Ok(true)
             }
-            AnyResult::Publish(_) => bail!("{}: not a `run` result", a.json.display()),
+            AnyResult::Publish(_) | AnyResult::Resume(_) => {
+                bail!("{}: not a `run` result", a.json.display())
+            }
         },
     }
 }

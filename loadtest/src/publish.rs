@@ -27,6 +27,9 @@ pub enum Api {
     Http,
     /// `gripmesh.v1.Publisher/PublishStream`.
     Grpc,
+    /// Nchan's publisher location: `POST /pub?id=CHANNEL` with the payload as the raw body,
+    /// one item per call.
+    Nchan,
 }
 
 /// Which formats every item carries (only those the run's clients use).
@@ -57,9 +60,12 @@ impl Formats {
         f
     }
 
-    fn stream_content(&self, payload: &str) -> Option<String> {
+    fn stream_content(&self, payload: &str, id: Option<&str>) -> Option<String> {
         if self.sse {
-            Some(format!("data: {payload}\n\n"))
+            Some(match id {
+                Some(id) => format!("id: {id}\ndata: {payload}\n\n"),
+                None => format!("data: {payload}\n\n"),
+            })
         } else if self.stream {
             Some(format!("{payload}\n"))
         } else {
@@ -68,11 +74,52 @@ impl Formats {
     }
 }
 
+/// What an item carries besides its payload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extra<'a> {
+    /// The item's `id` (SSE events carry it as their `id:` line too, for `Last-Event-ID`).
+    pub id: Option<&'a str>,
+    /// Publish meta `sender` (what the `skip-self` filter compares with sub meta `user`).
+    pub sender: Option<&'a str>,
+}
+
+/// How a run's items are labelled: ids `PREFIX-<seq hex>` and a publish meta `sender`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels {
+    /// Give every item an id with this prefix.
+    pub id_prefix: Option<String>,
+    /// Publish meta `sender` on every item.
+    pub sender: Option<String>,
+}
+
+impl Labels {
+    /// The id of the item with sequence number `seq`.
+    pub fn id(&self, seq: u64) -> Option<String> {
+        self.id_prefix.as_ref().map(|p| format!("{p}-{seq:x}"))
+    }
+}
+
 /// Appends one JSON item to `out`. `channel_json` is the JSON-quoted channel name; payloads are
 /// printable ASCII without quotes or backslashes ([`msg::encode`]), so only `\n` is escaped.
-pub fn push_json_item(out: &mut String, channel_json: &str, payload: &str, f: Formats) {
+pub fn push_json_item(
+    out: &mut String,
+    channel_json: &str,
+    payload: &str,
+    f: Formats,
+    extra: Extra<'_>,
+) {
+    let quoted = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".to_owned());
     out.push_str("{\"channel\":");
     out.push_str(channel_json);
+    if let Some(id) = extra.id {
+        out.push_str(",\"id\":");
+        out.push_str(&quoted(id));
+    }
+    if let Some(sender) = extra.sender {
+        out.push_str(",\"meta\":{\"sender\":");
+        out.push_str(&quoted(sender));
+        out.push('}');
+    }
     out.push_str(",\"formats\":{");
     let mut first = true;
     let mut sep = |out: &mut String| {
@@ -86,11 +133,11 @@ pub fn push_json_item(out: &mut String, channel_json: &str, payload: &str, f: Fo
         out.push_str(payload);
         out.push_str("\"}");
     }
-    if let Some(c) = f.stream_content(payload) {
+    if let Some(c) = f.stream_content(payload, extra.id) {
         sep(out);
-        out.push_str("\"http-stream\":{\"content\":\"");
-        out.push_str(&c.replace('\n', "\\n"));
-        out.push_str("\"}");
+        out.push_str("\"http-stream\":{\"content\":");
+        out.push_str(&quoted(&c));
+        out.push('}');
     }
     if f.response {
         sep(out);
@@ -102,14 +149,19 @@ pub fn push_json_item(out: &mut String, channel_json: &str, payload: &str, f: Fo
 }
 
 /// One gRPC item.
-pub fn grpc_item(channel: &str, payload: &str, f: Formats) -> Item {
+pub fn grpc_item(channel: &str, payload: &str, f: Formats, extra: Extra<'_>) -> Item {
     Item {
         channel: channel.to_owned(),
+        id: extra.id.unwrap_or_default().to_owned(),
+        meta: extra
+            .sender
+            .map(|s| [("sender".to_owned(), s.to_owned())].into_iter().collect())
+            .unwrap_or_default(),
         ws_message: f.ws.then(|| WsMessageFormat {
             payload: Some(Payload::Text(payload.to_owned())),
             ..Default::default()
         }),
-        http_stream: f.stream_content(payload).map(|c| HttpStreamFormat {
+        http_stream: f.stream_content(payload, extra.id).map(|c| HttpStreamFormat {
             content: c.into_bytes().into(),
             close: false,
         }),
@@ -194,6 +246,26 @@ pub enum Publisher {
         /// Replies, one per request, in order.
         replies: tonic::Streaming<PublishReply>,
     },
+    /// Nchan: one `POST {base}/pub?id=CHANNEL` per item.
+    Nchan {
+        /// Connection pool.
+        client: HttpClient,
+        /// `http://host:port`.
+        base: String,
+    },
+}
+
+/// Nchan's publish URL for `channel` (`base` is `http://host:port`).
+pub fn nchan_url(base: &str, channel: &str) -> Result<http::Uri> {
+    let mut path = String::from("/pub?id=");
+    for b in channel.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            path.push(char::from(b));
+        } else {
+            path.push_str(&format!("%{b:02X}"));
+        }
+    }
+    base_uri(base, &path)
 }
 
 /// A pooled HTTP/1.1 client for the publish API.
@@ -251,9 +323,20 @@ pub async fn grpc_stream(
 
 /// POSTs one JSON body; `items` accepted on 200.
 pub async fn post(client: &HttpClient, url: &http::Uri, body: Bytes, items: u64) -> Outcome {
+    post_as(client, url, "application/json", body, items).await
+}
+
+/// POSTs one body of `content_type`; `items` accepted on a 2xx.
+pub async fn post_as(
+    client: &HttpClient,
+    url: &http::Uri,
+    content_type: &'static str,
+    body: Bytes,
+    items: u64,
+) -> Outcome {
     let started = Instant::now();
     let req = http::Request::post(url.clone())
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(Full::new(body));
     let res = match req {
         Ok(req) => client.request(req).await.map_err(|e| format!("{e:#}")),
@@ -283,9 +366,13 @@ pub async fn post(client: &HttpClient, url: &http::Uri, body: Bytes, items: u64)
 }
 
 impl Publisher {
-    /// A publisher on `api`: HTTP at `publish` or gRPC at `grpc`.
+    /// A publisher on `api`: HTTP (and Nchan) at `publish` or gRPC at `grpc`.
     pub async fn new(api: Api, publish: &str, grpc: Option<&str>) -> Result<Publisher> {
         Ok(match api {
+            Api::Nchan => Publisher::Nchan {
+                client: http_client(),
+                base: publish.to_owned(),
+            },
             Api::Http => Publisher::Http {
                 client: http_client(),
                 url: base_uri(publish, "/publish/")?,
@@ -308,6 +395,7 @@ impl Publisher {
         step: usize,
         size: usize,
         formats: Formats,
+        labels: &Labels,
     ) -> Vec<Outcome> {
         match self {
             Publisher::Http { client, url } => {
@@ -324,12 +412,50 @@ impl Publisher {
                             if !std::mem::take(&mut first) {
                                 body.push(',');
                             }
-                            let p = msg::encode(msg::make_seq(step, n), ts, size);
-                            push_json_item(&mut body, &channels_json[ch], &p, formats);
+                            let seq = msg::make_seq(step, n);
+                            let p = msg::encode(seq, ts, size);
+                            let id = labels.id(seq);
+                            let extra = Extra {
+                                id: id.as_deref(),
+                                sender: labels.sender.as_deref(),
+                            };
+                            push_json_item(&mut body, &channels_json[ch], &p, formats, extra);
                         }
                     }
                     body.push_str("]}");
                     out.push(post(client, url, Bytes::from(body), b.items()).await);
+                }
+                out
+            }
+            Publisher::Nchan { client, base } => {
+                // One call per item, one after the other (order per channel).
+                let mut out = Vec::with_capacity(batches.len());
+                for b in batches {
+                    let started = Instant::now();
+                    let mut accepted = 0;
+                    let mut error = None;
+                    for &(ch, n0, cnt) in &b.runs {
+                        let url = match nchan_url(base, &channels[ch]) {
+                            Ok(u) => u,
+                            Err(e) => {
+                                error.get_or_insert(format!("{e:#}"));
+                                continue;
+                            }
+                        };
+                        for n in n0..n0 + cnt {
+                            let p = msg::encode(msg::make_seq(step, n), msg::now_us(), size);
+                            let o = post_as(client, &url, "text/plain", Bytes::from(p), 1).await;
+                            accepted += o.accepted;
+                            if let Some(e) = o.error {
+                                error.get_or_insert(e);
+                            }
+                        }
+                    }
+                    out.push(Outcome {
+                        accepted,
+                        error,
+                        elapsed: started.elapsed(),
+                    });
                 }
                 out
             }
@@ -340,8 +466,14 @@ impl Publisher {
                     let mut items = Vec::with_capacity(b.items() as usize);
                     for &(ch, n0, cnt) in &b.runs {
                         for n in n0..n0 + cnt {
-                            let p = msg::encode(msg::make_seq(step, n), ts, size);
-                            items.push(grpc_item(&channels[ch], &p, formats));
+                            let seq = msg::make_seq(step, n);
+                            let p = msg::encode(seq, ts, size);
+                            let id = labels.id(seq);
+                            let extra = Extra {
+                                id: id.as_deref(),
+                                sender: labels.sender.as_deref(),
+                            };
+                            items.push(grpc_item(&channels[ch], &p, formats, extra));
                         }
                     }
                     let started = Instant::now();
@@ -389,7 +521,7 @@ mod tests {
         };
         let mut s = String::from("{\"items\":[");
         let p = msg::encode(1, 2, 50);
-        push_json_item(&mut s, "\"ch\\\"1\"", &p, f);
+        push_json_item(&mut s, "\"ch\\\"1\"", &p, f, Extra::default());
         s.push_str("]}");
         let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");
         let item = &v["items"][0];
@@ -405,9 +537,59 @@ mod tests {
             ..Formats::default()
         };
         let mut s = String::new();
-        push_json_item(&mut s, "\"c\"", &p, only_ws);
+        push_json_item(&mut s, "\"c\"", &p, only_ws, Extra::default());
         let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");
         assert!(v["formats"].get("http-stream").is_none());
+        assert!(v.get("id").is_none() && v.get("meta").is_none());
+    }
+
+    #[test]
+    fn ids_and_sender_in_json_and_grpc_items() {
+        let f = Formats {
+            ws: true,
+            sse: true,
+            ..Formats::default()
+        };
+        let labels = Labels {
+            id_prefix: Some("r1".into()),
+            sender: Some("pub\"x".into()),
+        };
+        let id = labels.id(msg::make_seq(1, 10));
+        assert_eq!(id.as_deref(), Some("r1-1000000000a"));
+        assert_eq!(Labels::default().id(5), None);
+        let extra = Extra {
+            id: id.as_deref(),
+            sender: labels.sender.as_deref(),
+        };
+        let p = msg::encode(3, 4, 50);
+        let mut s = String::new();
+        push_json_item(&mut s, "\"c\"", &p, f, extra);
+        let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");
+        assert_eq!(v["id"], "r1-1000000000a");
+        assert_eq!(v["meta"]["sender"], "pub\"x");
+        assert_eq!(
+            v["formats"]["http-stream"]["content"],
+            format!("id: r1-1000000000a\ndata: {p}\n\n")
+        );
+        let g = grpc_item("c", &p, f, extra);
+        assert_eq!(g.id, "r1-1000000000a");
+        assert_eq!(g.meta.get("sender").map(String::as_str), Some("pub\"x"));
+        assert_eq!(
+            g.http_stream.map(|h| h.content),
+            Some(Bytes::from(format!("id: r1-1000000000a\ndata: {p}\n\n")))
+        );
+    }
+
+    #[test]
+    fn nchan_urls_escape_the_channel() {
+        assert_eq!(
+            nchan_url("http://127.0.0.1:80", "lt0").expect("url").to_string(),
+            "http://127.0.0.1:80/pub?id=lt0"
+        );
+        assert_eq!(
+            nchan_url("127.0.0.1:80", "a b&c").expect("url").to_string(),
+            "http://127.0.0.1:80/pub?id=a%20b%26c"
+        );
     }
 
     #[test]

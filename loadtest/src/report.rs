@@ -102,6 +102,12 @@ pub struct StepResult {
     pub received: u64,
     /// Deliveries never received (by the end of the run).
     pub lost: u64,
+    /// Deliveries to clients a filter should have skipped (`--filter skip-self`).
+    #[serde(default)]
+    pub unexpected: u64,
+    /// Connected clients a filter skips (not in `expected`).
+    #[serde(default)]
+    pub skipped_clients: u64,
     /// Deliveries received only after the step's drain window (`--drain`), but before the run
     /// ended: not lost, very late.
     #[serde(default)]
@@ -203,6 +209,8 @@ pub enum AnyResult {
     Run(Box<RunResult>),
     /// A publish API benchmark.
     Publish(Box<PublishResult>),
+    /// A resume benchmark.
+    Resume(Box<crate::resume::ResumeResult>),
 }
 
 impl AnyResult {
@@ -211,6 +219,7 @@ impl AnyResult {
         match self {
             AnyResult::Run(r) => (&r.system, &r.scenario),
             AnyResult::Publish(r) => (&r.system, &r.scenario),
+            AnyResult::Resume(r) => (&r.system, &r.scenario),
         }
     }
 }
@@ -759,12 +768,34 @@ fn headline(r: &AnyResult) -> Vec<(String, String, Option<f64>)> {
             format!("{} items/s", human(p.items_per_s)),
             Some(p.items_per_s),
         )),
+        AnyResult::Resume(r) => {
+            v.push((
+                format!(
+                    "resume of {} missed items ({}, {} clients, ×{} in flight): connect → last item",
+                    r.items,
+                    r.transport.map_or("?", Transport::name),
+                    r.clients,
+                    r.concurrency
+                ),
+                format!(
+                    "p50 {} / p99 {} ms, {} of {} complete ({} failed, {} incomplete, {} wrong)",
+                    r.time_all.p50_ms,
+                    r.time_all.p99_ms,
+                    r.complete,
+                    r.clients,
+                    r.failed,
+                    r.incomplete,
+                    r.wrong
+                ),
+                Some(r.time_all.p99_ms),
+            ));
+        }
     }
     v
 }
 
-/// Markdown rows: every scenario with gripmesh next to Pushpin (and their ratio), then the
-/// issue's targets.
+/// Markdown rows: every scenario with gripmesh next to Pushpin (and their ratio) — and next to
+/// Nchan when any result is Nchan's — then the targets.
 pub fn markdown(results: &[AnyResult]) -> String {
     let mut scenarios: Vec<&str> = Vec::new();
     for r in results {
@@ -773,9 +804,21 @@ pub fn markdown(results: &[AnyResult]) -> String {
             scenarios.push(sc);
         }
     }
-    let mut s = String::from(
-        "| scenario | metric | gripmesh | Pushpin | gripmesh / Pushpin |\n|---|---|---|---|---|\n",
-    );
+    let peers: Vec<(&str, &str)> = if results.iter().any(|r| r.key().0 == "nchan") {
+        vec![("nchan", "Nchan"), ("pushpin", "Pushpin")]
+    } else {
+        vec![("pushpin", "Pushpin")]
+    };
+    let mut s = String::from("| scenario | metric | gripmesh |");
+    for (_, name) in &peers {
+        let _ = write!(s, " {name} |");
+    }
+    for (_, name) in &peers {
+        let _ = write!(s, " gripmesh / {name} |");
+    }
+    s.push_str("\n|---|---|---|");
+    s.push_str(&"---|".repeat(peers.len() * 2));
+    s.push('\n');
     for sc in scenarios {
         let of = |sys: &str| {
             results
@@ -785,24 +828,38 @@ pub fn markdown(results: &[AnyResult]) -> String {
                 .unwrap_or_default()
         };
         let g = of("gripmesh");
-        let p = of("pushpin");
-        // Rows matched by metric name: gripmesh's order, then Pushpin-only metrics.
+        let others: Vec<_> = peers.iter().map(|(sys, _)| of(sys)).collect();
+        // Rows matched by metric name: gripmesh's order, then the peers' own metrics.
         let mut metrics: Vec<&str> = g.iter().map(|m| m.0.as_str()).collect();
-        for m in &p {
-            if !metrics.contains(&m.0.as_str()) {
-                metrics.push(&m.0);
+        for o in &others {
+            for m in o {
+                if !metrics.contains(&m.0.as_str()) {
+                    metrics.push(&m.0);
+                }
             }
         }
         for metric in metrics {
             let gm = g.iter().find(|m| m.0 == metric);
-            let pm = p.iter().find(|m| m.0 == metric);
-            let gv = gm.map_or("—".to_owned(), |m| m.1.clone());
-            let pv = pm.map_or("—".to_owned(), |m| m.1.clone());
-            let ratio = match (gm.and_then(|m| m.2), pm.and_then(|m| m.2)) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
-                _ => "—".to_owned(),
-            };
-            let _ = writeln!(s, "| {sc} | {metric} | {gv} | {pv} | {ratio} |");
+            let _ = write!(
+                s,
+                "| {sc} | {metric} | {} |",
+                gm.map_or("—".to_owned(), |m| m.1.clone())
+            );
+            let om: Vec<_> = others
+                .iter()
+                .map(|o| o.iter().find(|m| m.0 == metric))
+                .collect();
+            for m in &om {
+                let _ = write!(s, " {} |", m.map_or("—".to_owned(), |m| m.1.clone()));
+            }
+            for m in &om {
+                let ratio = match (gm.and_then(|m| m.2), m.and_then(|m| m.2)) {
+                    (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+                    _ => "—".to_owned(),
+                };
+                let _ = write!(s, " {ratio} |");
+            }
+            s.push('\n');
         }
     }
     let t = target_lines(results);
@@ -952,6 +1009,31 @@ mod tests {
         assert!(md.contains("| missed |"), "{md}");
         assert!(md.contains("p99 < 20 ms at 100k deliveries/s"), "{md}");
         assert!(md.contains("p99 8 ms"), "{md}");
+        assert!(!md.contains("Nchan"), "{md}");
+    }
+
+    #[test]
+    fn markdown_adds_an_nchan_column_when_there_are_nchan_results() {
+        let mut g = sample();
+        g.best = Some(g.steps[0].clone());
+        let mut n = g.clone();
+        n.system = "nchan".into();
+        n.best = Some(StepResult {
+            delivered_per_s: g.steps[0].delivered_per_s / 4.0,
+            ..g.steps[0].clone()
+        });
+        let md = markdown(&[AnyResult::Run(Box::new(g)), AnyResult::Run(Box::new(n))]);
+        let header = md.lines().next().unwrap_or_default();
+        assert_eq!(
+            header,
+            "| scenario | metric | gripmesh | Nchan | Pushpin | gripmesh / Nchan | gripmesh / Pushpin |"
+        );
+        let row = md
+            .lines()
+            .find(|l| l.contains("max delivered/s"))
+            .unwrap_or_default();
+        assert!(row.contains("| 4.00× | — |"), "{row}");
+        assert_eq!(row.matches('|').count(), 8, "{row}");
     }
 
     #[test]

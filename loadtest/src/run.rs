@@ -54,6 +54,23 @@ pub struct RunArgs {
     /// `--gripmesh-arg=--authz-gateway=http://<loadtest origin>/auth`).
     #[arg(long)]
     pub authz_route: bool,
+    /// Subscription filter on every subscription (repeatable), e.g. `skip-self`; passed to the
+    /// tool's origin as `&filter=NAME` (needs `--origin` with a `gripmesh-loadtest origin`).
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+    /// Client *i* gets sub meta `user` = `u-<i mod U>` (`&user=`, the tool's origin sets it;
+    /// 0: no user).
+    #[arg(long, default_value_t = 0)]
+    pub users: usize,
+    /// Publish meta `sender` on every item. With `--filter skip-self`, clients whose user is
+    /// this value are skipped by the server: they are expected to get nothing (and anything
+    /// they get is counted as `unexpected`).
+    #[arg(long)]
+    pub sender: Option<String>,
+    /// Give every item an id (`<run>-<seq>`, unique across runs), as publishers to channels
+    /// with history do.
+    #[arg(long)]
+    pub ids: bool,
     /// Extra flag for the spawned gripmesh (repeatable), e.g. `--gripmesh-arg=--nats=…`.
     #[arg(long, allow_hyphen_values = true)]
     pub gripmesh_arg: Vec<String>,
@@ -219,7 +236,40 @@ struct Ctx {
     channels: Vec<String>,
     channels_json: Vec<String>,
     formats: Formats,
+    labels: publish::Labels,
+    /// Per client: whether published items are due to it (false when a filter skips it).
+    expects: Vec<bool>,
     pids: Vec<u32>,
+}
+
+/// The path and query of client `k` of a transport: its channel, key, user and filters.
+fn client_path(
+    path: &str,
+    channel: &str,
+    key: Option<usize>,
+    user: Option<usize>,
+    filters: &[String],
+) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut p = format!("{path}{sep}channel={channel}");
+    if let Some(k) = key {
+        p.push_str(&format!("&apikey=key-{k}"));
+    }
+    if let Some(u) = user {
+        p.push_str(&format!("&user=u-{u}"));
+    }
+    for f in filters {
+        p.push_str("&filter=");
+        p.push_str(f);
+    }
+    p
+}
+
+/// Whether a subscriber with sub meta `user` gets items published with meta `sender` through
+/// `filters` (only `skip-self` decides here; the tool's items carry no other publish meta).
+fn expects_delivery(filters: &[String], user: Option<&str>, sender: Option<&str>) -> bool {
+    let skip_self = filters.iter().any(|f| f == "skip-self");
+    !(skip_self && user.is_some() && user == sender)
 }
 
 /// Runs the load test described by `args`. The second value is false when `--fail-on-loss`
@@ -346,6 +396,7 @@ async fn run_inner(
     let source_base = u32::from(args.source_ip_base.unwrap_or_else(random_loopback));
     let mut plans = Vec::new();
     let mut channel_of = Vec::new();
+    let mut expects = Vec::new();
     for &t in &args.transport {
         let path = match t {
             Transport::Ws => &args.ws_path,
@@ -364,22 +415,22 @@ async fn run_inner(
                 }
                 _ => None,
             };
-            let sep = if path.contains('?') { '&' } else { '?' };
+            let key = (args.keys > 0).then(|| k % args.keys);
+            let user = (args.users > 0).then(|| k % args.users);
+            let user_name = user.map(|u| format!("u-{u}"));
+            expects.push(expects_delivery(
+                &args.filters,
+                user_name.as_deref(),
+                args.sender.as_deref(),
+            ));
             plans.push(Plan {
                 idx,
                 transport: t,
                 addr: *addr,
                 host: host.clone(),
-                path: if args.keys > 0 {
-                    format!(
-                        "{path}{sep}channel={}&apikey=key-{}",
-                        channels[ch],
-                        k % args.keys
-                    )
-                } else {
-                    format!("{path}{sep}channel={}", channels[ch])
-                },
+                path: client_path(path, &channels[ch], key, user, &args.filters),
                 source,
+                header: None,
             });
             channel_of.push(ch);
         }
@@ -393,8 +444,17 @@ async fn run_inner(
         channels,
         channels_json,
         formats: Formats::for_transports(&args.transport),
+        labels: publish::Labels {
+            id_prefix: args.ids.then(|| format!("{:x}", crate::msg::now_us())),
+            sender: args.sender.clone(),
+        },
+        expects,
         pids,
     };
+    let skipped = ctx.expects.iter().filter(|e| !**e).count();
+    if skipped > 0 {
+        eprintln!("{skipped} clients are skipped by their filter: they expect no deliveries");
+    }
 
     // Idle server memory.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -484,11 +544,12 @@ async fn run_inner(
             let (st, live) = run_step(args, &ctx, i, rate, api, publish_url, grpc_url, &pb).await?;
             books.push(live);
             let line = format!(
-                "step {i}: {} msg/s/ch via {api:?} → {} deliveries/s (target {}), missing after drain {}, reordered {}, disconnected {}, p50 {} / p90 {} / p99 {} / p99.9 {} / max {} ms, server CPU {}, tool CPU {:.0}% [{}]{}",
+                "step {i}: {} msg/s/ch via {api:?} → {} deliveries/s (target {}), missing after drain {}, unexpected {}, reordered {}, disconnected {}, p50 {} / p90 {} / p99 {} / p99.9 {} / max {} ms, server CPU {}, tool CPU {:.0}% [{}]{}",
                 human(rate),
                 human(st.delivered_per_s),
                 human(st.target_deliveries_per_s),
                 st.lost,
+                st.unexpected,
                 st.reordered,
                 st.disconnected,
                 st.latency.p50_ms,
@@ -723,9 +784,11 @@ async fn run_step(
     let shared = &ctx.shared;
     let mut publisher = Publisher::new(api, publish_url, grpc_url).await?;
     // Subscribers per channel among loss-checked clients connected now.
-    let live: Vec<usize> = (0..ctx.plans.len())
+    let connected: Vec<usize> = (0..ctx.plans.len())
         .filter(|&i| shared.slots[i].state.load(Ordering::Relaxed) == state::CONNECTED)
         .collect();
+    let (live, skipped): (Vec<usize>, Vec<usize>) =
+        connected.into_iter().partition(|&i| ctx.expects[i]);
     let mut subs = vec![0u64; ctx.channels.len()];
     let mut all_subs = 0u64;
     for &i in &live {
@@ -793,6 +856,7 @@ async fn run_step(
                 step,
                 args.size,
                 ctx.formats,
+                &ctx.labels,
             )
             .await;
         for (b, o) in batches.iter().zip(outcomes) {
@@ -843,6 +907,10 @@ async fn run_step(
         .sum();
     let latency = Summary::of(&shared.recorder.step(step));
     let lost = expected.saturating_sub(received);
+    let unexpected = skipped
+        .iter()
+        .map(|&i| shared.slots[i].received[step].load(Ordering::Relaxed))
+        .sum();
     let disconnected = shared.disconnected.load(Ordering::Relaxed) - disconnected0;
     let server_cpu_pct = (!ctx.pids.is_empty())
         .then(|| ((procfs::tree_cpu_secs(&ctx.pids) - cpu0) / wall * 1000.0).round() / 10.0);
@@ -855,6 +923,7 @@ async fn run_step(
     let _ = all_subs;
     let target = rate * subs.iter().sum::<u64>() as f64;
     let passed = lost == 0
+        && unexpected == 0
         && !overran
         && errors == 0
         && disconnected == 0
@@ -878,6 +947,8 @@ async fn run_step(
         expected,
         received,
         lost,
+        unexpected,
+        skipped_clients: skipped.len() as u64,
         reordered,
         poll_received,
         delivered_per_s,
@@ -920,6 +991,22 @@ mod tests {
         assert_eq!(due(1.0, 0.99, 2.0, 0.0, 2), 0);
         assert_eq!(due(1.0, 1.0, 2.0, 0.0, 2), 1);
         assert_eq!(due(1.0, 5.0, 2.0, 0.0, 2), 2);
+    }
+
+    #[test]
+    fn client_paths_and_skip_self_expectations() {
+        let f = vec!["skip-self".to_owned()];
+        assert_eq!(
+            client_path("/ws", "lt0", Some(3), Some(1), &f),
+            "/ws?channel=lt0&apikey=key-3&user=u-1&filter=skip-self"
+        );
+        assert_eq!(client_path("/sse?x=1", "c", None, None, &[]), "/sse?x=1&channel=c");
+        // skip-self skips only the subscriber whose user is the sender.
+        assert!(!expects_delivery(&f, Some("u-0"), Some("u-0")));
+        assert!(expects_delivery(&f, Some("u-1"), Some("u-0")));
+        assert!(expects_delivery(&f, None, Some("u-0")));
+        assert!(expects_delivery(&f, Some("u-0"), None));
+        assert!(expects_delivery(&[], Some("u-0"), Some("u-0")));
     }
 
     #[test]
