@@ -158,7 +158,9 @@ pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
     let deadline = started + Duration::from_secs_f64(args.duration);
     let mut tasks = tokio::task::JoinSet::new();
     match args.api {
-        Api::Nchan => bail!("`publish` measures the HTTP and gRPC publish APIs; use `run --api nchan`"),
+        Api::Nchan => {
+            bail!("`publish` measures the HTTP and gRPC publish APIs; use `run --api nchan`")
+        }
         Api::Http => {
             let channels_json = channels
                 .iter()

@@ -71,7 +71,10 @@ impl Hold {
             }
         }
         if h.prev_id.is_none() {
-            h.prev_id = last_event_id.map(str::trim).and_then(token).map(str::to_owned);
+            h.prev_id = last_event_id
+                .map(str::trim)
+                .and_then(token)
+                .map(str::to_owned);
         }
         h
     }
@@ -301,7 +304,10 @@ mod tests {
         assert_eq!(r.headers()["grip-channel"], "test");
         let r = respond_http("/sse", Some("channel=s"), None);
         assert_eq!(r.headers()["content-type"], "text/event-stream");
-        assert_eq!(respond_http("/nope", None, None).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            respond_http("/nope", None, None).status(),
+            StatusCode::NOT_FOUND
+        );
         let allow = respond_http("/auth/ws", Some("channel=c&apikey=k7"), None);
         assert_eq!(allow.status(), StatusCode::OK);
         assert_eq!(allow.headers()["x-developer-app"], "app-k7");
@@ -367,8 +373,15 @@ mod tests {
 
     #[test]
     fn http_holds_carry_filters_meta_and_resume() {
-        let r = respond_http("/sse", Some("channel=h&filter=skip-self&user=u1"), Some(" r-9 "));
-        assert_eq!(r.headers()["grip-channel"], "h; filter=skip-self; prev-id=r-9");
+        let r = respond_http(
+            "/sse",
+            Some("channel=h&filter=skip-self&user=u1"),
+            Some(" r-9 "),
+        );
+        assert_eq!(
+            r.headers()["grip-channel"],
+            "h; filter=skip-self; prev-id=r-9"
+        );
         assert_eq!(r.headers()["grip-set-meta"], "user=u1");
         // The query's prev-id wins over Last-Event-ID; a bad header is ignored.
         let r = respond_http("/stream", Some("channel=h&prev-id=q1"), Some("r-9"));

@@ -161,10 +161,12 @@ pub fn grpc_item(channel: &str, payload: &str, f: Formats, extra: Extra<'_>) -> 
             payload: Some(Payload::Text(payload.to_owned())),
             ..Default::default()
         }),
-        http_stream: f.stream_content(payload, extra.id).map(|c| HttpStreamFormat {
-            content: c.into_bytes().into(),
-            close: false,
-        }),
+        http_stream: f
+            .stream_content(payload, extra.id)
+            .map(|c| HttpStreamFormat {
+                content: c.into_bytes().into(),
+                close: false,
+            }),
         http_response: f.response.then(|| HttpResponseFormat {
             body: Bytes::copy_from_slice(payload.as_bytes()),
             ..Default::default()
@@ -385,6 +387,7 @@ impl Publisher {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Publishes the batches of one tick, stamping each with the current time right before it
     /// is built; returns one outcome per batch.
     pub async fn publish_tick(
@@ -583,7 +586,9 @@ mod tests {
     #[test]
     fn nchan_urls_escape_the_channel() {
         assert_eq!(
-            nchan_url("http://127.0.0.1:80", "lt0").expect("url").to_string(),
+            nchan_url("http://127.0.0.1:80", "lt0")
+                .expect("url")
+                .to_string(),
             "http://127.0.0.1:80/pub?id=lt0"
         );
         assert_eq!(

@@ -1000,7 +1000,10 @@ mod tests {
             client_path("/ws", "lt0", Some(3), Some(1), &f),
             "/ws?channel=lt0&apikey=key-3&user=u-1&filter=skip-self"
         );
-        assert_eq!(client_path("/sse?x=1", "c", None, None, &[]), "/sse?x=1&channel=c");
+        assert_eq!(
+            client_path("/sse?x=1", "c", None, None, &[]),
+            "/sse?x=1&channel=c"
+        );
         // skip-self skips only the subscriber whose user is the sender.
         assert!(!expects_delivery(&f, Some("u-0"), Some("u-0")));
         assert!(expects_delivery(&f, Some("u-1"), Some("u-0")));
