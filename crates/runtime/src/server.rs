@@ -207,28 +207,31 @@ pub async fn serve<H, Fut>(
                 abort: CancellationToken::new(),
                 body_timeout,
             };
+            // Each kind of connection is its own heap allocation, sized for what it holds: a
+            // task's future is as large as its largest state, and the TLS one (a rustls
+            // connection inline) would otherwise make every plain connection pay for it.
             match tls {
                 None => {
-                    serve_connection(builder, TokioIo::new(stream), info, handler, shutdown).await
+                    Box::pin(serve_connection(
+                        builder,
+                        TokioIo::new(stream),
+                        info,
+                        handler,
+                        shutdown,
+                    ))
+                    .await;
                 }
                 Some(config) => {
-                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-                    match tokio::time::timeout(handshake_timeout, accept).await {
-                        Ok(Ok(tls_stream)) => {
-                            serve_connection(
-                                builder,
-                                TokioIo::new(tls_stream),
-                                info,
-                                handler,
-                                shutdown,
-                            )
-                            .await;
-                        }
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+                    Box::pin(serve_tls(
+                        builder,
+                        stream,
+                        config,
+                        handshake_timeout,
+                        info,
+                        handler,
+                        shutdown,
+                    ))
+                    .await;
                 }
             }
         });
@@ -279,6 +282,30 @@ pub struct ConnInfo {
     pub abort: CancellationToken,
     /// The listener's `--client-body-timeout`.
     pub body_timeout: Duration,
+}
+
+/// Completes the TLS handshake within `handshake_timeout`, then serves the connection.
+async fn serve_tls<H, Fut>(
+    builder: hyper::server::conn::http1::Builder,
+    stream: tokio::net::TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    info: ConnInfo,
+    handler: H,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let peer = info.peer;
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    match tokio::time::timeout(handshake_timeout, accept).await {
+        Ok(Ok(tls_stream)) => {
+            serve_connection(builder, TokioIo::new(tls_stream), info, handler, shutdown).await;
+        }
+        Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
 }
 
 async fn serve_connection<IO, H, Fut>(
