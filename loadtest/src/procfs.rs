@@ -124,6 +124,19 @@ impl Machine {
     }
 }
 
+/// Raises the open-file soft limit to the hard limit; returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((soft, hard)) => {
+            if soft < hard && rlimit::Resource::NOFILE.set(hard, hard).is_ok() {
+                return hard;
+            }
+            soft
+        }
+        Err(_) => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -216,7 +216,7 @@ pub async fn run(args: &ResumeArgs) -> Result<ResumeResult> {
     if args.clients == 0 || args.items == 0 {
         bail!("--clients and --items must be at least 1");
     }
-    crate::run::raise_nofile();
+    procfs::raise_nofile();
     let machine = Machine::current();
     let mut spawned: Option<Spawned> = None;
     let (edges, publish_url) = if let Some(bin) = &args.spawn_gripmesh {

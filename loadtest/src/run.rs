@@ -186,19 +186,6 @@ impl RunArgs {
     }
 }
 
-/// Raises the open-file soft limit to the hard limit; returns the new soft limit.
-pub fn raise_nofile() -> u64 {
-    match rlimit::Resource::NOFILE.get() {
-        Ok((soft, hard)) => {
-            if soft < hard && rlimit::Resource::NOFILE.set(hard, hard).is_ok() {
-                return hard;
-            }
-            soft
-        }
-        Err(_) => 0,
-    }
-}
-
 async fn resolve(edge: &str) -> Result<(SocketAddr, String)> {
     let hostport = edge
         .trim_start_matches("http://")
@@ -284,7 +271,7 @@ pub async fn run(args: &RunArgs) -> Result<(RunResult, bool)> {
     if args.rate.len() > MAX_STEPS {
         bail!("at most {MAX_STEPS} steps");
     }
-    let nofile = raise_nofile();
+    let nofile = crate::procfs::raise_nofile();
     let total = args.clients * args.transport.len();
     if (total as u64) + 64 > nofile {
         eprintln!(
