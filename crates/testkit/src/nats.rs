@@ -189,7 +189,9 @@ impl NatsServer {
             .expect("nats-server must be installed (the test script installs it)");
         self.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: a restarted JetStream node recovers its store before it listens, and the
+        // test machine may be loaded.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             assert!(
                 Instant::now() < deadline,
