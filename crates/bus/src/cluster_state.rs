@@ -206,7 +206,18 @@ impl RoutesBucket {
     }
 }
 
+/// How often a follower compares what its watch delivered with what the bucket holds.
+pub const STALL_CHECK: Duration = Duration::from_secs(10);
+
 /// Watches `key` (or `>`) until `shutdown`, resuming from `*last + 1` after a break.
+///
+/// A watch that breaks (its consumer's idle heartbeats stop) yields an error and is resumed.
+/// One can also stall without breaking: after a NATS node is lost its consumer may keep
+/// heartbeating while no new entry reaches it. So every [`STALL_CHECK`] the follower asks the
+/// bucket for its latest revision (of `key`, or of the bucket for `>`); when a revision the
+/// bucket held at one check has still not been delivered at the next, the watch is resumed.
+/// That costs one request per check and bounds how long a follower can miss a change (two
+/// checks), whatever went wrong with the consumer.
 pub async fn follow_key(
     kv: &dyn KvBucket,
     key: &str,
@@ -219,28 +230,43 @@ pub async fn follow_key(
             WatchFrom::Revision(r.saturating_add(1))
         });
         match kv.watch(key, from).await {
-            Ok(mut watch) => loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    next = futures_util::StreamExt::next(&mut watch) => match next {
-                        Some(Ok(e)) => {
-                            if last.is_some_and(|l| e.revision <= l) {
-                                continue;
+            Ok(mut watch) => {
+                let mut check = tokio::time::interval(STALL_CHECK);
+                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                check.reset();
+                // A revision the bucket held at the previous check, not yet delivered then.
+                let mut owed: Option<u64> = None;
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        next = futures_util::StreamExt::next(&mut watch) => match next {
+                            Some(Ok(e)) => {
+                                if last.is_some_and(|l| e.revision <= l) {
+                                    continue;
+                                }
+                                *last = Some(e.revision);
+                                on_entry(e);
                             }
-                            *last = Some(e.revision);
-                            on_entry(e);
+                            Some(Err(err)) => {
+                                tracing::warn!(bucket = kv.name(), error = %err, "watch broke; resuming");
+                                break;
+                            }
+                            None => {
+                                tracing::warn!(bucket = kv.name(), "watch ended; resuming");
+                                break;
+                            }
+                        },
+                        _ = check.tick() => {
+                            let delivered = last.unwrap_or(0);
+                            if owed.is_some_and(|o| o > delivered) {
+                                tracing::warn!(bucket = kv.name(), delivered, held = owed, "watch stalled; resuming");
+                                break;
+                            }
+                            owed = latest_revision(kv, key).await.filter(|&r| r > delivered);
                         }
-                        Some(Err(err)) => {
-                            tracing::warn!(bucket = kv.name(), error = %err, "watch broke; resuming");
-                            break;
-                        }
-                        None => {
-                            tracing::warn!(bucket = kv.name(), "watch ended; resuming");
-                            break;
-                        }
-                    },
+                    }
                 }
-            },
+            }
             Err(err) => tracing::debug!(bucket = kv.name(), error = %err, "cannot watch yet"),
         }
         tokio::select! {
@@ -248,6 +274,16 @@ pub async fn follow_key(
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
+}
+
+/// The latest revision of `key` (of the whole bucket for `>`); `None` when unknown right now.
+async fn latest_revision(kv: &dyn KvBucket, key: &str) -> Option<u64> {
+    let latest = if key == ">" {
+        kv.last_revision().await
+    } else {
+        kv.entry(key).await.map(|e| e.map(|e| e.revision))
+    };
+    latest.ok().flatten()
 }
 
 /// The revocations bucket. Cheap to clone.
@@ -447,5 +483,93 @@ impl RevocationSet {
     /// True when none is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{KvWatch, StateStore, memory::MemoryState};
+    use bytes::Bytes;
+    use futures_util::FutureExt;
+    use futures_util::future::BoxFuture;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A bucket whose first watch never delivers anything and never breaks: a consumer
+    /// stranded after a NATS node was lost.
+    struct StallingFirstWatch {
+        inner: Arc<dyn KvBucket>,
+        watches: AtomicUsize,
+    }
+
+    impl KvBucket for StallingFirstWatch {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn entry(&self, key: &str) -> BoxFuture<'_, Result<Option<KvEntry>, KvError>> {
+            self.inner.entry(key)
+        }
+        fn put(&self, key: &str, value: Bytes) -> BoxFuture<'_, Result<u64, KvError>> {
+            self.inner.put(key, value)
+        }
+        fn create(&self, key: &str, value: Bytes) -> BoxFuture<'_, Result<u64, KvError>> {
+            self.inner.create(key, value)
+        }
+        fn update(
+            &self,
+            key: &str,
+            value: Bytes,
+            revision: u64,
+        ) -> BoxFuture<'_, Result<u64, KvError>> {
+            self.inner.update(key, value, revision)
+        }
+        fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), KvError>> {
+            self.inner.delete(key)
+        }
+        fn watch(&self, key: &str, from: WatchFrom) -> BoxFuture<'_, Result<KvWatch, KvError>> {
+            if self.watches.fetch_add(1, Ordering::SeqCst) == 0 {
+                let stalled: KvWatch = futures_util::stream::pending().boxed();
+                return async move { Ok(stalled) }.boxed();
+            }
+            self.inner.watch(key, from)
+        }
+        fn last_revision(&self) -> BoxFuture<'_, Result<Option<u64>, KvError>> {
+            self.inner.last_revision()
+        }
+    }
+
+    /// A watch that stalls without breaking is resumed within two stall checks, for one key
+    /// and for the whole bucket; without the check the entry would never arrive.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_watch_is_resumed_and_delivers_what_it_missed() {
+        for key in [ROUTES_KEY, ">"] {
+            let inner = MemoryState::new()
+                .open(&routes_bucket(1), true)
+                .await
+                .unwrap();
+            let kv = StallingFirstWatch {
+                inner,
+                watches: AtomicUsize::new(0),
+            };
+            let rev = kv.put(ROUTES_KEY, Bytes::from_static(b"v1")).await.unwrap();
+            let stop = CancellationToken::new();
+            let mut last = None;
+            let mut got = Vec::new();
+            let started = tokio::time::Instant::now();
+            let _ = tokio::time::timeout(3 * STALL_CHECK, async {
+                follow_key(&kv, key, &stop, &mut last, |e| {
+                    got.push((e.revision, started.elapsed()));
+                })
+                .await;
+            })
+            .await;
+            let [(revision, at)] = got[..] else {
+                panic!("{key}: the missed entry, once: {got:?}");
+            };
+            assert_eq!(revision, rev);
+            // Owed at the first check, still owed at the second: resumed then (virtual time).
+            assert!(at >= 2 * STALL_CHECK && at < 2 * STALL_CHECK + Duration::from_secs(1));
+            assert_eq!(kv.watches.load(Ordering::SeqCst), 2, "{key}: resumed once");
+        }
     }
 }
