@@ -489,7 +489,7 @@ impl RevocationSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::{KvWatch, StateStore, memory::MemoryState};
+    use crate::kv::{KvWatch, MemoryState, StateStore};
     use bytes::Bytes;
     use futures_util::FutureExt;
     use futures_util::future::BoxFuture;
@@ -528,7 +528,7 @@ mod tests {
         }
         fn watch(&self, key: &str, from: WatchFrom) -> BoxFuture<'_, Result<KvWatch, KvError>> {
             if self.watches.fetch_add(1, Ordering::SeqCst) == 0 {
-                let stalled: KvWatch = futures_util::stream::pending().boxed();
+                let stalled: KvWatch = futures_util::StreamExt::boxed(futures_util::stream::pending());
                 return async move { Ok(stalled) }.boxed();
             }
             self.inner.watch(key, from)
