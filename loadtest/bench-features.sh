@@ -5,6 +5,8 @@
 #   loadtest/bench-features.sh                          # every group (~20 min)
 #   FEATURES="usage filters" loadtest/bench-features.sh
 #   PAIRS=2 loadtest/bench-features.sh                  # each on/off pair twice (off,on then on,off)
+#   FEATURES=history HISTORY_PARTS=live LIVE_RATES=10 DURATION=30 PAIRS=3 loadtest/bench-features.sh
+#                                                       # one part of the history group, one rate
 #   QUICK=1 loadtest/bench-features.sh                  # tiny sizes, checks the setup
 #
 # Groups:
@@ -125,6 +127,10 @@ pair() {
   done
 }
 
+# part NAME: whether the history group runs NAME (HISTORY_PARTS, default all of
+# "publish live resume standalone").
+part() { [[ " ${HISTORY_PARTS:-publish live resume standalone} " == *" $1 "* ]]; }
+
 AUTH="--authz-route --gripmesh-arg=--authz-gateway=http://$ORIGIN/auth"
 USAGE="--gripmesh-arg=--usage-interval=1s --gripmesh-arg=--usage-webhook=http://$ORIGIN/usage"
 KEYS="--keys $N"
@@ -146,13 +152,13 @@ for f in $FEATURES; do
     ;;
   limits)
     log "== limits on vs off (issue 17)"
-    LIMITS="--gripmesh-arg=--key-max-connections=1000000 --gripmesh-arg=--key-message-quota=1000000000000/1h"
+    LIMITS="--gripmesh-arg=--key-max-connections=1000000 --gripmesh-arg=--key-message-quota=4000000000/1d"
     pair ws-fanout-1k-limits-off ws-fanout-1k-limits-on "$KEYS $AUTH $USAGE" "$KEYS $AUTH $USAGE $LIMITS"
     # Connection opens with a warm authorization cache: a standalone gripmesh run by this
     # script, one pass of $N keyed clients to fill the cache, then the measured pass.
     for mode in off on; do
       extra=()
-      [ "$mode" = on ] && extra=(--key-max-connections 1000000 --key-message-quota 1000000000000/1h)
+      [ "$mode" = on ] && extra=(--key-max-connections 1000000 --key-message-quota 4000000000/1d)
       start gm "$GRIPMESH" standalone --routes "$TMP/routes-authz" --listen 127.0.0.1:0 \
         --publish-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
         --log-format json --max-connections 1000000 --authz-gateway "http://$ORIGIN/auth" \
@@ -187,7 +193,7 @@ for f in $FEATURES; do
     E1=$(addr edge1 edge); E2=$(addr edge2 edge)
     sleep 1
     # (a) publishing: gRPC stream, batches of 100 items with ids.
-    for i in $(seq 1 "$PAIRS"); do
+    for i in $(part publish && seq 1 "$PAIRS"); do
       for kind in plain history; do
         prefix=$([ "$kind" = history ] && echo hpub || echo pub)
         lt publish --system gripmesh --scenario "publish-grpc-nats-$kind" --api grpc --batch 100 \
@@ -198,9 +204,10 @@ for f in $FEATURES; do
     done
     # (b) + (d) live latency and edge CPU: the edges are the measured servers; control's and
     # nats-server's CPU is logged around each run.
-    rates=$([ "$QUICK" = 1 ] && echo 10 || echo 10,100,1000)
-    for i in $(seq 1 "$PAIRS"); do
-      for kind in plain history; do
+    rates=${LIVE_RATES:-$([ "$QUICK" = 1 ] && echo 10 || echo 10,100,1000)}
+    for i in $(part live && seq 1 "$PAIRS"); do
+      # Alternating order (plain first, then history first), as in the other pairs.
+      for kind in $([ $(( i % 2 )) = 1 ] && echo plain history || echo history plain); do
         prefix=$([ "$kind" = history ] && echo hlt || echo lt)
         sc="cross-edge-nats-$kind$([ "$i" = 1 ] || echo "-r$i")"
         c0=$(cpu_s "$PID_control"); n0=$(cpu_s "$PID_nats")
@@ -213,7 +220,7 @@ for f in $FEATURES; do
       done
     done
     # (c) resume of 1,000 missed items from JetStream (the edge reads the stream).
-    for t in sse ws; do
+    for t in $(part resume && echo sse ws); do
       for c in 1 20; do
         lt resume --system gripmesh --scenario "resume-1000-$t-x$c-nats" --transport "$t" \
           --items 1000 --clients "$([ "$QUICK" = 1 ] && echo 20 || echo 200)" --concurrency "$c" \
@@ -222,6 +229,7 @@ for f in $FEATURES; do
       done
     done
     stop edge1 edge2 control
+    if part standalone; then
     log "== history: standalone, in memory"
     lt publish --system gripmesh --scenario publish-grpc-standalone-history --api grpc --batch 100 \
       --concurrency 2 --window 8 --duration "$DURATION" --ids --channel-prefix hpub \
@@ -243,6 +251,7 @@ for f in $FEATURES; do
         --channel "hresume" --spawn-gripmesh "$GRIPMESH" --origin "$ORIGIN" \
         --gripmesh-arg="--history=$HIST" --json "$BENCH_DIR/gripmesh-resume-1000-$t-x1-memory.json"
     done
+    fi
     stop nats
     ;;
   *) echo "unknown feature group $f" >&2; exit 1 ;;

@@ -4,22 +4,57 @@
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use testkit::{StreamClient, http_get, publish};
+use testkit::{Origin, OriginResponse, StreamClient, http_get, publish, query_param};
 
 use crate::common::{WAIT, run_node, start, workspace_root};
 
-/// A live standalone (held streams, a publisher, a revocation) as the page shows it: ready,
-/// bus connected, connections per transport, channels, messages/s, delivery latency, the
-/// route table and the revocation; nothing loaded from anywhere but the admin listener.
+/// A live standalone (held streams through the gateway, a publisher, a revocation, a resume
+/// from history) as the page shows it: ready, bus connected, connections per transport,
+/// channels, messages/s, delivery latency, usage per app, history, the route table and the
+/// revocation; nothing loaded from anywhere but the admin listener.
 #[tokio::test]
 async fn admin_page_shows_a_live_standalone_in_chromium() {
-    let env = start("* test\n", &[]).await;
+    // The gateway names each key's app, as Apigee's X-Developer-App does.
+    let gw = Origin::start(|req| {
+        let key = query_param(&req.uri, "apikey").unwrap_or_default();
+        OriginResponse::new(200).header("X-Developer-App", &format!("app-{key}"))
+    })
+    .await;
+    let gateway = format!("http://{}", gw.addr());
+    let env = start(
+        "*,authz test\n",
+        &[
+            "--authz-gateway",
+            &gateway,
+            "--history",
+            "h=100",
+            "--usage-interval",
+            "1s",
+        ],
+    )
+    .await;
     let mut clients = Vec::new();
-    for path in ["/stream?channel=a", "/stream?channel=b", "/sse?channel=a"] {
+    for path in [
+        "/stream?channel=a&apikey=trades",
+        "/stream?channel=b&apikey=trades",
+        "/sse?channel=a&apikey=chat",
+    ] {
         let mut c = StreamClient::open(env.edge(), path, &[]).await;
         c.read_until("stream open", WAIT).await;
         clients.push(c);
     }
+    // One resume served from history: an item with an id, then a client back after it.
+    let item = json!({"items": [{"channel": "h", "id": "h1",
+                                 "formats": {"http-stream": {"content": "h1\n"}}}]});
+    assert_eq!(publish(env.publish(), &item).await.status, 200);
+    let mut back = StreamClient::open(
+        env.edge(),
+        "/sse?channel=h&apikey=chat",
+        &[("Last-Event-ID", "h1")],
+    )
+    .await;
+    back.read_until("stream open", WAIT).await;
+    clients.push(back);
     let resp = testkit::publish_raw(
         env.publish(),
         "POST",
@@ -67,14 +102,26 @@ async fn admin_page_shows_a_live_standalone_in_chromium() {
     assert_eq!(page["errors"], json!([]), "{page}");
     assert_eq!(page["ready"], "ready", "{page}");
     assert_eq!(page["bus"], "bus connected", "{page}");
-    assert_eq!(page["connTotal"], "3", "{page}");
+    assert_eq!(page["connTotal"], "4", "{page}");
     let conns = page["conns"].as_str().unwrap_or_default();
     // SSE is an HTTP stream too.
     assert!(
-        conns.contains("http-stream3") && conns.contains("ws0"),
+        conns.contains("http-stream4") && conns.contains("ws0"),
         "{page}"
     );
-    assert_eq!(page["channels"], "2", "{page}");
+    assert_eq!(page["channels"], "3", "{page}");
+    // Apps by connections: app-trades has 2, app-chat 2 (the resumed SSE too); the publisher
+    // sends to `a`, which both apps hold, so both have a delivery rate.
+    let apps = page["apps"].as_str().unwrap_or_default();
+    assert!(
+        apps.contains("app-trades2") && apps.contains("app-chat2"),
+        "usage per app not shown: {page}"
+    );
+    let history = page["history"].as_str().unwrap_or_default();
+    assert!(
+        history.contains("resumes served from history1"),
+        "history not shown: {page}"
+    );
     assert_ne!(page["rateSent"], "–", "{page}");
     let p50 = page["latP50"].as_str().unwrap_or_default();
     assert!(

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use testkit::cluster::{ControlNode, start_edge, wait_ready};
 use testkit::ws::{WohOrigin, WsConn};
 use testkit::{NatsServer, StreamClient, TempDir, http_get, run, wait_until};
@@ -147,6 +147,39 @@ async fn grpc_publish_reaches_stream_and_websocket() {
     assert_eq!(stream.received_text(), format!("{banner}from-grpc\n"));
     assert_eq!(ws.expect_text(WAIT).await, "from-grpc\n");
 }
+
+/// A unary `Publish` touching a channel with history answers once stored, with one receipt per
+/// item in request order: the history channel's items carry increasing `seq`s, the plain
+/// channel's item `seq` 0; a batch without history has no receipts (Pushpin's answer).
+#[tokio::test]
+async fn grpc_publish_receipts_for_history_channels() {
+    let env = start("* test\n", &["--history", "h*=100"]).await;
+    let addr = grpc_addr(&env);
+    let item = |channel: &str, id: &str| {
+        json!({"channel": channel, "id": id,
+               "httpStream": {"content": BASE64_HELLO}})
+    };
+    let batch = json!({"items": [item("h-g", "1"), item("plain", "2"), item("h-g", "3")]});
+    let call = grpc(&["publish-json", &addr, &batch.to_string()]).await;
+    let reply = call.single();
+    assert_eq!(as_u64(reply, "accepted"), 3, "{}", call.output);
+    let receipts = reply["items"].as_array().expect("receipts");
+    let summary: Vec<(&str, &str)> = receipts
+        .iter()
+        .map(|r| (r["channel"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(summary, [("h-g", "1"), ("plain", "2"), ("h-g", "3")]);
+    let seq = |i: usize| receipts[i]["seq"].as_u64().unwrap_or(0);
+    assert_eq!(seq(1), 0, "no history, no seq: {reply}");
+    assert!(seq(0) > 0 && seq(0) < seq(2), "increasing along the channel: {reply}");
+
+    let plain = json!({"items": [item("plain", "4")]});
+    let call = grpc(&["publish-json", &addr, &plain.to_string()]).await;
+    assert_eq!(call.single()["items"], json!([]), "{}", call.output);
+}
+
+/// `hello\n`, base64 (bytes in the protobuf JSON mapping).
+const BASE64_HELLO: &str = "aGVsbG8K";
 
 /// `PublishStream` of 200 requests: 200 replies in request order, and the items arrive on
 /// the channel in the same order.

@@ -1,4 +1,4 @@
-//! Per-key limits across a cluster (SPEC §13 "Per-key limits", §12; issue 17): two edges over
+//! Per-key limits across a cluster (docs/protocol.md, "Key limits and usage"): two edges over
 //! one NATS server with JetStream, control, and a sidecar asking a gateway that gives per-key
 //! limits. Connections of a key are counted on both edges together (leases in the
 //! `gripmesh_key_leases` bucket), a killed edge's connections stop counting within 30 s, and a

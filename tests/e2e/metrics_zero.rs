@@ -61,6 +61,29 @@ async fn standalone_series_exist_at_zero_right_after_start() {
             "gripmesh_edge_origin_requests_total{{status_class=\"{class}\"}}"
         ));
     }
+    for result in ["sent", "rejected", "failed"] {
+        series.push(format!(
+            "gripmesh_edge_gone_requests_total{{result=\"{result}\"}}"
+        ));
+    }
+    for bucket in [
+        "gripmesh_routes",
+        "gripmesh_revocations",
+        "gripmesh_key_leases",
+        "gripmesh_key_usage",
+    ] {
+        for reason in [
+            "undecodable",
+            "unsigned",
+            "bad_signature",
+            "replayed",
+            "bad_key",
+        ] {
+            series.push(format!(
+                "gripmesh_bus_records_refused_total{{bucket=\"{bucket}\",reason=\"{reason}\"}}"
+            ));
+        }
+    }
     for api in ["http", "grpc"] {
         series.push(format!(
             "gripmesh_control_publish_items_total{{api=\"{api}\"}}"

@@ -790,3 +790,98 @@ fn series(text: &str, name: &str) -> Vec<(String, f64)> {
         })
         .collect()
 }
+
+/// Final records name why the edge ended each connection (standalone, webhook): a spent quota
+/// (`quota`), an expired credential (`expired`), a client that stopped reading while its
+/// send queue overflowed (`slow_consumer`) and the drain on SIGTERM (`drain`), each under its
+/// own key.
+#[tokio::test]
+async fn final_records_name_why_the_edge_ended_the_connection() {
+    let expires = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 2)
+    .to_string();
+    let gw = Origin::start(move |req| {
+        let key = query_param(&req.uri, "apikey").unwrap_or_default();
+        let allow = OriginResponse::new(200).header("X-Developer-App", &format!("app-{key}"));
+        match key.as_str() {
+            "key-quota" => allow.header("Gripmesh-Message-Quota", "1/1m"),
+            "key-expired" => allow.header("Gripmesh-Expires", &expires),
+            "key-slow" | "key-drain" => allow,
+            _ => OriginResponse::new(401).body("no\n"),
+        }
+    })
+    .await;
+    let hook = Collector::start(vec![]).await;
+    let dir = TempDir::new();
+    let routes = dir.write("routes", "*,authz test\n");
+    let gateway = format!("http://{}", gw.addr());
+    let mut gm = Gripmesh::standalone(
+        BIN,
+        &[
+            "--routes",
+            routes.to_str().expect("utf-8"),
+            "--authz-gateway",
+            &gateway,
+            "--usage-interval",
+            "1s",
+            "--usage-webhook",
+            &hook.url(),
+            "--send-queue-bytes",
+            "65536",
+        ],
+    )
+    .await;
+    let edge = gm.edge_addr();
+    let reason_of = |key: &str| {
+        let hash = sha256_hex(key);
+        hook.records()
+            .into_iter()
+            .find(|r| r["final"] == json!(true) && r["key_hash"] == json!(hash))
+            .map(|r| r["close_reason"].as_str().unwrap_or_default().to_owned())
+    };
+
+    // Quota 1: the second delivery closes the WebSocket.
+    let mut quota = WsConn::connect(edge, "/ws?channel=rq&apikey=key-quota", &[]).await;
+    // Expires in 2 s.
+    let mut expired = WsConn::connect(edge, "/ws?channel=re&apikey=key-expired", &[]).await;
+    // Never reads: 24 MiB published to its channel overflow the 64 KiB send queue (and the
+    // socket buffers).
+    let mut slow = TcpStream::connect(edge).await.expect("connect");
+    slow.write_all(b"GET /stream?channel=rs&apikey=key-slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut drained = WsConn::connect(edge, "/ws?channel=rd&apikey=key-drain", &[]).await;
+    wait_held(gm.admin_addr(), "ws", 3.0).await;
+    wait_held(gm.admin_addr(), "http-stream", 1.0).await;
+
+    publish_items(gm.publish_addr(), json!([item("rq", "one")])).await;
+    assert_eq!(quota.expect_text(WAIT).await, "one");
+    publish_items(gm.publish_addr(), json!([item("rq", "two")])).await;
+    assert_eq!(quota.expect_close(WAIT).await.0, 4429);
+    assert_eq!(expired.expect_close(WAIT).await.0, 4401);
+    let big = "x".repeat(256 * 1024);
+    for _ in 0..96 {
+        publish_items(gm.publish_addr(), json!([item("rs", &big)])).await;
+    }
+    wait_until(WAIT, "the slow stream's final record", || async {
+        reason_of("key-slow").is_some()
+    })
+    .await;
+    gm.signal(testkit::Signal::Term);
+    assert_eq!(drained.expect_close(WAIT).await.0, 1012);
+    gm.wait_exit(WAIT).await;
+
+    hook.wait_finals(4).await;
+    for (key, reason) in [
+        ("key-quota", "quota"),
+        ("key-expired", "expired"),
+        ("key-slow", "slow_consumer"),
+        ("key-drain", "drain"),
+    ] {
+        assert_eq!(reason_of(key).as_deref(), Some(reason), "{key}");
+    }
+    check_records(&hook.records());
+}

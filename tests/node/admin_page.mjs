@@ -43,6 +43,8 @@ try {
     routesVersion: await text('#routes-version'),
     revocations: await text('#revocations'),
     authz: await text('#authz'),
+    apps: await text('#apps'),
+    history: await text('#history'),
     error: await text('#error'),
     foreign,
     errors,

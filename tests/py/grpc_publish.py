@@ -71,6 +71,7 @@ def reply_dict(reply):
         "accepted": reply.accepted,
         "error": reply.error,
         "error_code": reply.error_code,
+        "items": [{"channel": r.channel, "id": r.id, "seq": r.seq} for r in reply.items],
     }
 
 

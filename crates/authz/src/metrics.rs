@@ -37,6 +37,7 @@ impl AuthzMetrics {
             }
         }
         metrics::counter!("gripmesh_authz_revocations_total").absolute(0);
+        bus::records::Refused::declare_metrics(&[bus::cluster_state::REVOCATIONS_BUCKET]);
         metrics::gauge!("gripmesh_authz_cache_entries").set(0.0);
         metrics::gauge!("gripmesh_authz_cache_bytes").set(0.0);
         let _ = metrics::histogram!("gripmesh_authz_gateway_duration_seconds");

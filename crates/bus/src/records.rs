@@ -40,6 +40,35 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// Every refusal, in label order.
+    pub const ALL: [Refused; 5] = [
+        Refused::Undecodable,
+        Refused::Unsigned,
+        Refused::BadSignature,
+        Refused::Replayed,
+        Refused::BadKey,
+    ];
+
+    /// Describes `gripmesh_bus_records_refused_total` and creates its series at 0 for every
+    /// reason and each of `buckets` (the buckets the calling tier reads), so dashboards and
+    /// absence alerts see them before the first refusal.
+    pub fn declare_metrics(buckets: &[&str]) {
+        metrics::describe_counter!(
+            "gripmesh_bus_records_refused_total",
+            "State records not believed, by bucket and reason."
+        );
+        for bucket in buckets {
+            for r in Refused::ALL {
+                metrics::counter!(
+                    "gripmesh_bus_records_refused_total",
+                    "bucket" => (*bucket).to_owned(),
+                    "reason" => r.label()
+                )
+                .absolute(0);
+            }
+        }
+    }
+
     /// The `reason` label.
     pub fn label(self) -> &'static str {
         match self {

@@ -54,6 +54,10 @@ impl ControlMetrics {
             metrics::counter!("gripmesh_control_publish_rejected_total", "reason" => *reason)
                 .absolute(0);
         }
+        bus::records::Refused::declare_metrics(&[
+            bus::cluster_state::ROUTES_BUCKET,
+            bus::cluster_state::REVOCATIONS_BUCKET,
+        ]);
         ControlMetrics {
             items_http: metrics::counter!("gripmesh_control_publish_items_total", "api" => "http"),
         }

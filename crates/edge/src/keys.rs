@@ -1,4 +1,4 @@
-//! Per-key limits (SPEC §13): concurrent connections and delivered messages per key, the key
+//! Per-key limits ([docs/protocol.md], "Key limits and usage"): concurrent connections and delivered messages per key, the key
 //! being the credential the sidecar read (its hex SHA-256, never the credential), counted
 //! across the cluster through two state buckets (`bus::key_state`).
 //!

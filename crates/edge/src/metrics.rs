@@ -6,6 +6,9 @@ use metrics::{Counter, Gauge, Histogram};
 /// Every `reason` of `gripmesh_edge_messages_dropped_total`.
 pub const DROP_REASONS: &[&str] = &["slow_consumer", "bad_payload"];
 
+/// Every `result` of `gripmesh_edge_gone_requests_total`.
+pub const GONE_RESULTS: &[&str] = &["sent", "rejected", "failed"];
+
 /// Every `status_class` of `gripmesh_edge_origin_requests_total`.
 const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx", "other", "error"];
 
@@ -127,6 +130,15 @@ impl EdgeMetrics {
             metrics::counter!("gripmesh_edge_catch_ups_total", "result" => result).absolute(0);
         }
         metrics::counter!("gripmesh_edge_bus_loss_closes_total").absolute(0);
+        for result in GONE_RESULTS {
+            metrics::counter!("gripmesh_edge_gone_requests_total", "result" => *result).absolute(0);
+        }
+        bus::records::Refused::declare_metrics(&[
+            bus::cluster_state::ROUTES_BUCKET,
+            bus::cluster_state::REVOCATIONS_BUCKET,
+            bus::key_state::LEASES_BUCKET,
+            bus::key_state::USAGE_BUCKET,
+        ]);
         EdgeMetrics {
             channels: metrics::gauge!("gripmesh_edge_channels"),
             subscriptions: metrics::gauge!("gripmesh_edge_subscriptions"),

@@ -170,7 +170,7 @@ async fn proxy(
         req.headers_mut()
             .insert(forwarded_proto, HeaderValue::from_static("https"));
     }
-    // Route, authorize and proxy one spelling of the path (SPEC §9 "Paths").
+    // Route, authorize and proxy one spelling of the path (docs/protocol.md, "Limits and bad input").
     if let Some(uri) = normalized_uri(req.uri())? {
         *req.uri_mut() = uri;
     }

@@ -205,7 +205,8 @@ pub fn key_limits(flags: &KeyLimitFlags) -> Result<edge::keys::KeyLimitsConfig, 
         .map(|q| {
             authz::limits::parse_quota(q).ok_or_else(|| {
                 config_err(format!(
-                    "--key-message-quota {q}: expected N/PERIOD with PERIOD 1m, 1h or 1d"
+                    "--key-message-quota {q}: expected N/PERIOD, N from 0 to {} and PERIOD 1m, 1h or 1d",
+                    u32::MAX
                 ))
             })
         })

@@ -68,7 +68,7 @@ impl JetStreamHistory {
     pub async fn ensure_stream(&self, max: Limits, replicas: usize) -> Result<(), HistoryError> {
         let config = stream::Config {
             name: HISTORY_STREAM.to_owned(),
-            description: Some("gripmesh channel history (SPEC §11)".to_owned()),
+            description: Some("gripmesh channel history".to_owned()),
             subjects: vec![format!("{SUBJECT_PREFIX}*")],
             max_messages_per_subject: i64::from(max.size),
             max_age: max.age,

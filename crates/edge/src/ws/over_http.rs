@@ -178,7 +178,7 @@ impl OverHttp {
     }
 
     /// [`OverHttp::request`] with `Grip-Last: <channel>; last-id=<id>` headers: a resume
-    /// history could not serve, so the origin can re-sync the client (SPEC §11).
+    /// history could not serve, so the origin can re-sync the client (docs/protocol.md, "History").
     pub(crate) fn request_with_last(
         &self,
         events: Vec<WsEvent>,

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Issue 20 target 0: the publish call's latency, measured from a process of its own.
+#
+#   loadtest/bench-publish-latency.sh          # standalone, then a cluster over nats-server -js
+#
+# 1,000 WebSocket subscribers on channel pub0 are held by `gripmesh-loadtest run` (publishing
+# nothing of its own that matters: one item per second on the same channel), while
+# `gripmesh-loadtest publish --rate R --batch 1 --channels 1` makes single-item calls at R
+# calls/s from another process, so the tool's fan-out does not delay the publisher. Every
+# publish item reaches the 1,000 subscribers (R × 1,000 deliveries/s). Results in
+# $BENCH_DIR/gripmesh-publish-latency-*.json, the log in $BENCH_DIR/publish-latency.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCH_DIR=${BENCH_DIR:-target/bench}
+GRIPMESH=$(realpath "${GRIPMESH:-target/release/gripmesh}")
+LOADTEST=$(realpath "${LOADTEST:-target/release/gripmesh-loadtest}")
+RATES=${RATES:-100 1000}
+DURATION=${DURATION:-20}
+mkdir -p "$BENCH_DIR"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+TMP=$(mktemp -d /tmp/gm-publat.XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+log() { echo "$*" | tee -a "$BENCH_DIR/publish-latency.log" >&2; }
+start() { # NAME CMD… : waits for its `ready` line
+  local name=$1; shift
+  "$@" > "$TMP/$name.out" 2> "$TMP/$name.log" &
+  PIDS+=($!)
+  eval "PID_$name=$!"
+  for _ in $(seq 1 300); do grep -q '^ready' "$TMP/$name.out" && return 0; sleep 0.1; done
+  echo "$name did not start:" >&2; tail -5 "$TMP/$name.log" >&2; exit 1
+}
+addr() { awk -v n="$2" '$1 == "listening" && $2 == n {print $3}' "$TMP/$1.out"; }
+
+start origin "$LOADTEST" origin --listen 127.0.0.1:0
+ORIGIN=$(addr origin origin)
+printf '*,proto=ws %s,over_http\n* %s\n' "$ORIGIN" "$ORIGIN" > "$TMP/routes"
+
+# measure SETUP EDGE PUBLISH SERVER_PID
+measure() {
+  local setup=$1 edge=$2 pub=$3 pid=$4 rate
+  for rate in $RATES; do
+    log "== $setup: 1,000 WebSocket subscribers, single-item publish calls at $rate/s ($(uptime))"
+    "$LOADTEST" run --system gripmesh --scenario "publish-latency-holders-$setup-$rate" \
+      --transport ws --clients 1000 --channels 1 --channel-prefix pub --rate 1 \
+      --duration $((DURATION + 8)) --settle 1 --edge "$edge" --publish "http://$pub" \
+      --connect-concurrency 32 --quiet > "$TMP/holders.out" 2>&1 &
+    local holders=$!
+    sleep 5
+    "$LOADTEST" publish --system gripmesh --scenario "publish-latency-$setup-$rate" --api http \
+      --batch 1 --concurrency 4 --rate "$rate" --channels 1 --channel-prefix pub \
+      --duration "$DURATION" --publish "http://$pub" --server-pid "$pid" \
+      --json "$BENCH_DIR/gripmesh-publish-latency-$setup-$rate.json" 2>&1 | tee -a "$BENCH_DIR/publish-latency.log" >&2
+    wait "$holders" || true
+    tail -3 "$TMP/holders.out" | tee -a "$BENCH_DIR/publish-latency.log" >&2
+  done
+}
+
+start gm "$GRIPMESH" standalone --routes "$TMP/routes" --listen 127.0.0.1:0 \
+  --publish-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+  --max-connections 1000000 --log-format json
+measure standalone "$(addr gm edge)" "$(addr gm publish)" "$PID_gm"
+kill -TERM "$PID_gm"; wait "$PID_gm" 2>/dev/null || true
+
+port=$(for p in $(seq 24300 29999); do ! ss -Htln "sport = :$p" | grep -q . && { echo "$p"; break; }; done)
+mkdir -p "$TMP/js"
+nats-server -a 127.0.0.1 -p "$port" -js -sd "$TMP/js" > "$TMP/nats.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+start control "$GRIPMESH" control --nats "nats://127.0.0.1:$port" --routes "$TMP/routes" \
+  --publish-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json
+start edge "$GRIPMESH" edge --nats "nats://127.0.0.1:$port" --routes "$TMP/routes" \
+  --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --max-connections 1000000 --log-format json
+sleep 1
+measure cluster "$(addr edge edge)" "$(addr control publish)" "$PID_control"
