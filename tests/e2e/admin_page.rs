@@ -132,7 +132,7 @@ async fn admin_page_shows_a_live_standalone_in_chromium() {
         page["routes"]
             .as_str()
             .unwrap_or_default()
-            .contains("* test"),
+            .contains("*,authz test"),
         "{page}"
     );
     let hash = hex(&Sha256::digest(b"leaked-key"));
