@@ -166,12 +166,20 @@ async fn grpc_publish_receipts_for_history_channels() {
     let receipts = reply["items"].as_array().expect("receipts");
     let summary: Vec<(&str, &str)> = receipts
         .iter()
-        .map(|r| (r["channel"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or("")))
+        .map(|r| {
+            (
+                r["channel"].as_str().unwrap_or(""),
+                r["id"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(summary, [("h-g", "1"), ("plain", "2"), ("h-g", "3")]);
     let seq = |i: usize| receipts[i]["seq"].as_u64().unwrap_or(0);
     assert_eq!(seq(1), 0, "no history, no seq: {reply}");
-    assert!(seq(0) > 0 && seq(0) < seq(2), "increasing along the channel: {reply}");
+    assert!(
+        seq(0) > 0 && seq(0) < seq(2),
+        "increasing along the channel: {reply}"
+    );
 
     let plain = json!({"items": [item("plain", "4")]});
     let call = grpc(&["publish-json", &addr, &plain.to_string()]).await;

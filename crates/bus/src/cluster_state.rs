@@ -528,7 +528,8 @@ mod tests {
         }
         fn watch(&self, key: &str, from: WatchFrom) -> BoxFuture<'_, Result<KvWatch, KvError>> {
             if self.watches.fetch_add(1, Ordering::SeqCst) == 0 {
-                let stalled: KvWatch = futures_util::StreamExt::boxed(futures_util::stream::pending());
+                let stalled: KvWatch =
+                    futures_util::StreamExt::boxed(futures_util::stream::pending());
                 return async move { Ok(stalled) }.boxed();
             }
             self.inner.watch(key, from)
