@@ -547,12 +547,15 @@ mod tests {
             let inner = MemoryState::new()
                 .open(&routes_bucket(1), true)
                 .await
-                .unwrap();
+                .expect("memory bucket");
             let kv = StallingFirstWatch {
                 inner,
                 watches: AtomicUsize::new(0),
             };
-            let rev = kv.put(ROUTES_KEY, Bytes::from_static(b"v1")).await.unwrap();
+            let rev = kv
+                .put(ROUTES_KEY, Bytes::from_static(b"v1"))
+                .await
+                .expect("put");
             let stop = CancellationToken::new();
             let mut last = None;
             let mut got = Vec::new();
