@@ -48,15 +48,9 @@ if [ "${NO_BUILD:-0}" != 1 ] && { [ ! -x "$GRIPMESH" ] || [ ! -x "$LOADTEST" ]; 
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-TMP=$(mktemp -d /tmp/gm-features.XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=loadtest/procs.sh
+. "$(dirname "$0")/procs.sh"
+procs_init gm-features
 
 log() { echo "$*" | tee -a "$BENCH_DIR/features.log" >&2; }
 # lt ARGS… : one loadtest invocation under the benchmark lock, with uptime around it.
@@ -66,38 +60,6 @@ lt() {
   flock "$BENCH_LOCK" "$LOADTEST" "$@" 2>&1 | tee -a "$BENCH_DIR/features.log" >&2 || true
   log "   after:  $(uptime)"
 }
-# start NAME CMD… : runs CMD with stdout in $TMP/NAME.out, waits for `ready`; PID_<NAME>.
-start() {
-  local name=$1; shift
-  "$@" > "$TMP/$name.out" 2> "$TMP/$name.log" &
-  PIDS+=($!)
-  eval "PID_${name//-/_}=$!"
-  for _ in $(seq 1 300); do grep -q '^ready' "$TMP/$name.out" && return 0; sleep 0.1; done
-  echo "$name did not start:" >&2; tail -5 "$TMP/$name.log" >&2; exit 1
-}
-stop() { # NAME…
-  local n p
-  for n in "$@"; do
-    p=$(eval echo "\${PID_${n//-/_}:-}")
-    [ -n "$p" ] || continue
-    kill -TERM "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-}
-addr() { awk -v n="$2" '$1 == "listening" && $2 == n {print $3}' "$TMP/$1.out"; }
-free_port() {
-  local p
-  for p in $(seq "${1:-24222}" 1 29999); do ! ss -Htln "sport = :$p" | grep -q . && { echo "$p"; return; }; done
-}
-# cpu_s PID… : CPU seconds (user + system) of the processes.
-cpu_s() {
-  local t=0 p
-  for p in "$@"; do
-    t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) ))
-  done
-  awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
-}
-
 start origin "$LOADTEST" origin --listen 127.0.0.1:0
 ORIGIN=$(addr origin origin)
 printf '*,proto=ws %s,over_http\n* %s\n' "$ORIGIN" "$ORIGIN" > "$TMP/routes"

@@ -19,25 +19,10 @@ RATES=${RATES:-100 1000}
 DURATION=${DURATION:-20}
 mkdir -p "$BENCH_DIR"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-TMP=$(mktemp -d /tmp/gm-publat.XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=loadtest/procs.sh
+. "$(dirname "$0")/procs.sh"
+procs_init gm-publat
 log() { echo "$*" | tee -a "$BENCH_DIR/publish-latency.log" >&2; }
-start() { # NAME CMD… : waits for its `ready` line
-  local name=$1; shift
-  "$@" > "$TMP/$name.out" 2> "$TMP/$name.log" &
-  PIDS+=($!)
-  eval "PID_$name=$!"
-  for _ in $(seq 1 300); do grep -q '^ready' "$TMP/$name.out" && return 0; sleep 0.1; done
-  echo "$name did not start:" >&2; tail -5 "$TMP/$name.log" >&2; exit 1
-}
-addr() { awk -v n="$2" '$1 == "listening" && $2 == n {print $3}' "$TMP/$1.out"; }
 
 start origin "$LOADTEST" origin --listen 127.0.0.1:0
 ORIGIN=$(addr origin origin)
@@ -69,7 +54,7 @@ start gm "$GRIPMESH" standalone --routes "$TMP/routes" --listen 127.0.0.1:0 \
 measure standalone "$(addr gm edge)" "$(addr gm publish)" "$PID_gm"
 kill -TERM "$PID_gm"; wait "$PID_gm" 2>/dev/null || true
 
-port=$(for p in $(seq 24300 29999); do ! ss -Htln "sport = :$p" | grep -q . && { echo "$p"; break; }; done)
+port=$(free_port 24300)
 mkdir -p "$TMP/js"
 nats-server -a 127.0.0.1 -p "$port" -js -sd "$TMP/js" > "$TMP/nats.log" 2>&1 &
 PIDS+=($!)

@@ -44,34 +44,15 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 loadtest/compare-pushpin.sh > "$BENCH_DIR/compare.md"
 
 # --- 3. gripmesh only -------------------------------------------------------------------------
-TMP=$(mktemp -d /tmp/gm-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=loadtest/procs.sh
+. "$(dirname "$0")/procs.sh"
+procs_init gm-bench
 
 echo "== gripmesh: publish-grpc (standalone)" >&2
 "$LOADTEST" publish --system gripmesh --scenario publish-grpc --api grpc --batch 100 \
   --concurrency 2 --window 8 --duration "$DURATION" --spawn-gripmesh "$GRIPMESH" \
   --json "$BENCH_DIR/gripmesh-publish-grpc.json" || true
 
-# start NAME CMD... : runs CMD with stdout in $TMP/NAME.out, waits for `ready`.
-start() {
-  local name=$1; shift
-  "$@" > "$TMP/$name.out" 2> "$TMP/$name.log" &
-  PIDS+=($!)
-  eval "PID_${name//-/_}=$!"
-  for _ in $(seq 1 100); do grep -q '^ready' "$TMP/$name.out" && return 0; sleep 0.1; done
-  echo "$name did not start:" >&2; tail -5 "$TMP/$name.log" >&2; exit 1
-}
-addr() { awk -v n="$2" '$1 == "listening" && $2 == n {print $3}' "$TMP/$1.out"; }
-free_port() {
-  local p
-  for p in $(seq 24222 1 24999); do ! ss -Htln "sport = :$p" | grep -q . && { echo "$p"; return; }; done
-}
 
 start origin "$LOADTEST" origin --listen 127.0.0.1:0
 ORIGIN=$(addr origin origin)

@@ -201,6 +201,28 @@ async fn state_new_edge_has_the_current_table_when_ready() {
     }
 }
 
+/// JetStream going away under a running edge (NATS restarted without it): `/readyz` turns 503
+/// naming `jetstream`; back with it, the edge is ready again without a restart.
+#[tokio::test]
+async fn state_readyz_names_jetstream_when_it_goes_away() {
+    let mut nats = NatsServer::start();
+    let url = nats.url();
+    let _control = ControlNode::start_api(BIN, &url, Some("* test\n"), &[]).await;
+    let edge = start_edge(BIN, &url, &[]).await;
+    wait_edge_ready(&edge, "edge").await;
+
+    nats.restart_with_jetstream(false);
+    let admin = edge.admin_addr();
+    wait_until(WAIT, "/readyz 503 naming jetstream", || async move {
+        let r = http_get(admin, "/readyz", &[]).await;
+        r.status == 503 && r.text().contains("jetstream")
+    })
+    .await;
+
+    nats.restart_with_jetstream(true);
+    wait_ready(admin, WAIT, "edge with JetStream back").await;
+}
+
 /// Edge and control against a NATS without JetStream exit 64 with one line naming JetStream.
 #[tokio::test]
 async fn state_nats_without_jetstream_exits_64() {

@@ -234,6 +234,13 @@ impl NatsServer {
         self.spawn();
     }
 
+    /// Starts the server again on the same ports and store, with JetStream on or off (a NATS
+    /// whose JetStream went away, and came back).
+    pub fn restart_with_jetstream(&mut self, jetstream: bool) {
+        self.options.jetstream = jetstream;
+        self.restart();
+    }
+
     /// Fetches a monitoring endpoint (`/varz`, `/subsz`, `/routez`) as JSON.
     pub fn monitor(&self, path: &str) -> serde_json::Value {
         let mut stream =
