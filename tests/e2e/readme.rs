@@ -228,3 +228,85 @@ async fn readme_examples_run() {
         run_block(block, &env).await;
     }
 }
+
+/// The README's `sh test-lines` blocks (the demo's client commands) against a running
+/// `gripmesh demo` on free ports: each command line runs on its own for at most 3 s (the feeds
+/// never end, so they are cut), and the `#>` lines after it must be in its output (stdout and
+/// stderr: a refused WebSocket is an error message). Exit codes are not checked: some lines
+/// show a refusal on purpose.
+#[tokio::test]
+async fn readme_demo_commands_run() {
+    let readme = workspace_root().join("README.md");
+    let blocks = blocks(&readme, "sh test-lines");
+    assert!(!blocks.is_empty(), "README has no `sh test-lines` block");
+    for block in &blocks {
+        let demo = testkit::Gripmesh::start(
+            BIN,
+            &[
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--publish-listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+        )
+        .await;
+        let rewrites = [
+            ("localhost:7999", demo.edge_addr().to_string()),
+            ("localhost:5561", demo.publish_addr().to_string()),
+            ("localhost:9100", demo.admin_addr().to_string()),
+        ];
+        let python_bin = PathBuf::from(test_python())
+            .parent()
+            .expect("venv bin")
+            .to_path_buf();
+        let path = format!(
+            "{}:{}",
+            python_bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        // (command, expected lines) in order.
+        let mut commands: Vec<(String, Vec<String>)> = Vec::new();
+        for line in block.text.lines() {
+            if let Some(want) = line.trim_start().strip_prefix("#> ") {
+                let (_, wants) = commands.last_mut().expect("a #> line follows a command");
+                wants.push(want.to_owned());
+            } else if !line.trim().is_empty() && !line.trim_start().starts_with('#') {
+                let mut cmd = line.to_owned();
+                for (from, to) in &rewrites {
+                    cmd = cmd.replace(from, to);
+                }
+                commands.push((cmd, Vec::new()));
+            }
+        }
+        for (cmd, wants) in &commands {
+            let out = tokio::process::Command::new("timeout")
+                .args(["3", "bash", "-c", cmd])
+                .env("PATH", &path)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .expect("timeout runs");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for want in wants {
+                assert!(
+                    text.contains(want.as_str()),
+                    "{}:{}: `{cmd}` should print {want:?}; printed:\n{text}\n--- demo stderr ---\n{}",
+                    block.file,
+                    block.line,
+                    demo.stderr_text()
+                );
+            }
+        }
+    }
+}
