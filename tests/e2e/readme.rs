@@ -285,14 +285,19 @@ async fn readme_demo_commands_run() {
             }
         }
         for (cmd, wants) in &commands {
-            let out = tokio::process::Command::new("timeout")
+            // Stdin stays open, as a terminal's would (websocat ends at end of input).
+            let mut child = tokio::process::Command::new("timeout")
                 .args(["3", "bash", "-c", cmd])
                 .env("PATH", &path)
-                .stdin(std::process::Stdio::null())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
                 .kill_on_drop(true)
-                .output()
-                .await
+                .spawn()
                 .expect("timeout runs");
+            let stdin = child.stdin.take();
+            let out = child.wait_with_output().await.expect("output");
+            drop(stdin);
             let text = format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stdout),
