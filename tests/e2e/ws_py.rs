@@ -94,3 +94,29 @@ async fn gripcontrol_python_ws_over_http_origin() {
         (4000, "client-bye".to_string())
     );
 }
+
+/// A django-grip-style origin as configured in the wild — `gripcontrol` validating `Grip-Sig`
+/// with Pushpin's stock key `changeme` — behind a `gripmesh standalone` started without
+/// `--sig-key`: it recognises gripmesh as its GRIP proxy, as it would a stock Pushpin. The
+/// same origin with another key refuses gripmesh's requests, so the signature is really checked.
+#[tokio::test]
+async fn gripcontrol_python_origin_with_the_stock_key_behind_a_default_gripmesh() {
+    let stock = PyOrigin::start(&["pyws", "--sig-key", "changeme"]).await;
+    let other = PyOrigin::start(&["pyws", "--sig-key", "not-the-stock-key"]).await;
+    let env = start(
+        &format!(
+            "*,path_beg=/other/ 127.0.0.1:{},over_http\n* 127.0.0.1:{},over_http\n",
+            other.port, stock.port
+        ),
+        &[],
+    )
+    .await;
+    let mut client = WsConn::connect(env.edge(), "/py/ws", &[]).await;
+    publish_ws_text(env.publish(), "pyws", "to-the-stock-origin").await;
+    assert_eq!(client.expect_text(WAIT).await, "to-the-stock-origin");
+    client.send_text("echo").await;
+    assert_eq!(client.expect_text(WAIT).await, "echo");
+
+    let refused = WsConn::connect_rejected(env.edge(), "/other/ws", &[]).await;
+    assert_eq!(refused.status, 403, "the origin with another key refuses");
+}
