@@ -225,3 +225,52 @@ async fn status_command_reports_readiness_and_figures() {
     let (status, _, err) = run(BIN, &["status", "--admin-url", &admin]).await;
     assert_eq!(status.code(), Some(1), "{err}");
 }
+
+/// `--id`, `--prev-id` and `--meta` end up in the published item as Pushpin's publish API
+/// spells them (`id`, `prev-id`, `meta`): checked on what a control stand-in receives.
+#[tokio::test]
+async fn publish_command_sends_id_prev_id_and_meta() {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+    let control = testkit::Origin::start({
+        let seen = seen.clone();
+        move |req| {
+            seen.lock().expect("seen").push(req.body.to_vec());
+            testkit::OriginResponse::new(200).body("Published\n")
+        }
+    })
+    .await;
+    let (ok, out, err) = publish_cli(
+        control.addr(),
+        &[
+            "--id",
+            "p2",
+            "--prev-id",
+            "p1",
+            "--meta",
+            "user=alice",
+            "chat",
+            "hi",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let bodies = seen.lock().expect("seen").clone();
+    assert_eq!(bodies.len(), 1, "one publish request");
+    let body: serde_json::Value = serde_json::from_slice(&bodies[0]).expect("JSON body");
+    let item = &body["items"][0];
+    assert_eq!(
+        (
+            &item["channel"],
+            &item["id"],
+            &item["prev-id"],
+            &item["meta"]
+        ),
+        (
+            &serde_json::json!("chat"),
+            &serde_json::json!("p2"),
+            &serde_json::json!("p1"),
+            &serde_json::json!({"user": "alice"})
+        ),
+        "{body}"
+    );
+}

@@ -20,7 +20,7 @@ use crate::key_limits::Gateway;
 const BIN: &str = env!("CARGO_BIN_EXE_gripmesh");
 /// Patience for "eventually" conditions.
 const WAIT: Duration = Duration::from_secs(20);
-/// The SPEC's bound for a killed edge's connections (30 s), with room for a loaded machine.
+/// The documented bound for a killed edge's connections (30 s, docs/protocol.md), with room for a loaded machine.
 const KILLED_EDGE_WAIT: Duration = Duration::from_secs(40);
 const TOO_MANY: &str = "Too many connections for this key.\n";
 const QUOTA: &str = "Message quota exceeded for this key.\n";
@@ -193,7 +193,7 @@ async fn key_limits_cluster_connections_are_counted_across_edges() {
 
 /// An edge holding all of a key's connections is killed (SIGKILL: it cannot say goodbye): the
 /// other edge refuses the key until the killed edge's lease lapses, then admits it — within
-/// the SPEC's 30 s.
+/// the documented 30 s.
 #[tokio::test]
 async fn key_limits_cluster_a_killed_edges_connections_stop_counting() {
     let gw = Gateway::start(&[("k", vec![])]).await;
