@@ -13,7 +13,8 @@ const TRADE_WAIT: Duration = Duration::from_secs(5);
 
 use std::time::Duration;
 
-async fn start_demo() -> Gripmesh {
+/// `gripmesh demo` on free loopback ports.
+pub(crate) async fn start_demo() -> Gripmesh {
     Gripmesh::start(
         BIN,
         &[

@@ -240,22 +240,7 @@ async fn readme_demo_commands_run() {
     let blocks = blocks(&readme, "sh test-lines");
     assert!(!blocks.is_empty(), "README has no `sh test-lines` block");
     for block in &blocks {
-        let demo = testkit::Gripmesh::start(
-            BIN,
-            &[
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--publish-listen",
-                "127.0.0.1:0",
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ],
-            &[],
-        )
-        .await;
+        let demo = crate::demo::start_demo().await;
         let rewrites = [
             ("localhost:7999", demo.edge_addr().to_string()),
             ("localhost:5561", demo.publish_addr().to_string()),

@@ -564,6 +564,29 @@ async fn a_killed_edge_loses_at_most_its_current_interval() {
     eprintln!("killed edge: {m} of 15 messages recorded");
 }
 
+/// `gripmesh standalone` with the `test` target behind `authz` (route `*,authz test`) asking
+/// `gateway`, usage records every `interval`, and `extra` flags; the directory holding its routes
+/// file lives as long as the returned one.
+async fn metered_standalone(
+    gateway: &Origin,
+    interval: &str,
+    extra: &[&str],
+) -> (Gripmesh, TempDir) {
+    let dir = TempDir::new();
+    let routes = dir.write("routes", "*,authz test\n");
+    let gateway = format!("http://{}", gateway.addr());
+    let mut args = vec![
+        "--routes",
+        routes.to_str().expect("utf-8"),
+        "--authz-gateway",
+        &gateway,
+        "--usage-interval",
+        interval,
+    ];
+    args.extend_from_slice(extra);
+    (Gripmesh::standalone(BIN, &args).await, dir)
+}
+
 /// Standalone: a webhook answering 503 and timing out is retried with backoff; once it
 /// answers, it has every record once.
 #[tokio::test]
@@ -575,18 +598,10 @@ async fn standalone_webhook_retries_through_errors_and_timeouts_and_catches_up()
         Answer::Status(500),
     ])
     .await;
-    let dir = TempDir::new();
-    let routes = dir.write("routes", "*,authz test\n");
-    let gateway = format!("http://{}", gw.addr());
-    let gm = Gripmesh::standalone(
-        BIN,
+    let (gm, _dir) = metered_standalone(
+        &gw,
+        "200ms",
         &[
-            "--routes",
-            routes.to_str().expect("utf-8"),
-            "--authz-gateway",
-            &gateway,
-            "--usage-interval",
-            "200ms",
             "--usage-webhook",
             &hook.url(),
             "--usage-webhook-timeout",
@@ -648,24 +663,11 @@ async fn a_webhook_that_never_answers_does_not_slow_delivery_or_grow_memory() {
             }
         }
     });
-    let dir = TempDir::new();
-    let routes = dir.write("routes", "*,authz test\n");
-    let gateway = format!("http://{}", gw.addr());
     let url = format!("http://{silent_addr}/usage");
-    let gm = Gripmesh::standalone(
-        BIN,
-        &[
-            "--routes",
-            routes.to_str().expect("utf-8"),
-            "--authz-gateway",
-            &gateway,
-            "--usage-interval",
-            "100ms",
-            "--usage-webhook",
-            &url,
-            "--usage-webhook-buffer",
-            "50",
-        ],
+    let (gm, _dir) = metered_standalone(
+        &gw,
+        "100ms",
+        &["--usage-webhook", &url, "--usage-webhook-buffer", "50"],
     )
     .await;
     let edge = gm.edge_addr();
@@ -703,23 +705,7 @@ async fn a_webhook_that_never_answers_does_not_slow_delivery_or_grow_memory() {
 #[tokio::test]
 async fn per_app_metrics_keep_at_most_top_n_labels() {
     let gw = gateway().await;
-    let dir = TempDir::new();
-    let routes = dir.write("routes", "*,authz test\n");
-    let gateway = format!("http://{}", gw.addr());
-    let gm = Gripmesh::standalone(
-        BIN,
-        &[
-            "--routes",
-            routes.to_str().expect("utf-8"),
-            "--authz-gateway",
-            &gateway,
-            "--usage-interval",
-            "200ms",
-            "--usage-top-apps",
-            "2",
-        ],
-    )
-    .await;
+    let (gm, _dir) = metered_standalone(&gw, "200ms", &["--usage-top-apps", "2"]).await;
     let edge = gm.edge_addr();
     // key-x and key-y connect first (and take the free labels); key-z is far busier.
     let mut x = WsConn::connect(edge, "/ws?channel=px&apikey=key-x", &[]).await;
@@ -815,18 +801,10 @@ async fn final_records_name_why_the_edge_ended_the_connection() {
     })
     .await;
     let hook = Collector::start(vec![]).await;
-    let dir = TempDir::new();
-    let routes = dir.write("routes", "*,authz test\n");
-    let gateway = format!("http://{}", gw.addr());
-    let mut gm = Gripmesh::standalone(
-        BIN,
+    let (mut gm, _dir) = metered_standalone(
+        &gw,
+        "1s",
         &[
-            "--routes",
-            routes.to_str().expect("utf-8"),
-            "--authz-gateway",
-            &gateway,
-            "--usage-interval",
-            "1s",
             "--usage-webhook",
             &hook.url(),
             "--send-queue-bytes",
