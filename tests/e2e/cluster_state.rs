@@ -433,6 +433,52 @@ async fn state_nats_authorisation_user_password_and_token() {
     }
 }
 
+/// NATS over TLS with a private CA: control and edge given `--nats-tls-ca` connect (to a
+/// `tls://` URL with a user) and the edge becomes ready with the table; an edge without the CA
+/// cannot verify the server and never becomes ready.
+#[tokio::test]
+async fn state_nats_tls_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "gripmesh e2e NATS CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("leaf");
+    let dir = testkit::TempDir::new();
+    let ca_file = dir.write("ca.crt", &ca.pem());
+    let ca_arg = ca_file.to_str().expect("utf-8").to_owned();
+    let nats = NatsServer::start_with(NatsServerOptions {
+        user: Some(("gm".into(), "tls-s3cret".into())),
+        tls: Some((
+            dir.write("server.crt", &leaf.pem()),
+            dir.write("server.key", &leaf_key.serialize_pem()),
+        )),
+        ..Default::default()
+    });
+    let url = nats.auth_url();
+    assert!(url.starts_with("tls://"), "{url}");
+    let tls = ["--nats-tls-ca", ca_arg.as_str()];
+    let control = ControlNode::start_api(BIN, &url, Some("tls.example test\n"), &tls).await;
+    let edge = start_edge(BIN, &url, &tls).await;
+    wait_edge_ready(&edge, "edge over TLS").await;
+    wait_routes_host(edge.edge_addr(), "tls.example", "edge over TLS").await;
+    assert!(
+        !control.gm.stderr_text().contains("tls-s3cret")
+            && !edge.stderr_text().contains("tls-s3cret"),
+        "credentials must not be logged"
+    );
+    let untrusting = start_edge(BIN, &url, &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(readyz_status(untrusting.admin_addr()).await, Some(503));
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
