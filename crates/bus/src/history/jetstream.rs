@@ -31,6 +31,8 @@ const ID_HEADER: &str = "Gripmesh-Id";
 const KEEP_HEADER: &str = "Gripmesh-Keep";
 /// Time allowed for one resume read.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reads tried before a copy of the stream that stays behind its leader is reported.
+const STALE_READS: u32 = 5;
 
 /// The JetStream subject holding `channel`'s history.
 pub fn history_subject(channel: &str) -> String {
@@ -86,6 +88,16 @@ impl JetStreamHistory {
             .map_err(|e| HistoryError::Unavailable(format!("history stream: {e}")))
     }
 
+    /// Reads `channel`'s history after `after`, complete up to what the stream's leader held
+    /// when the read began.
+    ///
+    /// The caller is already subscribed live, so every item stored after that moment also
+    /// arrives live; everything stored before it must come from this read. The read goes
+    /// through an ephemeral consumer, which answers from its own server's copy of the stream,
+    /// and a copy that is still catching up (a NATS node just restarted) can be missing the
+    /// newest items — items no live delivery will bring again. So the leader is asked first for
+    /// the channel's last sequence, and a read that stops short of it is done again (a few
+    /// times, then the history is reported unavailable and the caller's fallback applies).
     async fn read(&self, channel: &str, after: After<'_>) -> Result<Resume, HistoryError> {
         let unavailable = |e: &dyn std::fmt::Display| HistoryError::Unavailable(e.to_string());
         let stream = self
@@ -93,7 +105,55 @@ impl JetStreamHistory {
             .get_stream_no_info(HISTORY_STREAM)
             .await
             .map_err(|e| unavailable(&e))?;
-        let consumer = stream
+        let held = match stream
+            .get_last_raw_message_by_subject(&history_subject(channel))
+            .await
+        {
+            Ok(last) => last.sequence,
+            Err(e) => match e.kind() {
+                stream::LastRawMessageErrorKind::NoMessageFound => 0,
+                stream::LastRawMessageErrorKind::JetStream(err)
+                    if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    return Err(HistoryError::Disabled);
+                }
+                _ => return Err(unavailable(&e)),
+            },
+        };
+        let start = match after {
+            After::Id(_) => 1,
+            After::Seq(seq) => seq.max(1),
+        };
+        for attempt in 1..=STALE_READS {
+            let (result, seen) = self.read_once(&stream, channel, after).await;
+            if held <= seen.max(start - 1) {
+                return result;
+            }
+            tracing::debug!(
+                channel,
+                held,
+                seen,
+                attempt,
+                "history copy behind its leader; reading again"
+            );
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        }
+        Err(HistoryError::Unavailable(
+            "history copy behind its leader".into(),
+        ))
+    }
+
+    /// One read through an ordered consumer: the resume, and the highest stream sequence the
+    /// consumer delivered (0 if none).
+    async fn read_once(
+        &self,
+        stream: &stream::Stream<stream::Info>,
+        channel: &str,
+        after: After<'_>,
+    ) -> (Result<Resume, HistoryError>, u64) {
+        let unavailable = |e: &dyn std::fmt::Display| HistoryError::Unavailable(e.to_string());
+        let mut seen = 0;
+        let consumer = match stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: history_subject(channel),
                 deliver_policy: match after {
@@ -112,12 +172,37 @@ impl JetStreamHistory {
                     HistoryError::Disabled
                 }
                 _ => unavailable(&e),
-            })?;
+            }) {
+            Ok(consumer) => consumer,
+            Err(e) => return (Err(e), seen),
+        };
         let name = consumer.cached_info().name.clone();
         let pending = consumer.cached_info().num_pending;
         let result = if pending == 0 {
             Ok(Resume::NotFound)
         } else {
+            self.drain(consumer, after, &mut seen).await
+        };
+        // Ordered consumers are ephemeral and expire on their own; deleting now keeps the
+        // steady state free of them.
+        let js = self.js.clone();
+        tokio::spawn(async move {
+            if let Ok(stream) = js.get_stream_no_info(HISTORY_STREAM).await {
+                let _ = stream.delete_consumer(&name).await;
+            }
+        });
+        (result, seen)
+    }
+
+    /// Takes every message `consumer` has for the read, noting the highest sequence in `seen`.
+    async fn drain(
+        &self,
+        consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
+        after: After<'_>,
+        seen: &mut u64,
+    ) -> Result<Resume, HistoryError> {
+        let unavailable = |e: &dyn std::fmt::Display| HistoryError::Unavailable(e.to_string());
+        {
             let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
             let mut kept: VecDeque<Record> = VecDeque::new();
             let mut kept_bytes = 0usize;
@@ -129,6 +214,7 @@ impl JetStreamHistory {
                 let msg = msg.map_err(|e| unavailable(&e))?;
                 let info = msg.info().map_err(|e| unavailable(&e))?;
                 let (seq, left) = (info.stream_sequence, info.pending);
+                *seen = (*seen).max(seq);
                 let stored_nanos =
                     u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
                 let headers = msg.headers.as_ref();
@@ -165,16 +251,7 @@ impl JetStreamHistory {
                     };
                 }
             }
-        };
-        // Ordered consumers are ephemeral and expire on their own; deleting now keeps the
-        // steady state free of them.
-        let js = self.js.clone();
-        tokio::spawn(async move {
-            if let Ok(stream) = js.get_stream_no_info(HISTORY_STREAM).await {
-                let _ = stream.delete_consumer(&name).await;
-            }
-        });
-        result
+        }
     }
 }
 
