@@ -147,7 +147,7 @@ impl JetStreamHistory {
     /// consumer delivered (0 if none).
     async fn read_once(
         &self,
-        stream: &stream::Stream<stream::Info>,
+        stream: &stream::Stream<()>,
         channel: &str,
         after: After<'_>,
     ) -> (Result<Resume, HistoryError>, u64) {
