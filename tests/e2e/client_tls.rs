@@ -22,21 +22,21 @@ use tokio_rustls::client::TlsStream;
 
 use crate::common::{BIN, WAIT};
 
-/// A test certificate authority.
-struct Ca {
+/// A test certificate authority (also used by the NATS-over-TLS test in cluster_state.rs).
+pub(crate) struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
 /// A leaf certificate and its key, as PEM, plus the certificate's DER.
-struct Leaf {
+pub(crate) struct Leaf {
     cert_pem: String,
     key_pem: String,
     der: Vec<u8>,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(crate) fn new() -> Ca {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -51,8 +51,13 @@ impl Ca {
         self.cert.der().clone()
     }
 
+    /// The CA certificate as PEM (what a client is given to trust).
+    pub(crate) fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
     /// A leaf for `names`, signed by this CA.
-    fn issue(&self, names: &[&str]) -> Leaf {
+    pub(crate) fn issue(&self, names: &[&str]) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("leaf params");
@@ -72,7 +77,7 @@ impl Ca {
 
 impl Leaf {
     /// Writes `<name>.crt` and `<name>.key` into `dir`; returns their paths.
-    fn write(&self, dir: &TempDir, name: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn write(&self, dir: &TempDir, name: &str) -> (PathBuf, PathBuf) {
         // Key first: a reload racing the two writes sees a mismatch at worst, never a stale
         // certificate with a new key that happens to load.
         let key = dir.write(&format!("{name}.key"), &self.key_pem);

@@ -438,28 +438,13 @@ async fn state_nats_authorisation_user_password_and_token() {
 /// cannot verify the server and never becomes ready.
 #[tokio::test]
 async fn state_nats_tls_with_a_private_ca() {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "gripmesh e2e NATS CA");
-    let ca = ca_params.self_signed(&ca_key).expect("CA");
-    let leaf_key = KeyPair::generate().expect("key");
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("params")
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .expect("leaf");
+    let ca = crate::client_tls::Ca::new();
     let dir = testkit::TempDir::new();
     let ca_file = dir.write("ca.crt", &ca.pem());
     let ca_arg = ca_file.to_str().expect("utf-8").to_owned();
     let nats = NatsServer::start_with(NatsServerOptions {
         user: Some(("gm".into(), "tls-s3cret".into())),
-        tls: Some((
-            dir.write("server.crt", &leaf.pem()),
-            dir.write("server.key", &leaf_key.serialize_pem()),
-        )),
+        tls: Some(ca.issue(&["localhost"]).write(&dir, "server")),
         ..Default::default()
     });
     let url = nats.auth_url();

@@ -73,28 +73,26 @@ impl DocEnv {
             ("localhost:5562".into(), grpc.to_string()),
             ("localhost:9100".into(), admin.to_string()),
         ];
-        let bin_dir = PathBuf::from(BIN)
-            .parent()
-            .expect("binary directory")
-            .to_path_buf();
-        let python_bin = PathBuf::from(test_python())
-            .parent()
-            .expect("venv bin")
-            .to_path_buf();
-        let path = format!(
-            "{}:{}:{}",
-            bin_dir.display(),
-            python_bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
         let env = vec![
-            ("PATH".into(), path),
+            ("PATH".into(), tools_path()),
             ("GRIPMESH_CONTROL_URL".into(), format!("http://{publish}")),
             ("GRIPMESH_CONTROL_GRPC_URL".into(), format!("http://{grpc}")),
             ("GRIPMESH_ADMIN_URL".into(), format!("http://{admin}")),
         ];
         DocEnv { gm, rewrites, env }
     }
+}
+
+/// `PATH` for a documented command: the `gripmesh` under test, the test venv (websocat,
+/// Python), `/usr/sbin` (nats-server), then the inherited `PATH`.
+fn tools_path() -> String {
+    let dir_of = |file: PathBuf| file.parent().expect("a file's directory").to_path_buf();
+    format!(
+        "{}:{}:/usr/sbin:{}",
+        dir_of(PathBuf::from(BIN)).display(),
+        dir_of(PathBuf::from(test_python())).display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// Runs `block` in `env`; panics with the block's place and output unless it succeeds and
@@ -165,14 +163,6 @@ async fn run_script(
     }
 }
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// The README's `sh test-cluster` blocks start their own NATS, control and edges on the
 /// documented ports: each port is rewritten to a free one (4222 is the machine's own NATS),
 /// the JetStream directory to a temporary one, and `gripmesh` and `nats-server` are on `PATH`.
@@ -188,25 +178,16 @@ async fn readme_cluster_example_runs() {
         for port in [
             "4222", "5561", "5562", "7998", "7999", "9101", "9102", "9111",
         ] {
-            let free = free_port().to_string();
+            let free = crate::parity_common::free_port().to_string();
             rewrites.push((format!("127.0.0.1:{port}"), format!("127.0.0.1:{free}")));
             rewrites.push((format!("localhost:{port}"), format!("localhost:{free}")));
             rewrites.push((format!("-p {port} "), format!("-p {free} ")));
         }
         rewrites.push(("/tmp/gripmesh-js".into(), js.to_string_lossy().into_owned()));
-        let bin_dir = PathBuf::from(BIN)
-            .parent()
-            .expect("binary directory")
-            .to_path_buf();
-        let path = format!(
-            "{}:/usr/sbin:{}",
-            bin_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
         run_script(
             block,
             &rewrites,
-            &[("PATH".into(), path)],
+            &[("PATH".into(), tools_path())],
             "(the block's own)",
         )
         .await;
@@ -246,15 +227,7 @@ async fn readme_demo_commands_run() {
             ("localhost:5561", demo.publish_addr().to_string()),
             ("localhost:9100", demo.admin_addr().to_string()),
         ];
-        let python_bin = PathBuf::from(test_python())
-            .parent()
-            .expect("venv bin")
-            .to_path_buf();
-        let path = format!(
-            "{}:{}",
-            python_bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let path = tools_path();
         // (command, expected lines) in order.
         let mut commands: Vec<(String, Vec<String>)> = Vec::new();
         for line in block.text.lines() {

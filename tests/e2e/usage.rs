@@ -783,12 +783,7 @@ fn series(text: &str, name: &str) -> Vec<(String, f64)> {
 /// own key.
 #[tokio::test]
 async fn final_records_name_why_the_edge_ended_the_connection() {
-    let expires = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 2)
-    .to_string();
+    let expires = (crate::jwt::now_unix() + 2).to_string();
     let gw = Origin::start(move |req| {
         let key = query_param(&req.uri, "apikey").unwrap_or_default();
         let allow = OriginResponse::new(200).header("X-Developer-App", &format!("app-{key}"));

@@ -1,6 +1,7 @@
-//! Per-key limits ([docs/protocol.md], "Key limits and usage"): concurrent connections and delivered messages per key, the key
-//! being the credential the sidecar read (its hex SHA-256, never the credential), counted
-//! across the cluster through two state buckets (`bus::key_state`).
+//! Per-key limits (docs/protocol.md, "Key limits and usage"): concurrent connections and
+//! delivered messages per key, the key being the credential the sidecar read (its hex
+//! SHA-256, never the credential), counted across the cluster through two state buckets
+//! (`bus::key_state`).
 //!
 //! **Connections.** Each edge keeps a lease per key — its live connections of the key — in
 //! `gripmesh_key_leases`, and follows the other edges' leases through a watch (a bounded local

@@ -152,7 +152,6 @@ impl JetStreamHistory {
         after: After<'_>,
     ) -> (Result<Resume, HistoryError>, u64) {
         let unavailable = |e: &dyn std::fmt::Display| HistoryError::Unavailable(e.to_string());
-        let mut seen = 0;
         let consumer = match stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: history_subject(channel),
@@ -174,14 +173,15 @@ impl JetStreamHistory {
                 _ => unavailable(&e),
             }) {
             Ok(consumer) => consumer,
-            Err(e) => return (Err(e), seen),
+            Err(e) => return (Err(e), 0),
         };
+        let mut seen = 0;
         let name = consumer.cached_info().name.clone();
         let pending = consumer.cached_info().num_pending;
         let result = if pending == 0 {
             Ok(Resume::NotFound)
         } else {
-            self.drain(consumer, after, &mut seen).await
+            drain(consumer, after, &mut seen).await
         };
         // Ordered consumers are ephemeral and expire on their own; deleting now keeps the
         // steady state free of them.
@@ -193,64 +193,60 @@ impl JetStreamHistory {
         });
         (result, seen)
     }
+}
 
-    /// Takes every message `consumer` has for the read, noting the highest sequence in `seen`.
-    async fn drain(
-        &self,
-        consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
-        after: After<'_>,
-        seen: &mut u64,
-    ) -> Result<Resume, HistoryError> {
-        let unavailable = |e: &dyn std::fmt::Display| HistoryError::Unavailable(e.to_string());
-        {
-            let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-            let mut kept: VecDeque<Record> = VecDeque::new();
-            let mut kept_bytes = 0usize;
-            let mut dropped = false;
-            loop {
-                let Some(msg) = messages.next().await else {
-                    break Err(HistoryError::Unavailable("history read ended early".into()));
-                };
-                let msg = msg.map_err(|e| unavailable(&e))?;
-                let info = msg.info().map_err(|e| unavailable(&e))?;
-                let (seq, left) = (info.stream_sequence, info.pending);
-                *seen = (*seen).max(seq);
-                let stored_nanos =
-                    u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
-                let headers = msg.headers.as_ref();
-                let id = headers
-                    .and_then(|h| h.get(ID_HEADER))
-                    .map(|v| unescape(v.as_str()));
-                let limits = headers
-                    .and_then(|h| h.get(KEEP_HEADER))
-                    .and_then(|v| parse_keep(v.as_str()))
-                    .unwrap_or(Limits {
-                        size: u32::MAX,
-                        age: Duration::from_secs(u64::MAX / 4),
-                    });
-                kept_bytes += msg.payload.len();
-                kept.push_back(Record {
-                    seq,
-                    id,
-                    stored_nanos,
-                    limits,
-                    payload: msg.payload.clone(),
-                });
-                // Hold at most one replay's worth (plus X itself) in memory.
-                while kept.len() > MAX_REPLAY_ITEMS + 1 || kept_bytes > MAX_REPLAY_BYTES * 2 {
-                    if let Some(r) = kept.pop_front() {
-                        kept_bytes -= r.payload.len();
-                        dropped = true;
-                    }
-                }
-                if left == 0 {
-                    let resume = resume_from(kept, after, super::now_nanos())?;
-                    break match resume {
-                        Resume::NotFound if dropped => Err(HistoryError::TooLarge),
-                        other => Ok(other),
-                    };
-                }
+/// Takes every message `consumer` has for the read, noting the highest sequence in `seen`.
+async fn drain(
+    consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
+    after: After<'_>,
+    seen: &mut u64,
+) -> Result<Resume, HistoryError> {
+    let unavailable = |e: &dyn std::fmt::Display| HistoryError::Unavailable(e.to_string());
+    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+    let mut kept: VecDeque<Record> = VecDeque::new();
+    let mut kept_bytes = 0usize;
+    let mut dropped = false;
+    loop {
+        let Some(msg) = messages.next().await else {
+            break Err(HistoryError::Unavailable("history read ended early".into()));
+        };
+        let msg = msg.map_err(|e| unavailable(&e))?;
+        let info = msg.info().map_err(|e| unavailable(&e))?;
+        let (seq, left) = (info.stream_sequence, info.pending);
+        *seen = (*seen).max(seq);
+        let stored_nanos = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
+        let headers = msg.headers.as_ref();
+        let id = headers
+            .and_then(|h| h.get(ID_HEADER))
+            .map(|v| unescape(v.as_str()));
+        let limits = headers
+            .and_then(|h| h.get(KEEP_HEADER))
+            .and_then(|v| parse_keep(v.as_str()))
+            .unwrap_or(Limits {
+                size: u32::MAX,
+                age: Duration::from_secs(u64::MAX / 4),
+            });
+        kept_bytes += msg.payload.len();
+        kept.push_back(Record {
+            seq,
+            id,
+            stored_nanos,
+            limits,
+            payload: msg.payload.clone(),
+        });
+        // Hold at most one replay's worth (plus X itself) in memory.
+        while kept.len() > MAX_REPLAY_ITEMS + 1 || kept_bytes > MAX_REPLAY_BYTES * 2 {
+            if let Some(r) = kept.pop_front() {
+                kept_bytes -= r.payload.len();
+                dropped = true;
             }
+        }
+        if left == 0 {
+            let resume = resume_from(kept, after, super::now_nanos())?;
+            break match resume {
+                Resume::NotFound if dropped => Err(HistoryError::TooLarge),
+                other => Ok(other),
+            };
         }
     }
 }
