@@ -49,7 +49,7 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # shellcheck source=loadtest/procs.sh
-. "$(dirname "$0")/procs.sh"
+. loadtest/procs.sh  # (the script runs from the repository root)
 procs_init gm-features
 
 log() { echo "$*" | tee -a "$BENCH_DIR/features.log" >&2; }

@@ -20,7 +20,7 @@ DURATION=${DURATION:-20}
 mkdir -p "$BENCH_DIR"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # shellcheck source=loadtest/procs.sh
-. "$(dirname "$0")/procs.sh"
+. loadtest/procs.sh  # (the script runs from the repository root)
 procs_init gm-publat
 log() { echo "$*" | tee -a "$BENCH_DIR/publish-latency.log" >&2; }
 

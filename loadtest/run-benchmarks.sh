@@ -45,14 +45,13 @@ loadtest/compare-pushpin.sh > "$BENCH_DIR/compare.md"
 
 # --- 3. gripmesh only -------------------------------------------------------------------------
 # shellcheck source=loadtest/procs.sh
-. "$(dirname "$0")/procs.sh"
+. loadtest/procs.sh  # (the script runs from the repository root)
 procs_init gm-bench
 
 echo "== gripmesh: publish-grpc (standalone)" >&2
 "$LOADTEST" publish --system gripmesh --scenario publish-grpc --api grpc --batch 100 \
   --concurrency 2 --window 8 --duration "$DURATION" --spawn-gripmesh "$GRIPMESH" \
   --json "$BENCH_DIR/gripmesh-publish-grpc.json" || true
-
 
 start origin "$LOADTEST" origin --listen 127.0.0.1:0
 ORIGIN=$(addr origin origin)
