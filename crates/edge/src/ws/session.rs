@@ -3,7 +3,8 @@
 //! GRIP `c:`/`m:` handling), and published messages from the fan-out queue.
 
 use super::over_http::{OverHttpError, Reply};
-use super::{GripMode, Upstream, Ws, client_ws_config};
+use super::{GripMode, Upstream, Ws};
+use crate::EdgeInner;
 use crate::conn::{CloseReason, ConnQueue, Transport};
 use crate::delivery::{Delivery, WsOut};
 use crate::filtering::{ConnFilters, Verdict};
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -35,6 +37,31 @@ const MAX_WRITE_BATCH: usize = 64;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Time a slow consumer gets to take its close frame before its socket is dropped.
 const SLOW_CLOSE_GRACE: Duration = Duration::from_millis(250);
+
+/// tungstenite's read buffer per client WebSocket, allocated with the connection. Clients
+/// mostly receive; a larger client message is read in chunks of this size.
+const CLIENT_READ_BUFFER: usize = 1024;
+/// Bytes of frames buffered before tungstenite writes without waiting for the flush.
+const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
+
+/// The WebSocket settings for client connections.
+pub(crate) fn client_ws_config(edge: &EdgeInner) -> WebSocketConfig {
+    let max = edge.config.max_ws_message_size;
+    WebSocketConfig::default()
+        // Small buffers: most connections are idle most of the time.
+        .read_buffer_size(CLIENT_READ_BUFFER)
+        // Frames fed by one session batch collect here and leave in one `send()` at the
+        // flush (tungstenite allocates it on the first write, not per idle connection).
+        .write_buffer_size(CLIENT_WRITE_BUFFER)
+        .max_write_buffer_size(
+            edge.config
+                .max_ws_message_size
+                .saturating_mul(4)
+                .max(1 << 20),
+        )
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
 
 /// Something to do to the client.
 enum Action {
