@@ -24,6 +24,7 @@ use routes::Route;
 use runtime::server::{Body, full};
 use std::sync::Arc;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub(crate) use error::WsError;
 use handshake::Handshake;
@@ -73,6 +74,31 @@ fn grip_mode(headers: &HeaderMap) -> Option<GripMode> {
         }
     }
     None
+}
+
+/// tungstenite's read buffer per client WebSocket, allocated with the connection. Clients
+/// mostly receive; a larger client message is read in chunks of this size.
+const CLIENT_READ_BUFFER: usize = 1024;
+/// Bytes of frames buffered before tungstenite writes without waiting for the flush.
+const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
+
+/// The WebSocket settings for client connections.
+pub(crate) fn client_ws_config(edge: &EdgeInner) -> WebSocketConfig {
+    let max = edge.config.max_ws_message_size;
+    WebSocketConfig::default()
+        // Small buffers: most connections are idle most of the time.
+        .read_buffer_size(CLIENT_READ_BUFFER)
+        // Frames fed by one session batch collect here and leave in one `send()` at the
+        // flush (tungstenite allocates it on the first write, not per idle connection).
+        .write_buffer_size(CLIENT_WRITE_BUFFER)
+        .max_write_buffer_size(
+            edge.config
+                .max_ws_message_size
+                .saturating_mul(4)
+                .max(1 << 20),
+        )
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
 }
 
 /// Handles a WebSocket upgrade request routed to `route`.
