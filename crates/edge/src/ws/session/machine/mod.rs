@@ -455,3 +455,414 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::ws::session::effects::{Action, Command, FromOrigin};
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    pub(crate) const OVER_HTTP: Origin = Origin::OverHttp { one_event: false };
+
+    /// GRIP mode with the default prefix, channel prefix `p:`, one implicit channel, at most
+    /// two channels, and an upstream queue of two messages or 1000 bytes.
+    pub(crate) fn machine(origin: Origin) -> Machine {
+        Machine::new(
+            Some(GripMode {
+                prefix: Bytes::from_static(b"m:"),
+            }),
+            origin,
+            Limits {
+                max_channels: 2,
+                upstream_queue: (2, 1000),
+            },
+            "p:".into(),
+            vec!["p:implicit".into()],
+            BTreeMap::new(),
+        )
+    }
+
+    /// Feeds the origin's `c:` control message; returns the actions and the command.
+    pub(crate) fn control(
+        m: &mut Machine,
+        json: &str,
+        channels: usize,
+        now: Instant,
+    ) -> (Vec<Action>, Option<Command>) {
+        let mut out = Vec::new();
+        let ev = WsEvent::Text(Bytes::from(format!("c:{json}")));
+        let command = m.origin_event(ev, channels, now, &mut out);
+        (out, command)
+    }
+
+    fn close_msg(code: u16, reason: &'static str) -> Message {
+        Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        }))
+    }
+
+    fn delivery(ws: WsOut) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            stream: None,
+            response: None,
+            ws: Some(ws),
+            accepted_unix_nanos: 7,
+            channel: Arc::from("p:c"),
+            prev_id: None,
+            seq: 0,
+            id: None,
+            meta: BTreeMap::new(),
+            content_filters: Default::default(),
+        })
+    }
+
+    fn requested(poll: Poll) -> OriginRequest {
+        match poll {
+            Poll::Run(Some(request)) => request,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_messages_go_one_request_at_a_time() {
+        let now = Instant::now();
+        let mut m = machine(Origin::OverHttp { one_event: true });
+        assert_eq!(m.poll(now), Poll::Run(None), "nothing to send");
+        assert_eq!(m.on_client_message(Message::text("a"), now), None);
+        assert_eq!(m.on_client_message(Message::text("b"), now), None);
+        let first = requested(m.poll(now));
+        assert_eq!(first.events, [WsEvent::Text(Bytes::from_static(b"a"))]);
+        assert!(first.grip_last.is_empty());
+        assert_eq!(m.poll(now), Poll::Run(None), "one request in flight");
+        m.request_done();
+        let second = requested(m.poll(now));
+        assert_eq!(second.events, [WsEvent::Text(Bytes::from_static(b"b"))]);
+    }
+
+    #[test]
+    fn a_full_upstream_queue_stops_reading_the_client() {
+        let now = Instant::now();
+        let mut m = machine(OVER_HTTP);
+        assert!(m.reads_client());
+        m.on_client_message(Message::text("a"), now);
+        assert!(m.reads_client(), "one of two messages");
+        m.on_client_message(Message::text("b"), now);
+        assert!(!m.reads_client(), "message bound reached");
+        assert_eq!(requested(m.poll(now)).events.len(), 2);
+        assert!(m.reads_client(), "the request took the queue");
+        // Over the byte bound with a single message.
+        let mut m = machine(OVER_HTTP);
+        m.on_client_message(Message::binary(vec![0u8; 1000]), now);
+        assert!(!m.reads_client(), "byte bound reached");
+        // A detached session drops client messages, so it keeps reading.
+        control(&mut m, r#"{"type":"detach"}"#, 0, now);
+        assert!(m.reads_client());
+        m.on_client_message(Message::text("ignored"), now);
+        assert_eq!(m.poll(now), Poll::Run(None), "detached: no requests");
+    }
+
+    #[test]
+    fn the_clients_close_goes_to_the_origin_before_the_session_ends() {
+        let now = Instant::now();
+        let mut m = machine(OVER_HTTP);
+        assert_eq!(m.on_client_message(close_msg(1000, "bye"), now), None);
+        assert!(m.is_closing());
+        assert!(!m.reads_client(), "nothing is read after the close");
+        let request = requested(m.poll(now));
+        assert_eq!(request.events, [WsEvent::close(1000, "bye")]);
+        assert_eq!(m.poll(now), Poll::Run(None), "the close is in flight");
+        m.request_done();
+        assert_eq!(m.poll(now), Poll::End);
+        assert_eq!(
+            m.finish(),
+            Finish {
+                flush_client: true,
+                disconnect_origin: false
+            },
+            "a clean close needs no DISCONNECT"
+        );
+    }
+
+    #[test]
+    fn a_close_handshake_has_a_deadline() {
+        let t0 = Instant::now();
+        let mut m = machine(Origin::Passthrough);
+        m.start_closing(t0);
+        m.start_closing(t0 + Duration::from_secs(3));
+        let deadline = t0 + CLOSE_GRACE;
+        assert_eq!(m.next_timer(None), Some(deadline), "the first close counts");
+        assert_eq!(m.poll(deadline - Duration::from_millis(1)), Poll::Run(None));
+        assert!(m.on_timer(deadline, None).end);
+        assert_eq!(m.poll(deadline), Poll::End);
+    }
+
+    #[test]
+    fn edge_side_closes_carry_their_reason() {
+        for (reason, code, text) in [
+            (CloseReason::Drain, 1012, "service restart"),
+            (CloseReason::Revoked, 4401, "credential revoked"),
+            (CloseReason::Expired, 4401, "credential expired"),
+            (CloseReason::QuotaExceeded, 4429, "quota exceeded"),
+        ] {
+            let mut m = machine(OVER_HTTP);
+            let close = m.on_conn_closed(reason);
+            assert_eq!(
+                (close.code, close.reason, close.abandon),
+                (code, text, false)
+            );
+            assert_eq!(
+                m.finish(),
+                Finish {
+                    flush_client: true,
+                    disconnect_origin: true
+                }
+            );
+        }
+        let mut m = machine(OVER_HTTP);
+        let close = m.on_conn_closed(CloseReason::SlowConsumer);
+        assert_eq!(
+            close,
+            ConnClose {
+                code: 1013,
+                reason: "send queue overflow",
+                abandon: true
+            }
+        );
+        assert!(!m.reads_client());
+        assert_eq!(
+            m.finish(),
+            Finish {
+                flush_client: false,
+                disconnect_origin: true
+            },
+            "a slow consumer's socket is not waited on"
+        );
+    }
+
+    #[test]
+    fn keep_alives_fire_and_idle_ones_wait_after_writes() {
+        let t0 = Instant::now();
+        let mut m = machine(Origin::Passthrough);
+        control(
+            &mut m,
+            r#"{"type":"keep-alive","content":"ka","timeout":10}"#,
+            0,
+            t0,
+        );
+        let period = Duration::from_secs(10);
+        assert_eq!(m.next_timer(None), Some(t0 + period));
+        assert_eq!(m.on_timer(t0 + period / 2, None), Due::default(), "not due");
+        let due = m.on_timer(t0 + period, None);
+        assert_eq!(due.keep_alive, Some(Message::text("ka")));
+        assert_eq!(m.next_timer(None), Some(t0 + 2 * period));
+        m.on_written(t0 + period + Duration::from_secs(5));
+        assert_eq!(
+            m.next_timer(None),
+            Some(t0 + 2 * period + Duration::from_secs(5)),
+            "idle mode: a write pushes the keep-alive back"
+        );
+        control(
+            &mut m,
+            r#"{"type":"keep-alive","content":"ka","timeout":10,"mode":"interval"}"#,
+            0,
+            t0,
+        );
+        m.on_written(t0 + Duration::from_secs(5));
+        assert_eq!(m.next_timer(None), Some(t0 + period), "interval mode");
+        control(&mut m, r#"{"type":"keep-alive"}"#, 0, t0);
+        assert_eq!(m.next_timer(None), None, "no content disables keep-alives");
+    }
+
+    #[test]
+    fn keep_alive_interval_requests_only_when_idle() {
+        let t0 = Instant::now();
+        let interval = Some(Duration::from_secs(20));
+        let mut m = machine(OVER_HTTP);
+        m.start(t0);
+        assert_eq!(m.next_timer(interval), Some(t0 + Duration::from_secs(20)));
+        let due = m.on_timer(t0 + Duration::from_secs(20), interval);
+        assert_eq!(
+            due.request,
+            Some(OriginRequest {
+                events: Vec::new(),
+                grip_last: Vec::new()
+            })
+        );
+        assert_eq!(m.next_timer(interval), None, "in flight");
+        m.request_done();
+        assert_eq!(m.next_timer(interval), Some(t0 + Duration::from_secs(40)));
+        let passthrough = machine(Origin::Passthrough);
+        assert_eq!(passthrough.next_timer(interval), None);
+    }
+
+    #[test]
+    fn deliveries_become_messages_until_a_close() {
+        let now = Instant::now();
+        let mut m = machine(OVER_HTTP);
+        let batch = [
+            delivery(WsOut::Message(Message::text("one"))),
+            delivery(WsOut::Close(Some((4000, "done".into())))),
+            delivery(WsOut::Message(Message::text("after"))),
+        ];
+        let mut seen = 0;
+        let delivered = m.on_deliveries(&batch, |d| seen += d.accepted_unix_nanos);
+        assert_eq!(
+            delivered,
+            Delivered {
+                messages: vec![Message::text("one")],
+                close: Some(Some((4000, "done".into()))),
+            }
+        );
+        assert_eq!(seen, 7, "latency recorded for the one message");
+        assert_eq!(
+            requested(m.poll(now)).events,
+            [WsEvent::Close(Bytes::new())],
+            "the origin hears a bare CLOSE"
+        );
+        let mut passthrough = machine(Origin::Passthrough);
+        passthrough.on_deliveries(&batch[1..2], |_| {});
+        assert_eq!(passthrough.poll(now), Poll::Run(None));
+    }
+
+    #[test]
+    fn a_refresh_asks_the_origin_unless_detached() {
+        let now = Instant::now();
+        let mut m = machine(OVER_HTTP);
+        let delivered = m.on_deliveries(&[delivery(WsOut::Refresh)], |_| {});
+        assert!(delivered.messages.is_empty() && delivered.close.is_none());
+        assert!(requested(m.poll(now)).events.is_empty());
+        m.request_done();
+        assert_eq!(m.poll(now), Poll::Run(None), "one refresh, one request");
+        control(&mut m, r#"{"type":"detach"}"#, 0, now);
+        m.on_deliveries(&[delivery(WsOut::Refresh)], |_| {});
+        assert_eq!(m.poll(now), Poll::Run(None));
+    }
+
+    #[test]
+    fn subscription_filters_and_meta_judge_deliveries() {
+        let now = Instant::now();
+        let mut m = machine(Origin::Passthrough);
+        control(
+            &mut m,
+            r#"{"type":"set-meta","name":"user","value":"alice"}"#,
+            0,
+            now,
+        );
+        control(
+            &mut m,
+            r#"{"type":"subscribe","channel":"c","filters":["skip-self"]}"#,
+            0,
+            now,
+        );
+        let from = |sender: &str| {
+            let mut d = Delivery {
+                meta: BTreeMap::from([("sender".to_owned(), sender.to_owned())]),
+                ..Arc::into_inner(delivery(WsOut::Message(Message::text("x")))).expect("one")
+            };
+            d.channel = Arc::from("p:c");
+            Arc::new(d)
+        };
+        let delivered = m.on_deliveries(&[from("alice"), from("bob")], |_| {});
+        assert_eq!(
+            delivered.messages,
+            [Message::text("x")],
+            "alice's own is skipped"
+        );
+    }
+
+    #[test]
+    fn client_errors_close_with_the_matching_code() {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        let too_big = tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1,
+        });
+        let protocol = tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        for (err, close) in [
+            (too_big, Some((1009, "message too big"))),
+            (protocol, Some((1002, "protocol error"))),
+            (tungstenite::Error::ConnectionClosed, None),
+        ] {
+            let mut m = machine(OVER_HTTP);
+            assert_eq!(m.on_client_error(&err), close);
+            assert!(m.client_left());
+            assert!(m.finish().disconnect_origin);
+        }
+    }
+
+    #[test]
+    fn a_vanished_client_is_reported_unless_it_closed_first() {
+        let now = Instant::now();
+        let mut m = machine(OVER_HTTP);
+        m.on_client_end();
+        assert!(m.client_left());
+        assert!(m.finish().disconnect_origin);
+        let mut m = machine(OVER_HTTP);
+        m.start_closing(now);
+        m.on_client_end();
+        assert!(!m.client_left(), "the close handshake goes on");
+        assert!(!m.finish().disconnect_origin);
+        // A detached origin is never told.
+        let mut m = machine(OVER_HTTP);
+        control(&mut m, r#"{"type":"detach"}"#, 0, now);
+        m.on_client_end();
+        assert!(!m.finish().disconnect_origin);
+    }
+
+    #[test]
+    fn passthrough_frames_and_the_origins_end() {
+        let now = Instant::now();
+        let mut m = machine(Origin::Passthrough);
+        assert_eq!(
+            m.on_client_message(Message::text("up"), now),
+            Some(Message::text("up")),
+            "forwarded as is"
+        );
+        assert_eq!(
+            m.on_passthrough(Some(Ok(Message::text("m:hi")))),
+            FromOrigin::Event(WsEvent::Text(Bytes::from_static(b"m:hi")))
+        );
+        assert_eq!(
+            m.on_passthrough(Some(Ok(Message::Ping(Bytes::new())))),
+            FromOrigin::Nothing
+        );
+        assert_eq!(
+            m.on_passthrough(Some(Ok(close_msg(4001, "gone")))),
+            FromOrigin::CloseClient {
+                close: Some((4001, "gone".into())),
+                origin_ended: false
+            }
+        );
+        assert_eq!(
+            m.on_client_message(Message::text("late"), now),
+            None,
+            "no origin any more"
+        );
+        let mut m = machine(Origin::Passthrough);
+        assert_eq!(
+            m.on_passthrough(None),
+            FromOrigin::CloseClient {
+                close: Some((1011, "origin disconnected".into())),
+                origin_ended: true
+            }
+        );
+        let mut m = machine(Origin::Passthrough);
+        m.start_closing(now);
+        assert_eq!(m.on_passthrough(None), FromOrigin::End);
+    }
+
+    #[test]
+    fn a_forwarded_close_starts_the_handshake() {
+        let now = Instant::now();
+        let mut m = machine(Origin::Passthrough);
+        let close = m.on_client_message(close_msg(1000, ""), now);
+        assert!(close.is_some());
+        assert!(!m.is_closing(), "not before it was sent");
+        m.forwarded(true, false, now);
+        assert!(m.is_closing());
+        assert!(!m.client_left());
+        assert!(!m.finish().disconnect_origin, "the origin's socket failed");
+    }
+}

@@ -243,3 +243,170 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{OVER_HTTP, control, machine};
+    use super::*;
+    use crate::ws::GripMode;
+    use crate::ws::session::effects::{OriginRequest, Poll};
+
+    fn events(m: &mut Machine, evs: Vec<WsEvent>) -> Vec<Action> {
+        let mut out = Vec::new();
+        for ev in evs {
+            assert_eq!(m.origin_event(ev, 0, Instant::now(), &mut out), None);
+        }
+        out
+    }
+
+    #[test]
+    fn grip_framing_strips_the_prefix_and_drops_the_rest() {
+        let mut m = machine(OVER_HTTP);
+        let out = events(
+            &mut m,
+            vec![
+                WsEvent::Text(Bytes::from_static(b"m:hi")),
+                WsEvent::Text(Bytes::from_static(b"no prefix")),
+                WsEvent::Binary(Bytes::from_static(b"m:\x00\xff")),
+                WsEvent::Text(Bytes::from_static(b"m:\xff")),
+                WsEvent::Text(Bytes::from_static(b"c:{not json")),
+                WsEvent::Ping(Bytes::from_static(b"p")),
+            ],
+        );
+        assert_eq!(
+            out,
+            [
+                Action::Send(Message::text("hi")),
+                Action::Send(Message::Binary(Bytes::from_static(b"\x00\xff"))),
+                Action::Send(Message::Ping(Bytes::from_static(b"p"))),
+            ]
+        );
+        // Without the grip extension, messages pass as they are.
+        let mut plain = Machine::new(
+            None,
+            OVER_HTTP,
+            m.limits,
+            String::new(),
+            Vec::new(),
+            Default::default(),
+        );
+        let out = events(&mut plain, vec![WsEvent::Text(Bytes::from_static(b"c:x"))]);
+        assert_eq!(out, [Action::Send(Message::text("c:x"))]);
+        let mut custom = Machine::new(
+            Some(GripMode {
+                prefix: Bytes::new(),
+            }),
+            OVER_HTTP,
+            m.limits,
+            String::new(),
+            Vec::new(),
+            Default::default(),
+        );
+        let out = events(&mut custom, vec![WsEvent::Text(Bytes::from_static(b"all"))]);
+        assert_eq!(out, [Action::Send(Message::text("all"))], "empty prefix");
+    }
+
+    #[test]
+    fn origin_close_and_disconnect() {
+        let mut m = machine(OVER_HTTP);
+        let out = events(
+            &mut m,
+            vec![WsEvent::close(4000, "bye"), WsEvent::Disconnect],
+        );
+        assert_eq!(
+            out,
+            [Action::Close(Some((4000, "bye".into()))), Action::Drop]
+        );
+    }
+
+    #[test]
+    fn subscriptions_are_prefixed_limited_and_implicit_ones_stay() {
+        let now = Instant::now();
+        let mut m = machine(OVER_HTTP);
+        let (out, command) = control(
+            &mut m,
+            r#"{"type":"subscribe","channel":"a","prev-id":"41"}"#,
+            1,
+            now,
+        );
+        assert!(out.is_empty());
+        assert_eq!(
+            command,
+            Some(Command::Subscribe {
+                full: "p:a".into(),
+                resume: Some(("a".into(), "41".into())),
+            })
+        );
+        let (_, command) = control(&mut m, r#"{"type":"subscribe","channel":"b"}"#, 2, now);
+        assert_eq!(command, None, "at the channel limit");
+        let (_, command) = control(&mut m, r#"{"type":"unsubscribe","channel":"a"}"#, 2, now);
+        assert_eq!(command, Some(Command::Unsubscribe("p:a".into())));
+        let (_, command) = control(
+            &mut m,
+            r#"{"type":"unsubscribe","channel":"implicit"}"#,
+            1,
+            now,
+        );
+        assert_eq!(command, None, "implicit channels cannot be left");
+    }
+
+    #[test]
+    fn send_delayed_waits_and_a_new_one_sends_the_pending_one() {
+        let t0 = Instant::now();
+        let mut m = machine(OVER_HTTP);
+        let (out, _) = control(
+            &mut m,
+            r#"{"type":"send-delayed","content":"one","timeout":5}"#,
+            0,
+            t0,
+        );
+        assert!(out.is_empty());
+        assert_eq!(m.next_timer(None), Some(t0 + Duration::from_secs(5)));
+        let (out, _) = control(
+            &mut m,
+            r#"{"type":"send-delayed","content":"two","timeout":0}"#,
+            0,
+            t0,
+        );
+        assert_eq!(out, [Action::Send(Message::text("one"))]);
+        assert_eq!(
+            m.next_timer(None),
+            Some(t0 + Duration::from_secs(1)),
+            "a timeout of 0 is the default second"
+        );
+        let due = m.on_timer(t0 + Duration::from_secs(1), None);
+        assert_eq!(due.delayed, Some(Message::text("two")));
+        assert_eq!(m.next_timer(None), None);
+        control(
+            &mut m,
+            r#"{"type":"send-delayed","content":"three","timeout":9}"#,
+            0,
+            t0,
+        );
+        let (out, _) = control(&mut m, r#"{"type":"flush-delayed"}"#, 0, t0);
+        assert_eq!(out, [Action::Send(Message::text("three"))]);
+        assert_eq!(m.next_timer(None), None);
+    }
+
+    #[test]
+    fn a_history_gap_resyncs_over_http_and_closes_a_passthrough_client() {
+        let now = Instant::now();
+        let mut m = machine(OVER_HTTP);
+        let mut out = Vec::new();
+        m.on_history_gap("a".into(), "41".into(), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(
+            m.poll(now),
+            Poll::Run(Some(OriginRequest {
+                events: Vec::new(),
+                grip_last: vec![("a".into(), "41".into())],
+            }))
+        );
+        let mut m = machine(Origin::Passthrough);
+        m.on_history_gap("a".into(), "41".into(), &mut out);
+        assert_eq!(
+            out,
+            [Action::Close(Some((4410, "history unavailable".into())))]
+        );
+    }
+}
