@@ -191,7 +191,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
             background,
             args.common.drain_timeout,
         )
-        .wait_and_drain()
+        .drain_after(runtime::signal::shutdown_signal())
         .await;
     Ok(())
 }
