@@ -36,15 +36,7 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
         file.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
     ));
     let usage_stream = crate::usage::stream_config(&args.usage_stream)?;
-    let checker = args
-        .authz
-        .as_deref()
-        .map(|url| {
-            edge::authz::GrpcAuthz::new(url)
-                .map(|c| Arc::new(c) as Arc<dyn edge::authz::AuthzCheck>)
-                .map_err(|e| common::config_err(format!("--authz {e}")))
-        })
-        .transpose()?;
+    let checker = sidecar(args.authz.as_deref())?;
     let (edge, edge_listener) = start_edge(
         edge_config,
         args.listen,
@@ -96,8 +88,46 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
         Some(revocations),
     );
     process.serve_admin(admin_listener, page);
+    follow_routes(
+        file.map(|(path, _)| path),
+        &table,
+        &backend,
+        &process,
+        &args,
+    );
+    let edge_task = serve_edge(&edge, edge_listener, &process.stop_accepting);
+    process
+        .running(
+            Some((edge, edge_task)),
+            Vec::new(),
+            background,
+            args.common.drain_timeout,
+        )
+        .announce_and_wait("edge")
+        .await
+}
+
+/// The authz sidecar that `--authz` names, if any.
+fn sidecar(url: Option<&str>) -> Result<Option<Arc<dyn edge::authz::AuthzCheck>>, Fatal> {
+    url.map(|url| {
+        edge::authz::GrpcAuthz::new(url)
+            .map(|c| Arc::new(c) as Arc<dyn edge::authz::AuthzCheck>)
+            .map_err(|e| common::config_err(format!("--authz {e}")))
+    })
+    .transpose()
+}
+
+/// Keeps the table up to date: from the routes `file` when given (ready at once), else from
+/// the route bucket (ready once the table is in).
+fn follow_routes(
+    file: Option<std::path::PathBuf>,
+    table: &Arc<ArcSwap<routes::RouteTable>>,
+    backend: &common::Backend,
+    process: &Process,
+    args: &EdgeArgs,
+) {
     match file {
-        Some((path, _)) => {
+        Some(path) => {
             process.health.set_ready("routes");
             tokio::spawn(runtime::routes_file::watch(
                 path,
@@ -116,14 +146,4 @@ pub async fn edge(args: EdgeArgs) -> Result<(), Fatal> {
             ));
         }
     }
-    let edge_task = serve_edge(&edge, edge_listener, &process.stop_accepting);
-    process
-        .running(
-            Some((edge, edge_task)),
-            Vec::new(),
-            background,
-            args.common.drain_timeout,
-        )
-        .announce_and_wait("edge")
-        .await
 }
