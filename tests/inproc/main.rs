@@ -1,6 +1,6 @@
 //! In-process behaviour tests: `gripmesh standalone` (edge, control and the embedded authorizer
-//! over the in-memory bus) started inside the test's own runtime by the library's wiring, the
-//! code the binary runs (see sandbox.rs), on `127.0.0.1:0` listeners. Nothing is spawned, so
+//! over the in-memory bus) started inside the test's process by the library's wiring, the code
+//! the binary runs (see sandbox.rs), on `127.0.0.1:0` listeners. Nothing is spawned, so
 //! these tests take milliseconds. Tests that need a real process (signals, exit codes, output,
 //! restarts), NATS or other programs are in tests/e2e.
 //!
