@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::{
-    Gripmesh, Origin, OriginResponse, RecordedRequest, StreamClient, TempDir, publish,
-    publish_stream,
+    Origin, OriginResponse, RecordedRequest, StreamClient, TempDir, publish, publish_stream,
 };
 
 /// The binary under test.
@@ -22,9 +21,10 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A running gripmesh with its routes file.
+/// A running gripmesh (started the way this tier starts it, `crate::launch`) with its routes
+/// file.
 pub struct Env {
-    pub gm: Gripmesh,
+    pub gm: crate::launch::Gripmesh,
     /// Keeps the routes file alive.
     pub _dir: TempDir,
     pub routes_file: PathBuf,
@@ -61,7 +61,7 @@ pub async fn start_named(file_name: &str, routes_text: &str, extra: &[&str]) -> 
     let routes_arg = routes_file.to_str().expect("utf-8 temp path").to_string();
     let mut args = vec!["--routes", routes_arg.as_str()];
     args.extend_from_slice(extra);
-    let gm = Gripmesh::standalone(BIN, &args).await;
+    let gm = crate::launch::standalone(&args).await;
     Env {
         gm,
         _dir: dir,

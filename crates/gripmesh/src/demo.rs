@@ -27,91 +27,21 @@ const HISTORY_POLICY: &str = "trades*=1000/1h";
 /// `gripmesh demo`.
 pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
-    // The demo's control listeners are unauthenticated: loopback only (the same rule as
-    // standalone without --publish-token).
-    for (flag, addr) in [
-        ("--publish-listen", args.publish_listen),
-        ("--grpc-listen", args.grpc_listen),
-    ] {
-        if !addr.ip().is_loopback() {
-            return Err(common::config_err(format!(
-                "{flag} {addr}: the demo's control API is unauthenticated; give a loopback address"
-            )));
-        }
-    }
+    check_loopback(&args)?;
     let mut process = crate::process::Process::start();
-
-    // The article's backend and its API gateway, on loopback ports of their own.
-    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let gateway_listener = common::bind("gateway", loopback).await?;
-    let origin_listener = common::bind("origin", loopback).await?;
-    let gateway_addr = local_addr(&gateway_listener)?;
-    let origin_addr = local_addr(&origin_listener)?;
-    tokio::spawn(
-        ::demo::gateway::MockGateway::new()
-            .serve(gateway_listener, process.stop_background.clone()),
-    );
-    tokio::spawn(::demo::origin::serve(
-        origin_listener,
-        process.stop_background.clone(),
-    ));
-
-    // The standalone stack, built like `gripmesh standalone --authz-gateway`.
-    let routes_text = ::demo::routes(&origin_addr.to_string());
-    let table = routes::RouteTable::parse(&routes_text)
-        .map_err(|e| Fatal::Runtime(format!("demo routes: {e}")))?;
-    let authorizer =
-        authz::Authorizer::new(authz::AuthzConfig::new(format!("http://{gateway_addr}")))
-            .map_err(|e| Fatal::Runtime(e.to_string()))?;
-    let backend =
-        common::connect_bus(None, "gripmesh-demo", &crate::cli::NatsFlags::none()).await?;
-    let bus = backend.bus.clone();
-    common::track_bus(&bus, &process.health);
-    let store = RouteStore::new(
-        backend.state.clone(),
-        backend.codec.clone(),
-        1,
-        RoutesSource::Api {
-            seed: routes_text.clone(),
-        },
-    );
-    let revocations = RevocationStore::new(
-        backend.state.clone(),
-        backend.codec.clone(),
-        std::time::Duration::from_secs(600),
-        1,
-    );
-    let table = Arc::new(ArcSwap::from_pointee(table));
-    let checker: Arc<dyn edge::authz::AuthzCheck> = Arc::new(common::Embedded(authorizer.clone()));
-    // The trades channels keep an hour of history, so a reconnecting EventSource (or
-    // WebSocket resubscribing with prev-id) misses nothing.
-    let history = Arc::new(bus::history::MemoryHistory::new());
-    let policy = bus::history::HistoryPolicy::parse(&[HISTORY_POLICY])
-        .map_err(|e| Fatal::Runtime(e.to_string()))?;
-    let edge_listener = common::listen("--listen", "edge", args.listen).await?;
-    let edge_config = EdgeConfig {
-        usage: edge::usage::UsageConfig {
-            interval: USAGE_INTERVAL,
-            node_id: crate::usage::node_id(None, &edge_listener),
-            top_apps: 100,
-        },
-        history: Some(edge::EdgeHistory(history.clone())),
-        ..EdgeConfig::default()
-    };
-    let edge = Edge::new(edge_config, bus.clone(), table.clone(), Some(checker))
-        .map_err(|e| Fatal::Runtime(e.to_string()))?;
-    let control = Control::new(
-        ControlConfig {
-            history: Some(control::ControlHistory {
-                policy,
-                store: history,
-            }),
-            ..ControlConfig::default()
-        },
-        bus.clone(),
-        store.clone(),
-        revocations.clone(),
-    );
+    let (gateway_addr, origin_addr) = start_backends(&process).await?;
+    let stack = Stack::build(&args, gateway_addr, origin_addr, &process).await?;
+    let Stack {
+        backend,
+        authorizer,
+        store,
+        revocations,
+        table,
+        routes_text,
+        edge,
+        edge_listener,
+        control,
+    } = stack;
 
     let publish_listener =
         common::listen("--publish-listen", "publish", args.publish_listen).await?;
@@ -191,9 +121,137 @@ pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
             background,
             args.common.drain_timeout,
         )
-        .wait_and_drain()
+        .drain_after(runtime::signal::shutdown_signal())
         .await;
     Ok(())
+}
+
+/// The demo's control listeners are unauthenticated: loopback only (the same rule as
+/// standalone without --publish-token).
+fn check_loopback(args: &DemoArgs) -> Result<(), Fatal> {
+    for (flag, addr) in [
+        ("--publish-listen", args.publish_listen),
+        ("--grpc-listen", args.grpc_listen),
+    ] {
+        if !addr.ip().is_loopback() {
+            return Err(common::config_err(format!(
+                "{flag} {addr}: the demo's control API is unauthenticated; give a loopback address"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The article's backend and its API gateway, on loopback ports of their own; returns the
+/// gateway's and the origin's addresses.
+async fn start_backends(
+    process: &crate::process::Process,
+) -> Result<(SocketAddr, SocketAddr), Fatal> {
+    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let gateway_listener = common::bind("gateway", loopback).await?;
+    let origin_listener = common::bind("origin", loopback).await?;
+    let gateway_addr = local_addr(&gateway_listener)?;
+    let origin_addr = local_addr(&origin_listener)?;
+    tokio::spawn(
+        ::demo::gateway::MockGateway::new()
+            .serve(gateway_listener, process.stop_background.clone()),
+    );
+    tokio::spawn(::demo::origin::serve(
+        origin_listener,
+        process.stop_background.clone(),
+    ));
+    Ok((gateway_addr, origin_addr))
+}
+
+/// The standalone stack, built like `gripmesh standalone --authz-gateway`: the edge (its
+/// client listener bound) and control on an in-memory bus, with the demo's routes.
+struct Stack {
+    backend: common::Backend,
+    authorizer: authz::Authorizer,
+    store: RouteStore,
+    revocations: RevocationStore,
+    table: Arc<ArcSwap<routes::RouteTable>>,
+    routes_text: String,
+    edge: Edge,
+    edge_listener: tokio::net::TcpListener,
+    control: Control,
+}
+
+impl Stack {
+    async fn build(
+        args: &DemoArgs,
+        gateway_addr: SocketAddr,
+        origin_addr: SocketAddr,
+        process: &crate::process::Process,
+    ) -> Result<Stack, Fatal> {
+        let routes_text = ::demo::routes(&origin_addr.to_string());
+        let table = routes::RouteTable::parse(&routes_text)
+            .map_err(|e| Fatal::Runtime(format!("demo routes: {e}")))?;
+        let authorizer =
+            authz::Authorizer::new(authz::AuthzConfig::new(format!("http://{gateway_addr}")))
+                .map_err(|e| Fatal::Runtime(e.to_string()))?;
+        let backend =
+            common::connect_bus(None, "gripmesh-demo", &crate::cli::NatsFlags::none()).await?;
+        let bus = backend.bus.clone();
+        common::track_bus(&bus, &process.health);
+        let store = RouteStore::new(
+            backend.state.clone(),
+            backend.codec.clone(),
+            1,
+            RoutesSource::Api {
+                seed: routes_text.clone(),
+            },
+        );
+        let revocations = RevocationStore::new(
+            backend.state.clone(),
+            backend.codec.clone(),
+            std::time::Duration::from_secs(600),
+            1,
+        );
+        let table = Arc::new(ArcSwap::from_pointee(table));
+        let checker: Arc<dyn edge::authz::AuthzCheck> =
+            Arc::new(common::Embedded(authorizer.clone()));
+        // The trades channels keep an hour of history, so a reconnecting EventSource (or
+        // WebSocket resubscribing with prev-id) misses nothing.
+        let history = Arc::new(bus::history::MemoryHistory::new());
+        let policy = bus::history::HistoryPolicy::parse(&[HISTORY_POLICY])
+            .map_err(|e| Fatal::Runtime(e.to_string()))?;
+        let edge_listener = common::listen("--listen", "edge", args.listen).await?;
+        let edge_config = EdgeConfig {
+            usage: edge::usage::UsageConfig {
+                interval: USAGE_INTERVAL,
+                node_id: crate::usage::node_id(None, &edge_listener),
+                top_apps: 100,
+            },
+            history: Some(edge::EdgeHistory(history.clone())),
+            ..EdgeConfig::default()
+        };
+        let edge = Edge::new(edge_config, bus.clone(), table.clone(), Some(checker))
+            .map_err(|e| Fatal::Runtime(e.to_string()))?;
+        let control = Control::new(
+            ControlConfig {
+                history: Some(control::ControlHistory {
+                    policy,
+                    store: history,
+                }),
+                ..ControlConfig::default()
+            },
+            bus.clone(),
+            store.clone(),
+            revocations.clone(),
+        );
+        Ok(Stack {
+            backend,
+            authorizer,
+            store,
+            revocations,
+            table,
+            routes_text,
+            edge,
+            edge_listener,
+            control,
+        })
+    }
 }
 
 fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Fatal> {

@@ -28,12 +28,14 @@ impl Running {
     pub(crate) async fn announce_and_wait(self, tier: &str) -> Result<(), Fatal> {
         common::announce_ready();
         tracing::info!("gripmesh {tier} started");
-        self.wait_and_drain().await;
+        self.drain_after(runtime::signal::shutdown_signal()).await;
         Ok(())
     }
 
-    pub(crate) async fn wait_and_drain(self) {
-        let signal = runtime::signal::shutdown_signal().await;
+    /// Waits for `stop` (a signal, named by what it yields), then drains: listeners stop
+    /// accepting, held connections close, background work ends.
+    pub(crate) async fn drain_after(self, stop: impl Future<Output = &'static str>) {
+        let signal = stop.await;
         let held = self.edge.as_ref().map_or(0, |(e, _)| e.held_count());
         tracing::info!(signal, held, "draining");
         // Readiness goes false first, so load balancers stop sending new clients.
