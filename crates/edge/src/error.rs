@@ -1,5 +1,11 @@
 //! Why an HTTP request failed, and so what the client gets: every HTTP-side failure of the
-//! edge is a [`ProxyError`], turned into the client's answer here and nowhere else.
+//! edge is a [`ProxyError`], turned into the client's answer here and nowhere else (the auth
+//! gate's answers, shared with WebSocket handshakes, are built by `authz` and passed through).
+//!
+//! Counting: each refusal is counted once, where it is decided — key limits in
+//! `gripmesh_edge_key_limited_total` by `authz` (admission, expiry) and `keys` (quota), origin
+//! failures in `gripmesh_edge_origin_requests_total` by `origin`, slow consumers in
+//! `gripmesh_edge_messages_dropped_total` by the hold — never again when answered here.
 
 use crate::origin::AskError;
 use crate::registry::SubscribeError;
@@ -24,6 +30,21 @@ pub(crate) enum ProxyError {
     /// The client's request body failed (timed out or malformed): its fault, not the origin's.
     #[error("client request body: {0:?}")]
     ClientBody(runtime::body::BodyFault),
+    /// A JSON-P request the route cannot serve (the reason is the client's answer).
+    #[error("json-p: {0}")]
+    Jsonp(String),
+    /// The auth gate refused the request; its answer (built by `authz`) goes out as is.
+    #[error("refused by the auth gate ({})", .0.status())]
+    Refused(Box<Response<Body>>),
+    /// A held request's credential was revoked while it waited.
+    #[error("credential revoked during the hold")]
+    Revoked,
+    /// A held request's credential expired while it waited.
+    #[error("credential expired during the hold")]
+    Expired,
+    /// A held request's key spent its message quota while it waited.
+    #[error("key quota spent during the hold")]
+    QuotaExceeded,
 }
 
 impl ProxyError {
@@ -50,7 +71,39 @@ impl ProxyError {
                 "Request too large to accept GRIP instruct.\n",
             ),
             ProxyError::ClientBody(fault) => fault.response(),
+            ProxyError::Jsonp(msg) => text(StatusCode::BAD_REQUEST, format!("{msg}\n")),
+            ProxyError::Refused(resp) => *resp,
+            ProxyError::Revoked => text(StatusCode::FORBIDDEN, "Credential revoked.\n"),
+            ProxyError::Expired => text(StatusCode::UNAUTHORIZED, crate::authz::CREDENTIAL_EXPIRED),
+            ProxyError::QuotaExceeded => {
+                text(StatusCode::TOO_MANY_REQUESTS, crate::authz::QUOTA_EXCEEDED)
+            }
         }
+    }
+
+    /// True for refusals answered as an origin's answer would be: CORS and JSON-P still
+    /// apply to them, and they are not logged as failures (the auth gate, or a hold closed
+    /// for its credential or key).
+    pub(crate) fn is_answer(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Refused(_)
+                | ProxyError::Revoked
+                | ProxyError::Expired
+                | ProxyError::QuotaExceeded
+        )
+    }
+
+    /// True for the client's own mistakes (logged at debug, not as failures).
+    pub(crate) fn is_client_fault(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::NoRoute(_)
+                | ProxyError::EventsForbidden
+                | ProxyError::BadRequest(_)
+                | ProxyError::ClientBody(_)
+                | ProxyError::Jsonp(_)
+        )
     }
 }
 

@@ -6,10 +6,10 @@ use crate::EdgeInner;
 use crate::error::ProxyError;
 use crate::headers::content_type_is;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use routes::RouteRequest;
-use runtime::server::{Body, text};
+use runtime::server::Body;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -40,14 +40,10 @@ async fn handle_inner(
     match proxy(edge, req, peer).await {
         Ok(resp) => resp,
         Err(err) => {
-            match &err {
-                ProxyError::NoRoute(_)
-                | ProxyError::EventsForbidden
-                | ProxyError::BadRequest(_)
-                | ProxyError::ClientBody(_) => {
-                    tracing::debug!(%peer, %method, %path, error = %err, "request refused");
-                }
-                _ => tracing::warn!(%peer, %method, %path, error = %err, "request failed"),
+            if err.is_client_fault() {
+                tracing::debug!(%peer, %method, %path, error = %err, "request refused");
+            } else {
+                tracing::warn!(%peer, %method, %path, error = %err, "request failed");
             }
             err.into_response()
         }
@@ -119,7 +115,7 @@ async fn proxy(
     let jsonp = if route.aco {
         match crate::jsonp::apply_request(&route.jsonp, &mut req) {
             Ok(j) => j,
-            Err(msg) => return Ok(text(StatusCode::BAD_REQUEST, format!("{msg}\n"))),
+            Err(msg) => return Err(ProxyError::Jsonp(msg.to_string())),
         }
     } else {
         None
@@ -130,7 +126,11 @@ async fn proxy(
     };
     let cors =
         (route.aco && jsonp.is_none()).then(|| crate::cors::Cors::from_request(req.headers()));
-    let mut resp = crate::http::proxy_http(edge, req, peer, route, body_override).await?;
+    let mut resp = match crate::http::proxy_http(edge, req, peer, route, body_override).await {
+        Ok(resp) => resp,
+        Err(err) if err.is_answer() => err.into_response(),
+        Err(err) => return Err(err),
+    };
     if let Some(cors) = cors {
         cors.apply(resp.headers_mut());
     }

@@ -50,7 +50,7 @@ pub(crate) async fn proxy_http(
         match crate::authz::gate(&edge, &route, req.method(), req.uri(), req.headers(), peer).await
         {
             crate::authz::Gate::Pass(a) => a,
-            crate::authz::Gate::Reject(resp) => return Ok(resp),
+            crate::authz::Gate::Reject(resp) => return Err(ProxyError::Refused(Box::new(resp))),
         };
     let (parts, body) = runtime::body::client_body(req).into_parts();
     // Stream holds on HTTP/1.1 are chunked: usage bytes count the chunk framing.

@@ -17,10 +17,10 @@ use crate::metrics::EdgeMetrics;
 use crate::resume::Resumed;
 use bytes::Bytes;
 use grip::instruct::{Instruct, StatusOverride};
+use http::Response;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Response, StatusCode};
 use routes::Route;
-use runtime::server::{Body, full, text};
+use runtime::server::{Body, full};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,8 +98,8 @@ enum Waited {
     Published(Arc<Delivery>, Bytes),
     /// The timeout, a drain or a slow-consumer cut-off: the initial response.
     TimedOut,
-    /// The connection was closed for its credential or key: answer with this.
-    Closed(Response<Body>),
+    /// The connection was closed for its credential or key.
+    Closed(ProxyError),
     /// Out of date or hinted: ask the origin again.
     ReRequest,
 }
@@ -139,7 +139,7 @@ pub(super) async fn response_hold(
             }
             return build_response(code, &instruct.status, hdrs, full(body)).map(HoldOutcome::Done);
         }
-        Waited::Closed(resp) => return Ok(HoldOutcome::Done(resp)),
+        Waited::Closed(err) => return Err(err),
         Waited::ReRequest => return Ok(HoldOutcome::ReRequest(expected.grip_last())),
     };
     let Some(r) = &delivery.response else {
@@ -174,8 +174,8 @@ async fn wait(
             d = rx.recv() => d,
             _ = tokio::time::sleep_until(deadline) => None,
             reason = guard.conn.closed() => {
-                if let Some(resp) = closed_response(reason) {
-                    return Waited::Closed(resp);
+                if let Some(err) = closed_error(reason) {
+                    return Waited::Closed(err);
                 }
                 None
             }
@@ -199,20 +199,17 @@ async fn wait(
     }
 }
 
-/// The answer of a hold closed by the edge for `reason`; `None`: the timeout response (a
+/// Why a hold closed by the edge for `reason` fails; `None`: the timeout response (a
 /// drain, or a slow consumer, counted here).
-fn closed_response(reason: CloseReason) -> Option<Response<Body>> {
+fn closed_error(reason: CloseReason) -> Option<ProxyError> {
     match reason {
         CloseReason::SlowConsumer => {
             EdgeMetrics::dropped("slow_consumer");
             None
         }
-        CloseReason::Revoked => Some(text(StatusCode::FORBIDDEN, "Credential revoked.\n")),
-        CloseReason::Expired => Some(text(StatusCode::UNAUTHORIZED, "Credential expired.\n")),
-        CloseReason::QuotaExceeded => Some(text(
-            StatusCode::TOO_MANY_REQUESTS,
-            crate::authz::QUOTA_EXCEEDED,
-        )),
+        CloseReason::Revoked => Some(ProxyError::Revoked),
+        CloseReason::Expired => Some(ProxyError::Expired),
+        CloseReason::QuotaExceeded => Some(ProxyError::QuotaExceeded),
         CloseReason::Drain => None,
     }
 }
