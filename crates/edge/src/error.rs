@@ -125,3 +125,43 @@ impl From<SubscribeError> for ProxyError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn answer(e: ProxyError) -> (StatusCode, String) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn holds_closed_for_their_credential_or_key_answer_as_before() {
+        assert_eq!(
+            answer(ProxyError::Revoked).await,
+            (StatusCode::FORBIDDEN, "Credential revoked.\n".to_owned())
+        );
+        assert_eq!(
+            answer(ProxyError::Expired).await,
+            (StatusCode::UNAUTHORIZED, "Credential expired.\n".to_owned())
+        );
+        assert_eq!(
+            answer(ProxyError::QuotaExceeded).await,
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Message quota exceeded for this key.\n".to_owned()
+            )
+        );
+        assert_eq!(
+            answer(ProxyError::Jsonp("Invalid callback parameter.".into())).await,
+            (
+                StatusCode::BAD_REQUEST,
+                "Invalid callback parameter.\n".to_owned()
+            )
+        );
+        assert!(ProxyError::Revoked.is_answer() && !ProxyError::Jsonp(String::new()).is_answer());
+    }
+}
