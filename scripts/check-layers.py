@@ -2,10 +2,14 @@
 """The dependency rule (docs/architecture.md): a crate depends only on lower layers; L2 tiers
 never on each other. And inside each crate, modules import each other one way only: no import
 cycle between modules that are not nested in each other (a module and its own submodules may
-refer to each other).
+refer to each other). In crates with a table in MODULE_LAYERS, a top-level module imports only
+modules of its own layer or lower ones.
 
 Reads `cargo metadata` and the crates' sources; fails (exit 1) naming every offending edge and
 every cycle, printed as the modules involved and their imports among themselves.
+
+`--graph [SRC]` prints edge's module graph instead (top-level module -> modules it imports, by
+layer), from `crates/edge/src` or the source directory SRC (e.g. an older checkout's).
 """
 import json
 import pathlib
@@ -15,11 +19,31 @@ import sys
 
 # Cycles known today, being untangled: a crate's cycles must each lie inside one of these sets
 # (so they may shrink or vanish, never grow or appear elsewhere). Remove an entry once gone.
-KNOWN_CYCLES = {
-    "edge": [
-        # conn.rs holds the key's state; keys.rs closes the key's connections.
-        {"conn", "keys"},
-    ],
+KNOWN_CYCLES = {}
+
+# A crate's top-level modules by layer: a module may import modules of its own layer (the
+# cycle check above keeps those acyclic) or of lower layers, never a higher one. The crate root
+# (lib.rs: the public API, and the shared state every layer is handed) is above them all.
+MODULE_LAYERS = {
+    "edge": {
+        # 0: pure helpers and data (no connection state)
+        "headers": 0, "delivery": 0, "metrics": 0, "sequencer": 0, "filtering": 0,
+        "cors": 0, "app_labels": 0, "test_origin": 0, "routes_follow": 0,
+        # 1: connection state and the registry (a connection, its key, its channels)
+        "conn": 1, "keys": 1, "registry": 1,
+        # 2: origin requests, authz, and what every hold kind shares (the registration guard,
+        # usage, gone links, resumes, commands, JSON-P, the HTTP error answer)
+        "origin": 2, "authz": 2, "usage": 2, "gone": 2, "hold": 2, "resume": 2,
+        "commands": 2, "jsonp": 2, "error": 2,
+        # 3: the hold kinds
+        "http": 3, "ws": 3,
+        # 4: the dispatcher (routes a request to http or ws)
+        "proxy": 4,
+    },
+}
+LAYER_NAMES = {
+    "edge": ["pure helpers", "connection state", "origin, authz, shared hold parts",
+             "hold kinds", "dispatcher"],
 }
 
 LAYERS = {
@@ -30,26 +54,6 @@ LAYERS = {
     "testkit": 9,  # dev-only helpers: may use anything, nothing may depend on them at runtime
     "gripmesh-loadtest": 9,
 }
-
-meta = json.loads(subprocess.check_output(
-    ["cargo", "metadata", "--format-version", "1", "--no-deps"]))
-bad = []
-for pkg in meta["packages"]:
-    name = pkg["name"]
-    if name not in LAYERS:
-        bad.append(f"{name}: crate has no layer in scripts/check-layers.py")
-        continue
-    for dep in pkg["dependencies"]:
-        d = dep["name"]
-        if d not in LAYERS:
-            continue  # external crate
-        if dep.get("kind") == "dev":
-            if LAYERS[d] == 9 or LAYERS[d] <= LAYERS[name]:
-                continue
-        if LAYERS[d] == 9:
-            bad.append(f"{name} -> {d}: dev-only crate used as a normal dependency")
-        elif LAYERS[d] >= LAYERS[name]:
-            bad.append(f"{name} (L{LAYERS[name]}) -> {d} (L{LAYERS[d]}): must depend on lower layers only")
 
 # ---- import cycles inside each crate ------------------------------------------------------
 
@@ -137,12 +141,90 @@ def sccs(g):
     return out
 
 
+
+def top_graph(g):
+    """Imports between top-level modules (the crate root left out)."""
+    top = {}
+    for m, targets in g.items():
+        if not m:
+            continue
+        a = m.split("::")[0]
+        top.setdefault(a, set())
+        for t in targets:
+            b = t.split("::")[0]
+            if b and b != a:
+                top[a].add(b)
+    return top
+
+
+def layer_violations(crate, g):
+    table = MODULE_LAYERS.get(crate)
+    if table is None:
+        return []
+    out = []
+    for m, targets in sorted(top_graph(g).items()):
+        if m not in table:
+            out.append(f"{crate}: module {m} has no layer in MODULE_LAYERS (scripts/check-layers.py)")
+            continue
+        for t in sorted(targets):
+            if t in table and table[t] > table[m]:
+                out.append(f"{crate}: {m} (layer {table[m]}) imports {t} (layer {table[t]}): "
+                           "modules import their own layer or lower ones only")
+    return out
+
+
+def print_graph(crate, src):
+    table = MODULE_LAYERS[crate]
+    names = LAYER_NAMES[crate]
+    top = top_graph(graph(src))
+    by_layer = {}
+    for m in top:
+        by_layer.setdefault(table.get(m, -1), []).append(m)
+    print(f"{crate} module graph ({src}): module -> modules it imports (lib.rs on top)")
+    for layer in sorted(by_layer, reverse=True):
+        title = f"L{layer} {names[layer]}" if layer >= 0 else "no layer"
+        print(title)
+        for m in sorted(by_layer[layer]):
+            deps = sorted(top[m], key=lambda t: (-table.get(t, -1), t))
+            up = [t for t in deps if table.get(t, -1) > table.get(m, -1) >= 0]
+            mark = "   <- imports upward: " + ", ".join(up) if up else ""
+            print(f"  {m} -> {', '.join(deps) if deps else '(nothing)'}{mark}")
+    for comp in sccs(top):
+        print(f"cycle: {' <-> '.join(comp)}")
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "--graph":
+    src = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else pathlib.Path("crates/edge/src")
+    print_graph("edge", src)
+    sys.exit(0)
+
+meta = json.loads(subprocess.check_output(
+    ["cargo", "metadata", "--format-version", "1", "--no-deps"]))
+bad = []
+for pkg in meta["packages"]:
+    name = pkg["name"]
+    if name not in LAYERS:
+        bad.append(f"{name}: crate has no layer in scripts/check-layers.py")
+        continue
+    for dep in pkg["dependencies"]:
+        d = dep["name"]
+        if d not in LAYERS:
+            continue  # external crate
+        if dep.get("kind") == "dev":
+            if LAYERS[d] == 9 or LAYERS[d] <= LAYERS[name]:
+                continue
+        if LAYERS[d] == 9:
+            bad.append(f"{name} -> {d}: dev-only crate used as a normal dependency")
+        elif LAYERS[d] >= LAYERS[name]:
+            bad.append(f"{name} (L{LAYERS[name]}) -> {d} (L{LAYERS[d]}): must depend on lower layers only")
+
 cycles = 0
 for pkg in meta["packages"]:
     src = pathlib.Path(pkg["manifest_path"]).parent / "src"
     if not src.is_dir():
         continue
     g = graph(src)
+    bad.extend(layer_violations(pkg["name"], g))
     for comp in sccs(g):
         cycles += 1
         if any(set(comp) <= known for known in KNOWN_CYCLES.get(pkg["name"], [])):

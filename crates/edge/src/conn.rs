@@ -38,6 +38,16 @@ impl CloseReason {
     }
 }
 
+/// A connection's key as the fan-out sees it: each delivery is counted against the key's
+/// message quota before it is queued. The key's counters (`keys`) implement it; the
+/// connection needs nothing more of them, so `keys` may close connections without this
+/// module knowing keys.
+pub(crate) trait DeliveryQuota: Send + Sync {
+    /// Counts one delivery about to be queued. `false`: over the quota — the delivery must
+    /// not be sent, and the key's connections have been told to close.
+    fn admit_delivery(&self) -> bool;
+}
+
 /// Result of offering a delivery to a connection.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
@@ -65,7 +75,7 @@ pub struct ConnHandle {
     /// Drops the client's socket outright (HTTP holds, whose writes hyper owns).
     abort: std::sync::OnceLock<tokio_util::sync::CancellationToken>,
     /// The connection's key, when a message quota may apply (set once, when authorized).
-    key: std::sync::OnceLock<Arc<crate::keys::KeyState>>,
+    key: std::sync::OnceLock<Arc<dyn DeliveryQuota>>,
 }
 
 impl ConnHandle {
@@ -131,7 +141,7 @@ impl ConnHandle {
     }
 
     /// Ties the connection to its key's counters (message quota).
-    pub(crate) fn set_key(&self, key: Arc<crate::keys::KeyState>) {
+    pub(crate) fn set_key(&self, key: Arc<dyn DeliveryQuota>) {
         let _ = self.key.set(key);
     }
 

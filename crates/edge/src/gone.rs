@@ -53,7 +53,7 @@ impl GoneLink {
         GoneLink {
             edge,
             route,
-            path: crate::next_link::resolve(base_path, url),
+            path: crate::origin::link_path(base_path, url),
             headers,
             authorized,
         }

@@ -81,6 +81,15 @@ pub fn to_client(origin: &HeaderMap, strip_grip: bool) -> HeaderMap {
     out
 }
 
+/// True when the `Content-Type` media type (parameters aside) is `expected`.
+pub(crate) fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

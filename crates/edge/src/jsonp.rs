@@ -44,15 +44,7 @@ pub(crate) fn apply_request<B>(
     if req.method() != Method::GET {
         return Ok(None);
     }
-    let query = req.uri().query().unwrap_or("");
-    let mut items: Vec<(String, String)> = query
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => (kv.to_owned(), String::new()),
-        })
-        .collect();
+    let mut items = query_items(req.uri().query().unwrap_or(""));
     let has = |items: &[(String, String)], k: &str| items.iter().any(|(n, _)| n == k);
     let body_param = config.body_param.as_deref();
     let by_default =
@@ -60,67 +52,132 @@ pub(crate) fn apply_request<B>(
     if !has(&items, &config.callback_param) && !by_default {
         return Ok(None);
     }
-    let callback = match take(&mut items, &config.callback_param) {
+    let callback = take_callback(&mut items, config)?;
+    let method = take_method(&mut items, config)?;
+    let mut extra = take_headers(&mut items)?;
+    let body = take_body(&mut items, body_param, &mut extra)?;
+    rewrite(req, &items, method, extra, body.is_some())?;
+    Ok(Some((
+        Jsonp {
+            callback,
+            extended: config.extended,
+        },
+        body,
+    )))
+}
+
+/// The query's `name=value` items, in order (a bare `name` has an empty value).
+fn query_items(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.to_owned(), String::new()),
+        })
+        .collect()
+}
+
+/// The callback parameter (else the route's default callback).
+fn take_callback(
+    items: &mut Vec<(String, String)>,
+    config: &JsonpConfig,
+) -> Result<String, &'static str> {
+    match take(items, &config.callback_param) {
         Some(raw) => {
             let cb = runtime::server::percent_decode(&raw).ok_or("Invalid callback parameter.")?;
             if cb.is_empty() || !cb.bytes().all(is_callback_byte) {
                 return Err("Invalid callback parameter.");
             }
-            cb
+            Ok(cb)
         }
-        None => config.default_callback.clone().unwrap_or_default(),
-    };
-    let method = match take(&mut items, "_method") {
+        None => Ok(config.default_callback.clone().unwrap_or_default()),
+    }
+}
+
+/// The `_method` parameter (else the route's default method).
+fn take_method(
+    items: &mut Vec<(String, String)>,
+    config: &JsonpConfig,
+) -> Result<Method, &'static str> {
+    match take(items, "_method") {
         Some(raw) => {
             let m = runtime::server::percent_decode(&raw).ok_or("Invalid _method parameter.")?;
-            Method::from_bytes(m.as_bytes()).map_err(|_| "Invalid _method parameter.")?
+            Method::from_bytes(m.as_bytes()).map_err(|_| "Invalid _method parameter.")
         }
-        None => Method::from_bytes(config.default_method.as_bytes()).unwrap_or(Method::GET),
-    };
+        None => Ok(Method::from_bytes(config.default_method.as_bytes()).unwrap_or(Method::GET)),
+    }
+}
+
+/// The headers of the `_headers` parameter (a JSON object of strings; `Host` and `Accept`
+/// ignored).
+fn take_headers(
+    items: &mut Vec<(String, String)>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, &'static str> {
     let mut extra: Vec<(HeaderName, HeaderValue)> = Vec::new();
-    if let Some(raw) = take(&mut items, "_headers") {
-        let doc = runtime::server::percent_decode(&raw)
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .ok_or("Invalid _headers parameter.")?;
-        let serde_json::Value::Object(map) = doc else {
+    let Some(raw) = take(items, "_headers") else {
+        return Ok(extra);
+    };
+    let doc = runtime::server::percent_decode(&raw)
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .ok_or("Invalid _headers parameter.")?;
+    let serde_json::Value::Object(map) = doc else {
+        return Err("Invalid _headers parameter.");
+    };
+    for (k, v) in map {
+        let serde_json::Value::String(v) = v else {
             return Err("Invalid _headers parameter.");
         };
-        for (k, v) in map {
-            let serde_json::Value::String(v) = v else {
-                return Err("Invalid _headers parameter.");
-            };
-            let name =
-                HeaderName::from_bytes(k.as_bytes()).map_err(|_| "Invalid _headers parameter.")?;
-            if name == header::HOST || name == header::ACCEPT {
-                continue;
-            }
-            let value = HeaderValue::from_str(&v).map_err(|_| "Invalid _headers parameter.")?;
-            extra.push((name, value));
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| "Invalid _headers parameter.")?;
+        if name == header::HOST || name == header::ACCEPT {
+            continue;
         }
+        let value = HeaderValue::from_str(&v).map_err(|_| "Invalid _headers parameter.")?;
+        extra.push((name, value));
     }
-    let mut body = None;
+    Ok(extra)
+}
+
+/// The request body: the route's body parameter (sent as JSON, overriding a `_headers`
+/// content type), else `_body`.
+fn take_body(
+    items: &mut Vec<(String, String)>,
+    body_param: Option<&str>,
+    extra: &mut Vec<(HeaderName, HeaderValue)>,
+) -> Result<Option<Bytes>, &'static str> {
     match body_param {
         Some(param) => {
-            if let Some(raw) = take(&mut items, param) {
-                body = Some(Bytes::from(
-                    runtime::server::percent_decode(&raw).ok_or("Invalid body parameter.")?,
-                ));
-                extra.retain(|(n, _)| *n != header::CONTENT_TYPE);
-                extra.push((
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                ));
-            }
+            let Some(raw) = take(items, param) else {
+                return Ok(None);
+            };
+            let body = runtime::server::percent_decode(&raw).ok_or("Invalid body parameter.")?;
+            extra.retain(|(n, _)| *n != header::CONTENT_TYPE);
+            extra.push((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ));
+            Ok(Some(Bytes::from(body)))
         }
-        None => {
-            if let Some(raw) = take(&mut items, "_body") {
-                body = Some(Bytes::from(
-                    runtime::server::percent_decode(&raw).ok_or("Invalid _body parameter.")?,
-                ));
-            }
-        }
+        None => match take(items, "_body") {
+            Some(raw) => Ok(Some(Bytes::from(
+                runtime::server::percent_decode(&raw).ok_or("Invalid _body parameter.")?,
+            ))),
+            None => Ok(None),
+        },
     }
-    let rest: Vec<String> = items
+}
+
+/// Rewrites `req` for the origin: the query without the JSON-P items, the method, the extra
+/// headers and `Accept: */*`; a replaced body drops the client's framing headers.
+fn rewrite<B>(
+    req: &mut Request<B>,
+    rest: &[(String, String)],
+    method: Method,
+    extra: Vec<(HeaderName, HeaderValue)>,
+    new_body: bool,
+) -> Result<(), &'static str> {
+    let rest: Vec<String> = rest
         .iter()
         .map(|(k, v)| {
             if v.is_empty() {
@@ -145,17 +202,11 @@ pub(crate) fn apply_request<B>(
         h.insert(name, value);
     }
     h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-    if body.is_some() {
+    if new_body {
         h.remove(header::CONTENT_LENGTH);
         h.remove(header::TRANSFER_ENCODING);
     }
-    Ok(Some((
-        Jsonp {
-            callback,
-            extended: config.extended,
-        },
-        body,
-    )))
+    Ok(())
 }
 
 fn is_callback_byte(b: u8) -> bool {

@@ -7,23 +7,24 @@
 mod app_labels;
 pub mod authz;
 mod commands;
-pub mod conn;
+mod conn;
 mod cors;
-pub mod delivery;
+mod delivery;
+mod error;
 mod filtering;
 mod gone;
-pub mod headers;
+mod headers;
 mod hold;
+mod http;
 mod jsonp;
 pub mod keys;
-pub mod metrics;
-mod next_link;
-pub mod origin;
+mod metrics;
+mod origin;
 mod proxy;
 pub mod registry;
 mod resume;
 pub mod routes_follow;
-pub mod sequencer;
+mod sequencer;
 mod test_origin;
 pub mod usage;
 mod ws;
@@ -80,7 +81,7 @@ pub struct EdgeConfig {
     pub drain_rate: usize,
     /// Headers the auth sidecar sets from the gateway's answer (`--forward-headers`, lower
     /// case): client-sent copies are removed on every `authz` route, whatever the decision.
-    pub forward_headers: Vec<http::HeaderName>,
+    pub forward_headers: Vec<::http::HeaderName>,
     /// Usage records and per-app metrics.
     pub usage: usage::UsageConfig,
     /// Per-key limits (`--key-max-connections`, `--key-message-quota`), for `authz` routes.
@@ -120,7 +121,7 @@ impl Default for EdgeConfig {
             registry: RegistryConfig::default(),
             drain_rate: 10_000,
             forward_headers: ["x-developer-app", "x-api-product", "x-auth-subject"]
-                .map(http::HeaderName::from_static)
+                .map(::http::HeaderName::from_static)
                 .to_vec(),
             usage: usage::UsageConfig::default(),
             key_limits: keys::KeyLimitsConfig::default(),
@@ -169,7 +170,7 @@ pub(crate) struct EdgeInner {
 
 impl EdgeInner {
     /// The `Grip-Sig` for a request on `route` (route keys override the global ones).
-    pub(crate) fn grip_sig(&self, route: &routes::Route) -> Option<http::HeaderValue> {
+    pub(crate) fn grip_sig(&self, route: &routes::Route) -> Option<::http::HeaderValue> {
         let iss = route.sig_iss.as_deref().unwrap_or(&self.config.sig_iss);
         match &route.sig_key {
             Some(raw) => match SigKey::parse(raw) {

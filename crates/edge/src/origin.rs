@@ -315,3 +315,36 @@ where
 {
     body.map_err(box_hyper_error).boxed_unsync()
 }
+
+/// The origin path for a link: absolute URLs keep their path and query (the route's targets
+/// serve them); `/…` is taken as is; anything else is relative to `base`'s directory.
+pub(crate) fn link_path(base: &str, link: &str) -> String {
+    if let Some(rest) = link
+        .strip_prefix("http://")
+        .or_else(|| link.strip_prefix("https://"))
+    {
+        return rest
+            .find('/')
+            .map_or_else(|| "/".to_owned(), |i| rest[i..].to_owned());
+    }
+    if link.starts_with('/') {
+        return link.to_owned();
+    }
+    let base_path = base.split('?').next().unwrap_or("/");
+    let dir = base_path.rsplit_once('/').map_or("", |(d, _)| d);
+    format!("{dir}/{link}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_path;
+
+    #[test]
+    fn resolves_links() {
+        assert_eq!(link_path("/a/b?x=1", "/next"), "/next");
+        assert_eq!(link_path("/a/b?x=1", "next?c=2"), "/a/next?c=2");
+        assert_eq!(link_path("/b", "next"), "/next");
+        assert_eq!(link_path("/a", "http://origin.example:8080/n?x"), "/n?x");
+        assert_eq!(link_path("/a", "https://origin.example"), "/");
+    }
+}

@@ -43,7 +43,7 @@ impl NextFetcher {
     ) -> BoxFuture<'static, Fetched> {
         let this = self.clone();
         Box::pin(async move {
-            let path = resolve(&this.base_path, &link.url);
+            let path = crate::origin::link_path(&this.base_path, &link.url);
             let mut req = crate::origin::OriginRequest::get(path, this.headers.clone());
             let (resp, _) = crate::origin::ask(
                 &this.edge,
@@ -64,38 +64,5 @@ impl NextFetcher {
             let body = crate::origin::collect_limited(resp.into_body(), MAX_NEXT_BODY).await?;
             Ok((body, next))
         })
-    }
-}
-
-/// The origin path for a link: absolute URLs keep their path and query (the route's targets
-/// serve them); `/…` is taken as is; anything else is relative to `base`'s directory.
-pub fn resolve(base: &str, link: &str) -> String {
-    if let Some(rest) = link
-        .strip_prefix("http://")
-        .or_else(|| link.strip_prefix("https://"))
-    {
-        return rest
-            .find('/')
-            .map_or_else(|| "/".to_owned(), |i| rest[i..].to_owned());
-    }
-    if link.starts_with('/') {
-        return link.to_owned();
-    }
-    let base_path = base.split('?').next().unwrap_or("/");
-    let dir = base_path.rsplit_once('/').map_or("", |(d, _)| d);
-    format!("{dir}/{link}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::resolve;
-
-    #[test]
-    fn resolves_links() {
-        assert_eq!(resolve("/a/b?x=1", "/next"), "/next");
-        assert_eq!(resolve("/a/b?x=1", "next?c=2"), "/a/next?c=2");
-        assert_eq!(resolve("/b", "next"), "/next");
-        assert_eq!(resolve("/a", "http://origin.example:8080/n?x"), "/n?x");
-        assert_eq!(resolve("/a", "https://origin.example"), "/");
     }
 }

@@ -30,19 +30,20 @@
 //! quota; the views of the other edges are bounded at [`MAX_VIEW_KEYS`] keys of at most
 //! [`MAX_VIEW_EDGES`] edges each.
 
-use crate::conn::{CloseReason, ConnHandle};
-use bus::key_state::{
-    LEASE_COUNTS_FOR, LEASE_REFRESH, LEASES_BUCKET, LeaseRecord, USAGE_BUCKET, UsageRecord,
-    entry_key, split_entry_key,
-};
-use bus::kv::{KvBucket, KvEntry, KvError, StateStore};
-use bus::records::{RecordCodec, Refused};
+mod cluster;
+mod state;
+
+use bus::key_state::{LEASE_REFRESH, UsageRecord};
+use bus::kv::StateStore;
+use bus::records::RecordCodec;
+use cluster::ClusterCounts;
 use dashmap::DashMap;
 use futures_util::StreamExt;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use state::KeyState;
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often freed slots are published (and idle keys forgotten).
@@ -54,14 +55,8 @@ pub const SETTLE_EVERY: Duration = Duration::from_secs(1);
 pub const MAX_VIEW_KEYS: usize = 100_000;
 /// Edges per key in a view, at most.
 pub const MAX_VIEW_EDGES: usize = 256;
-/// Time allowed for one write to a bucket.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time allowed for the watch to bring an admission's own write back.
-const BARRIER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Writes to the buckets in flight at once from the background ticks.
 const BACKGROUND_WRITES: usize = 32;
-/// At most one log line per this long about failing writes.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Limits applied to every key unless the gateway's answer overrides them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,172 +83,8 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// What this edge last wrote as the key's lease; guarded by the key's admission lock.
-struct Lease {
-    published: u32,
-    /// The state left the table: an admission holding it must look the key up again.
-    retired: bool,
-}
-
-/// One key's counters.
-pub(crate) struct KeyState {
-    connections: AtomicU32,
-    /// A connection limit applied to the key here: only then is its lease published (keys
-    /// without one cost no cluster traffic).
-    limited: AtomicBool,
-    /// Quota (0: none) and its period in seconds, as last granted.
-    quota: AtomicU32,
-    period: AtomicU32,
-    /// Index of the period `delivered` counts in (unix seconds / period).
-    window: AtomicU64,
-    delivered: AtomicU64,
-    /// Set once the quota is overrun in the current window (closes happen once).
-    overrun: AtomicBool,
-    /// The other edges' deliveries in window `others_window - 1` (0: none known).
-    others: AtomicU64,
-    others_window: AtomicU64,
-    /// `delivered` as last settled, for window `settled_window - 1` (0: none).
-    settled: AtomicU64,
-    settled_window: AtomicU64,
-    /// The key's held connections, closed together when the quota is spent.
-    conns: Mutex<HashMap<u64, Weak<ConnHandle>>>,
-    /// Serializes this key's admissions and lease writes on this edge.
-    lease: tokio::sync::Mutex<Lease>,
-}
-
-impl KeyState {
-    fn new() -> KeyState {
-        KeyState {
-            connections: AtomicU32::new(0),
-            limited: AtomicBool::new(false),
-            quota: AtomicU32::new(0),
-            period: AtomicU32::new(0),
-            window: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            overrun: AtomicBool::new(false),
-            others: AtomicU64::new(0),
-            others_window: AtomicU64::new(0),
-            settled: AtomicU64::new(0),
-            settled_window: AtomicU64::new(0),
-            conns: Mutex::new(HashMap::new()),
-            lease: tokio::sync::Mutex::new(Lease {
-                published: 0,
-                retired: false,
-            }),
-        }
-    }
-
-    fn period(&self) -> u64 {
-        u64::from(self.period.load(Ordering::Acquire).max(1))
-    }
-
-    /// Moves the counters to the period containing `now`.
-    fn roll(&self, now: u64) -> u64 {
-        let window = now / self.period();
-        if self.window.swap(window, Ordering::AcqRel) != window {
-            self.delivered.store(0, Ordering::Release);
-            self.overrun.store(false, Ordering::Release);
-        }
-        window
-    }
-
-    /// The other edges' deliveries in `window`, as last settled.
-    fn others_in(&self, window: u64) -> u64 {
-        if self.others_window.load(Ordering::Acquire) == window + 1 {
-            self.others.load(Ordering::Acquire)
-        } else {
-            0
-        }
-    }
-
-    /// True while the quota is spent for the current period, cluster-wide.
-    fn spent(&self, now: u64) -> bool {
-        let quota = self.quota.load(Ordering::Acquire);
-        if quota == 0 {
-            return false;
-        }
-        let window = self.roll(now);
-        self.delivered
-            .load(Ordering::Acquire)
-            .saturating_add(self.others_in(window))
-            >= u64::from(quota)
-    }
-
-    /// True when every delivery of the current period has been settled.
-    fn settled_up(&self) -> bool {
-        let delivered = self.delivered.load(Ordering::Acquire);
-        self.quota.load(Ordering::Acquire) == 0
-            || delivered == 0
-            || (self.settled_window.load(Ordering::Acquire)
-                == self.window.load(Ordering::Acquire) + 1
-                && self.settled.load(Ordering::Acquire) == delivered)
-    }
-
-    /// Counts one delivery about to be queued to a connection of this key. `false`: over the
-    /// quota — the delivery must not be sent, and the key's connections have been told to
-    /// close.
-    pub(crate) fn admit_delivery(&self) -> bool {
-        let quota = self.quota.load(Ordering::Acquire);
-        if quota == 0 {
-            return true;
-        }
-        let window = self.roll(unix_now());
-        let room = u64::from(quota).saturating_sub(self.others_in(window));
-        let counted = self
-            .delivered
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
-                (d < room).then_some(d + 1)
-            });
-        if counted.is_ok() {
-            return true;
-        }
-        self.close_all();
-        false
-    }
-
-    /// Closes the key's connections, once per period.
-    fn close_all(&self) {
-        if !self.overrun.swap(true, Ordering::AcqRel) {
-            crate::metrics::EdgeMetrics::key_limited("quota");
-            let conns: Vec<Weak<ConnHandle>> = lock(&self.conns).values().cloned().collect();
-            for c in conns.iter().filter_map(Weak::upgrade) {
-                c.close(CloseReason::QuotaExceeded);
-            }
-        }
-    }
-
-    /// Sets the other edges' deliveries in `window`; when that spends the quota, the key's
-    /// connections on this edge close.
-    fn set_others(&self, window: u64, delivered: u64, now: u64) {
-        self.others.store(delivered, Ordering::Release);
-        self.others_window.store(window + 1, Ordering::Release);
-        let quota = self.quota.load(Ordering::Acquire);
-        if quota != 0
-            && self.roll(now) == window
-            && self
-                .delivered
-                .load(Ordering::Acquire)
-                .saturating_add(delivered)
-                >= u64::from(quota)
-            && !lock(&self.conns).is_empty()
-        {
-            self.close_all();
-        }
-    }
-
-    /// Remembers a held connection of this key.
-    pub(crate) fn register(&self, conn: &Arc<ConnHandle>) {
-        lock(&self.conns).insert(conn.id, Arc::downgrade(conn));
-    }
-
-    /// Forgets a held connection.
-    pub(crate) fn unregister(&self, id: u64) {
-        lock(&self.conns).remove(&id);
-    }
 }
 
 /// The table's shared part.
@@ -653,244 +484,11 @@ fn cluster_others(cluster: &Option<Arc<ClusterCounts>>, hash: &str) -> u32 {
     cluster.as_ref().map_or(0, |c| c.others_connections(hash))
 }
 
-/// One key's leases on the other edges: edge → (live connections, when last written).
-type EdgeLeases = HashMap<String, (u32, Instant)>;
-
-/// The other edges' leases and every edge's deliveries, as followed from the buckets.
-struct ClusterCounts {
-    leases: Arc<dyn KvBucket>,
-    usage: Arc<dyn KvBucket>,
-    codec: RecordCodec,
-    /// This edge's id in entry keys (random per process).
-    me: String,
-    /// Key hash → edge → (live connections, when last written).
-    lease_view: Mutex<HashMap<String, EdgeLeases>>,
-    /// Key hash → edge → deliveries of its current period (this edge's too).
-    usage_view: Mutex<HashMap<String, HashMap<String, UsageRecord>>>,
-    /// The last lease revision applied to the view.
-    applied: tokio::sync::watch::Sender<u64>,
-    last_log: Mutex<Option<Instant>>,
-}
-
-impl ClusterCounts {
-    fn new(leases: Arc<dyn KvBucket>, usage: Arc<dyn KvBucket>, codec: RecordCodec) -> Self {
-        ClusterCounts {
-            leases,
-            usage,
-            codec,
-            me: bus::key_state::new_edge_id(),
-            lease_view: Mutex::new(HashMap::new()),
-            usage_view: Mutex::new(HashMap::new()),
-            applied: tokio::sync::watch::Sender::new(0),
-            last_log: Mutex::new(None),
-        }
-    }
-
-    /// The other edges' live connections of `hash` (leases not rewritten within the TTL do
-    /// not count).
-    fn others_connections(&self, hash: &str) -> u32 {
-        lock(&self.lease_view).get(hash).map_or(0, |edges| {
-            edges
-                .values()
-                .filter(|(_, seen)| seen.elapsed() < LEASE_COUNTS_FOR)
-                .fold(0u32, |sum, (n, _)| sum.saturating_add(*n))
-        })
-    }
-
-    /// (this edge's, the other edges') deliveries to `hash` in the period starting at
-    /// `window_start`.
-    fn usage_of(&self, hash: &str, window_start: u64, period: u32) -> (u64, u64) {
-        let view = lock(&self.usage_view);
-        let Some(edges) = view.get(hash) else {
-            return (0, 0);
-        };
-        let mut out = (0u64, 0u64);
-        for (edge, r) in edges {
-            if r.window_start == window_start && r.period_secs == period {
-                if *edge == self.me {
-                    out.0 = out.0.saturating_add(r.delivered);
-                } else {
-                    out.1 = out.1.saturating_add(r.delivered);
-                }
-            }
-        }
-        out
-    }
-
-    async fn write(bucket: &dyn KvBucket, key: &str, value: bytes::Bytes) -> Result<u64, KvError> {
-        tokio::time::timeout(WRITE_TIMEOUT, bucket.put(key, value))
-            .await
-            .map_err(|_| KvError::Unavailable("write timed out".into()))?
-    }
-
-    async fn publish_lease(&self, hash: &str, connections: u32) -> Result<u64, KvError> {
-        let key = entry_key(hash, &self.me);
-        let value = self
-            .codec
-            .seal(LEASES_BUCKET, &key, &LeaseRecord { connections });
-        Self::write(self.leases.as_ref(), &key, value).await
-    }
-
-    async fn publish_usage(&self, hash: &str, record: &UsageRecord) -> Result<u64, KvError> {
-        let key = entry_key(hash, &self.me);
-        let value = self.codec.seal(USAGE_BUCKET, &key, record);
-        Self::write(self.usage.as_ref(), &key, value).await
-    }
-
-    /// Waits (a bounded time) until the lease watch has applied `revision`.
-    async fn caught_up(&self, revision: u64) {
-        let mut applied = self.applied.subscribe();
-        let _ = tokio::time::timeout(BARRIER_TIMEOUT, applied.wait_for(|r| *r >= revision)).await;
-    }
-
-    fn write_failed(&self, err: &KvError) {
-        let mut last = lock(&self.last_log);
-        if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-            *last = Some(Instant::now());
-            tracing::warn!(error = %err, "per-key counts cannot be written; limits use this edge's last view of the cluster");
-        }
-    }
-
-    /// Applies one lease entry from the watch.
-    fn apply_lease(&self, e: KvEntry) {
-        let revision = e.revision;
-        self.apply_lease_entry(e);
-        self.applied.send_if_modified(|r| {
-            let newer = revision > *r;
-            if newer {
-                *r = revision;
-            }
-            newer
-        });
-    }
-
-    fn apply_lease_entry(&self, e: KvEntry) {
-        let Some((hash, edge)) = split_entry_key(&e.key) else {
-            Refused::BadKey.count(LEASES_BUCKET, &e.key);
-            return;
-        };
-        if edge == self.me {
-            return;
-        }
-        let n = if e.deleted {
-            0
-        } else {
-            match self
-                .codec
-                .open::<LeaseRecord>(LEASES_BUCKET, &e.key, e.value)
-            {
-                Ok(r) => r.connections,
-                Err(r) => {
-                    r.count(LEASES_BUCKET, &e.key);
-                    return;
-                }
-            }
-        };
-        let mut view = lock(&self.lease_view);
-        if n == 0 {
-            if let Some(edges) = view.get_mut(hash) {
-                edges.remove(edge);
-                if edges.is_empty() {
-                    view.remove(hash);
-                }
-            }
-            return;
-        }
-        if !view.contains_key(hash) && view.len() >= MAX_VIEW_KEYS {
-            view.retain(|_, edges| {
-                edges.retain(|_, (_, seen)| seen.elapsed() < LEASE_COUNTS_FOR);
-                !edges.is_empty()
-            });
-            if view.len() >= MAX_VIEW_KEYS {
-                tracing::warn!(
-                    "per-key lease view full; a key's other connections are not counted"
-                );
-                return;
-            }
-        }
-        let edges = view.entry(hash.to_owned()).or_default();
-        if edges.contains_key(edge) || edges.len() < MAX_VIEW_EDGES {
-            edges.insert(edge.to_owned(), (n, Instant::now()));
-        }
-    }
-
-    /// Applies one usage entry from the watch; returns the key it is about.
-    fn apply_usage(&self, e: KvEntry) -> Option<String> {
-        let Some((hash, edge)) = split_entry_key(&e.key) else {
-            Refused::BadKey.count(USAGE_BUCKET, &e.key);
-            return None;
-        };
-        let mut view = lock(&self.usage_view);
-        let record = if e.deleted {
-            None
-        } else {
-            match self
-                .codec
-                .open::<UsageRecord>(USAGE_BUCKET, &e.key, e.value.clone())
-            {
-                Ok(r) => Some(r),
-                Err(r) => {
-                    r.count(USAGE_BUCKET, &e.key);
-                    return None;
-                }
-            }
-        };
-        let now = unix_now();
-        match record.filter(|r| {
-            r.period_secs > 0 && r.window_start.saturating_add(u64::from(r.period_secs)) > now
-        }) {
-            None => {
-                if let Some(edges) = view.get_mut(hash) {
-                    edges.remove(edge);
-                    if edges.is_empty() {
-                        view.remove(hash);
-                    }
-                }
-            }
-            Some(r) => {
-                if !view.contains_key(hash) && view.len() >= MAX_VIEW_KEYS {
-                    prune_usage(&mut view, now);
-                    if view.len() >= MAX_VIEW_KEYS {
-                        tracing::warn!(
-                            "per-key usage view full; a key's deliveries elsewhere are not counted"
-                        );
-                        return None;
-                    }
-                }
-                let edges = view.entry(hash.to_owned()).or_default();
-                if edges.contains_key(edge) || edges.len() < MAX_VIEW_EDGES {
-                    edges.insert(edge.to_owned(), r);
-                }
-            }
-        }
-        Some(hash.to_owned())
-    }
-
-    /// Forgets deliveries of periods that have ended.
-    fn prune_usage(&self, now: u64) {
-        prune_usage(&mut lock(&self.usage_view), now);
-    }
-
-    /// Forgets leases that were not rewritten within the TTL.
-    fn prune_leases(&self) {
-        lock(&self.lease_view).retain(|_, edges| {
-            edges.retain(|_, (_, seen)| seen.elapsed() < LEASE_COUNTS_FOR);
-            !edges.is_empty()
-        });
-    }
-}
-
-fn prune_usage(view: &mut HashMap<String, HashMap<String, UsageRecord>>, now: u64) {
-    view.retain(|_, edges| {
-        edges.retain(|_, r| r.window_start.saturating_add(u64::from(r.period_secs)) > now);
-        !edges.is_empty()
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::Transport;
+    use crate::conn::{CloseReason, ConnHandle, Transport};
+    use bus::key_state::{LEASES_BUCKET, LeaseRecord, entry_key};
     use bus::kv::MemoryState;
 
     const K: &str = "k";
