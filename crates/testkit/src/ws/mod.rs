@@ -8,8 +8,9 @@
 //!   (possibly invalid) frames, for bad-input tests.
 //! - [`WsEvent`], [`encode_events`], [`decode_events`]: the `application/websocket-events`
 //!   encoding of WebSocket-over-HTTP, written independently of the code under test.
-//! - [`WohOrigin`]: a WebSocket-over-HTTP origin (on top of [`Origin`](crate::Origin)) whose handler sees the
-//!   decoded events of each request; [`echo_reply`] is the standard GRIP echo behaviour.
+//! - [`WohOrigin`]: a WebSocket-over-HTTP origin (on top of [`Origin`](crate::Origin)) whose
+//!   handler sees the decoded events of each request; [`echo_reply`] is the standard GRIP echo
+//!   behaviour.
 //! - [`WsOrigin`]: a plain WebSocket origin for GRIP WebSocket passthrough, accepting with or
 //!   without the `grip` extension, or refusing the handshake.
 
