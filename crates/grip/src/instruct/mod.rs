@@ -2,7 +2,7 @@
 //! `application/grip-instruct` JSON body.
 //!
 //! The data model ([`Instruct`] and its parts) and the detection of a GRIP response live here;
-//! the two wire forms are parsed in [`headers`] and [`json`].
+//! the two wire forms are parsed in `headers` ([`parse_headers`]) and `json` ([`parse_json`]).
 
 mod headers;
 mod hvalue;

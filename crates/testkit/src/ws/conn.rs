@@ -77,7 +77,8 @@ pub enum WsConnectError {
 }
 
 /// One end of a WebSocket connection: the client end from [`WsConn::connect`], or the origin
-/// end from [`WsOrigin::accept`]. Dropping it closes the TCP connection without a close frame.
+/// end from [`WsOrigin::accept`](super::WsOrigin::accept). Dropping it closes the TCP
+/// connection without a close frame.
 #[derive(Debug)]
 pub struct WsConn {
     ws: WebSocketStream<TcpStream>,
