@@ -92,22 +92,6 @@ pub struct WsConn {
     pub key: String,
 }
 
-impl WsConn {
-    /// The origin's end of a connection [`super::WsOrigin`] accepted.
-    pub(super) fn origin_end(
-        ws: WebSocketStream<TcpStream>,
-        headers: HeaderMap,
-        uri: String,
-    ) -> WsConn {
-        WsConn {
-            ws,
-            headers,
-            uri,
-            key: String::new(),
-        }
-    }
-}
-
 /// The tungstenite configuration of every test connection (large message limits).
 pub(super) fn client_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -348,6 +332,20 @@ impl WsConn {
     pub async fn drop_tcp(self) {
         let mut stream = self.ws.into_inner();
         let _ = stream.shutdown().await;
+    }
+
+    /// The origin's end of a connection [`super::WsOrigin`] accepted.
+    pub(super) fn origin_end(
+        ws: WebSocketStream<TcpStream>,
+        headers: HeaderMap,
+        uri: String,
+    ) -> WsConn {
+        WsConn {
+            ws,
+            headers,
+            uri,
+            key: String::new(),
+        }
     }
 }
 
