@@ -9,7 +9,7 @@
 //! same with a [`ControlError`].
 
 use crate::instruct::{KeepAliveMode, MAX_FILTERS_PER_CHANNEL, MIN_KEEP_ALIVE_SECS};
-use crate::jsonutil;
+use crate::jsonutil::{self, Obj};
 use crate::publish::{WsMessageType, parse_ws_type};
 use bytes::Bytes;
 use serde_json::Value;
@@ -118,31 +118,7 @@ fn parse_value(v: &Value) -> Result<ControlMessage, String> {
     };
     let kind = jsonutil::req_str(obj, PN, "type")?;
     match kind {
-        "subscribe" | "unsubscribe" => {
-            let channel = jsonutil::req_str(obj, PN, "channel")?;
-            if channel.is_empty() {
-                return Err(jsonutil::invalid_value(PN, "channel"));
-            }
-            let channel = channel.to_owned();
-            if kind == "unsubscribe" {
-                return Ok(ControlMessage::Unsubscribe { channel });
-            }
-            let filters = match jsonutil::opt_list(obj, PN, "filters")? {
-                None => Vec::new(),
-                Some(list) => {
-                    jsonutil::string_list(list, "filters contains value with wrong type")?
-                }
-            };
-            if filters.len() > MAX_FILTERS_PER_CHANNEL {
-                return Err(format!("too many filters for channel '{channel}'"));
-            }
-            let prev_id = jsonutil::opt_str(obj, PN, "prev-id")?.map(str::to_owned);
-            Ok(ControlMessage::Subscribe {
-                channel,
-                filters,
-                prev_id,
-            })
-        }
+        "subscribe" | "unsubscribe" => parse_subscription(obj, kind),
         "detach" => Ok(ControlMessage::Detach),
         "session" => Ok(ControlMessage::Session {
             id: jsonutil::opt_str(obj, PN, "id")?.unwrap_or("").to_owned(),
@@ -158,62 +134,104 @@ fn parse_value(v: &Value) -> Result<ControlMessage, String> {
                 value,
             })
         }
-        "keep-alive" | "send-delayed" => {
-            let explicit_type =
-                match jsonutil::opt_str(obj, PN, "message-type")? {
-                    None => None,
-                    Some(t) => Some(parse_ws_type(t).ok_or_else(|| {
-                        format!("{PN} contains 'message-type' with unknown value")
-                    })?),
-                };
-            let content = if let Some(b64) = jsonutil::opt_str(obj, PN, "content-bin")? {
-                let bytes = jsonutil::decode_base64(b64)
-                    .ok_or_else(|| format!("{PN} contains 'content-bin' with invalid base64"))?;
-                Some((
-                    explicit_type.unwrap_or(WsMessageType::Binary),
-                    Bytes::from(bytes),
-                ))
-            } else {
-                jsonutil::opt_str(obj, PN, "content")?.map(|s| {
-                    (
-                        explicit_type.unwrap_or(WsMessageType::Text),
-                        Bytes::copy_from_slice(s.as_bytes()),
-                    )
-                })
-            };
-            let timeout = match content {
-                Some(_) => jsonutil::opt_uint(obj, PN, "timeout")?,
-                None => None,
-            };
-            if kind == "keep-alive" {
-                let mode = match jsonutil::opt_str(obj, PN, "mode")? {
-                    None | Some("idle") => KeepAliveMode::Idle,
-                    Some("interval") => KeepAliveMode::Interval,
-                    Some(_) => return Err(format!("{PN} contains 'mode' with unknown value")),
-                };
-                Ok(ControlMessage::KeepAlive {
-                    content,
-                    timeout_secs: timeout
-                        .unwrap_or(DEFAULT_WS_KEEP_ALIVE_SECS)
-                        .clamp(MIN_KEEP_ALIVE_SECS, crate::MAX_DURATION_SECS),
-                    mode,
-                })
-            } else {
-                let Some((kind, content)) = content else {
-                    return Err(format!("{PN} does not contain 'content' or 'content-bin'"));
-                };
-                Ok(ControlMessage::SendDelayed {
-                    kind,
-                    content,
-                    timeout_secs: timeout
-                        .unwrap_or(DEFAULT_SEND_DELAYED_SECS)
-                        .min(crate::MAX_DURATION_SECS),
-                })
-            }
-        }
+        "keep-alive" => parse_keep_alive(obj),
+        "send-delayed" => parse_send_delayed(obj),
         "flush-delayed" => Ok(ControlMessage::FlushDelayed),
         other => Err(format!("'type' contains unknown value: {other}")),
     }
+}
+
+/// `subscribe` (channel, filters, prev-id) or `unsubscribe` (channel).
+fn parse_subscription(obj: &Obj, kind: &str) -> Result<ControlMessage, String> {
+    let channel = jsonutil::req_str(obj, PN, "channel")?;
+    if channel.is_empty() {
+        return Err(jsonutil::invalid_value(PN, "channel"));
+    }
+    let channel = channel.to_owned();
+    if kind == "unsubscribe" {
+        return Ok(ControlMessage::Unsubscribe { channel });
+    }
+    let filters = match jsonutil::opt_list(obj, PN, "filters")? {
+        None => Vec::new(),
+        Some(list) => jsonutil::string_list(list, "filters contains value with wrong type")?,
+    };
+    if filters.len() > MAX_FILTERS_PER_CHANNEL {
+        return Err(format!("too many filters for channel '{channel}'"));
+    }
+    let prev_id = jsonutil::opt_str(obj, PN, "prev-id")?.map(str::to_owned);
+    Ok(ControlMessage::Subscribe {
+        channel,
+        filters,
+        prev_id,
+    })
+}
+
+/// `keep-alive`: optional content (none disables keep-alives), period and mode.
+fn parse_keep_alive(obj: &Obj) -> Result<ControlMessage, String> {
+    let (content, timeout) = parse_timed_content(obj)?;
+    let mode = match jsonutil::opt_str(obj, PN, "mode")? {
+        None | Some("idle") => KeepAliveMode::Idle,
+        Some("interval") => KeepAliveMode::Interval,
+        Some(_) => return Err(format!("{PN} contains 'mode' with unknown value")),
+    };
+    Ok(ControlMessage::KeepAlive {
+        content,
+        timeout_secs: timeout
+            .unwrap_or(DEFAULT_WS_KEEP_ALIVE_SECS)
+            .clamp(MIN_KEEP_ALIVE_SECS, crate::MAX_DURATION_SECS),
+        mode,
+    })
+}
+
+/// `send-delayed`: content (required) and delay.
+fn parse_send_delayed(obj: &Obj) -> Result<ControlMessage, String> {
+    let (content, timeout) = parse_timed_content(obj)?;
+    let Some((kind, content)) = content else {
+        return Err(format!("{PN} does not contain 'content' or 'content-bin'"));
+    };
+    Ok(ControlMessage::SendDelayed {
+        kind,
+        content,
+        timeout_secs: timeout
+            .unwrap_or(DEFAULT_SEND_DELAYED_SECS)
+            .min(crate::MAX_DURATION_SECS),
+    })
+}
+
+/// Message content of `keep-alive`/`send-delayed`, with its `timeout` (only read when content
+/// is given, as in Pushpin).
+type TimedContent = (Option<(WsMessageType, Bytes)>, Option<u64>);
+
+/// The `message-type`, `content-bin`/`content` and `timeout` fields of `keep-alive` and
+/// `send-delayed`.
+fn parse_timed_content(obj: &Obj) -> Result<TimedContent, String> {
+    let explicit_type = match jsonutil::opt_str(obj, PN, "message-type")? {
+        None => None,
+        Some(t) => Some(
+            parse_ws_type(t)
+                .ok_or_else(|| format!("{PN} contains 'message-type' with unknown value"))?,
+        ),
+    };
+    let content = if let Some(b64) = jsonutil::opt_str(obj, PN, "content-bin")? {
+        let bytes = jsonutil::decode_base64(b64)
+            .ok_or_else(|| format!("{PN} contains 'content-bin' with invalid base64"))?;
+        Some((
+            explicit_type.unwrap_or(WsMessageType::Binary),
+            Bytes::from(bytes),
+        ))
+    } else {
+        jsonutil::opt_str(obj, PN, "content")?.map(|s| {
+            (
+                explicit_type.unwrap_or(WsMessageType::Text),
+                Bytes::copy_from_slice(s.as_bytes()),
+            )
+        })
+    };
+    let timeout = match content {
+        Some(_) => jsonutil::opt_uint(obj, PN, "timeout")?,
+        None => None,
+    };
+    Ok((content, timeout))
 }
 
 #[cfg(test)]

@@ -148,43 +148,21 @@ pub async fn serve<H, Fut>(
 {
     let tracker = TaskTracker::new();
     let open = options.connections.clone();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .max_buf_size(options.max_header_bytes.max(8192));
-    // Checked here, once the process is about to serve (after configuration errors had their
-    // chance to end it with one line).
-    let nofile = crate::fdlimit::current_nofile_limit();
-    let max_connections = if options.max_connections == usize::MAX {
-        crate::fdlimit::budget(nofile)
-    } else {
-        crate::fdlimit::fit_connections(options.max_connections, nofile)
-    };
+    let builder = http1_builder(&options);
+    let max_connections = connection_limit(&options);
     let mut spare = SpareFd::new();
     loop {
         spare.refill();
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) if is_out_of_fds(&err) && spare.release() => {
-                    // Out of descriptors: the spare one takes the waiting client, which gets
-                    // a 503 instead of waiting unanswered in the kernel's queue.
-                    if let Ok(Ok((stream, _))) =
-                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
-                    {
-                        tracker.spawn(refuse(stream));
-                    }
-                    continue;
-                }
-                Err(err) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                on_accept_error(&listener, err, &mut spare, &tracker).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         if open.current() >= max_connections {
@@ -193,52 +171,112 @@ pub async fn serve<H, Fut>(
             continue;
         }
         let slot = open.take();
-        let handler = handler.clone();
-        let builder = builder.clone();
-        let shutdown = shutdown.clone();
-        let tls = options.tls.as_ref().map(|t| t.load_full());
-        let handshake_timeout = options.header_read_timeout;
-        let body_timeout = options.body_timeout;
+        let conn = Accepted {
+            stream,
+            tls: options.tls.as_ref().map(|t| t.load_full()),
+            handshake_timeout: options.header_read_timeout,
+            info: ConnInfo {
+                peer,
+                tls: options.tls.is_some(),
+                abort: CancellationToken::new(),
+                body_timeout: options.body_timeout,
+            },
+        };
+        let (builder, handler, shutdown) = (builder.clone(), handler.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _slot = slot;
-            let info = ConnInfo {
-                peer,
-                tls: tls.is_some(),
-                abort: CancellationToken::new(),
-                body_timeout,
-            };
-            // Each kind of connection is its own heap allocation, sized for what it holds: a
-            // task's future is as large as its largest state, and the TLS one (a rustls
-            // connection inline) would otherwise make every plain connection pay for it.
-            match tls {
-                None => {
-                    Box::pin(serve_connection(
-                        builder,
-                        TokioIo::new(stream),
-                        info,
-                        handler,
-                        shutdown,
-                    ))
-                    .await;
-                }
-                Some(config) => {
-                    Box::pin(serve_tls(
-                        builder,
-                        stream,
-                        config,
-                        handshake_timeout,
-                        info,
-                        handler,
-                        shutdown,
-                    ))
-                    .await;
-                }
-            }
+            serve_accepted(conn, builder, handler, shutdown).await;
         });
     }
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// The hyper connection builder every connection is served with.
+fn http1_builder(options: &ServerOptions) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(options.max_header_bytes.max(8192));
+    builder
+}
+
+/// Open connections at most, fitted under the open-file limit.
+fn connection_limit(options: &ServerOptions) -> usize {
+    // Checked here, once the process is about to serve (after configuration errors had their
+    // chance to end it with one line).
+    let nofile = crate::fdlimit::current_nofile_limit();
+    if options.max_connections == usize::MAX {
+        crate::fdlimit::budget(nofile)
+    } else {
+        crate::fdlimit::fit_connections(options.max_connections, nofile)
+    }
+}
+
+/// Handles a failed `accept` before the loop goes on.
+async fn on_accept_error(
+    listener: &TcpListener,
+    err: std::io::Error,
+    spare: &mut SpareFd,
+    tracker: &TaskTracker,
+) {
+    if is_out_of_fds(&err) && spare.release() {
+        // Out of descriptors: the spare one takes the waiting client, which gets
+        // a 503 instead of waiting unanswered in the kernel's queue.
+        if let Ok(Ok((stream, _))) =
+            tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
+        {
+            tracker.spawn(refuse(stream));
+        }
+        return;
+    }
+    // Out of file descriptors and similar: back off instead of spinning.
+    tracing::warn!(error = %err, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// An accepted connection and what serving it needs.
+struct Accepted {
+    stream: tokio::net::TcpStream,
+    /// The TLS configuration current when it was accepted; `None` for plain HTTP.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handshake_timeout: Duration,
+    info: ConnInfo,
+}
+
+/// Serves one accepted connection, plain or TLS.
+async fn serve_accepted<H, Fut>(
+    conn: Accepted,
+    builder: hyper::server::conn::http1::Builder,
+    handler: H,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    // Each kind of connection is its own heap allocation, sized for what it holds: a
+    // task's future is as large as its largest state, and the TLS one (a rustls
+    // connection inline) would otherwise make every plain connection pay for it.
+    match conn.tls {
+        None => {
+            let io = TokioIo::new(conn.stream);
+            Box::pin(serve_connection(builder, io, conn.info, handler, shutdown)).await;
+        }
+        Some(config) => {
+            Box::pin(serve_tls(
+                builder,
+                conn.stream,
+                config,
+                conn.handshake_timeout,
+                conn.info,
+                handler,
+                shutdown,
+            ))
+            .await;
+        }
+    }
 }
 
 /// One descriptor held back for answering clients when the process runs out (the classic
