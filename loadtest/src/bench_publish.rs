@@ -1,5 +1,6 @@
 //! `gripmesh-loadtest publish`: how many items per second one control process accepts.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -10,8 +11,9 @@ use anyhow::{Result, bail};
 use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
-use proto::v1::PublishRequest;
-use tokio::sync::Semaphore;
+use proto::v1::{PublishReply, PublishRequest};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 
 use crate::procfs::{self, Machine};
 use crate::publish::{self, Api, Formats};
@@ -115,6 +117,19 @@ impl Totals {
     }
 }
 
+/// What every publishing task shares: the items to publish, their ids, the totals and when to
+/// stop.
+struct Load {
+    channels: Vec<String>,
+    payload: String,
+    formats: Formats,
+    /// Unique ids across runs too (the de-dup window outlives a run).
+    ids: Option<Arc<str>>,
+    next_id: Arc<AtomicU64>,
+    totals: Arc<Totals>,
+    deadline: Instant,
+}
+
 /// Runs the publish benchmark.
 pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
     if args.batch == 0 || args.concurrency == 0 {
@@ -137,148 +152,40 @@ pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
     if let Some(s) = &spawned {
         pids.push(s.pid);
     }
-    let formats = Formats {
-        ws: true,
-        stream: true,
-        ..Formats::default()
-    };
     let channels: Vec<String> = (0..args.channels.max(1))
         .map(|j| format!("{}{j}", args.channel_prefix))
         .collect();
     let payload = crate::msg::encode(0, crate::msg::now_us(), args.size);
-    let batch = args.batch;
-    // Unique ids across runs too (the de-dup window outlives a run).
     let ids: Option<Arc<str>> = args
         .ids
         .then(|| format!("b{:x}", crate::msg::now_us()).into());
-    let next_id = Arc::new(AtomicU64::new(0));
     let totals = Arc::new(Totals::default());
     let cpu0 = procfs::tree_cpu_secs(&pids);
     let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(args.duration);
+    let load = Load {
+        channels,
+        payload,
+        formats: Formats {
+            ws: true,
+            stream: true,
+            ..Formats::default()
+        },
+        ids,
+        next_id: Arc::new(AtomicU64::new(0)),
+        totals: totals.clone(),
+        deadline: started + Duration::from_secs_f64(args.duration),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     match args.api {
         Api::Nchan => {
             bail!("`publish` measures the HTTP and gRPC publish APIs; use `run --api nchan`")
         }
-        Api::Http => {
-            let channels_json = channels
-                .iter()
-                .map(serde_json::to_string)
-                .collect::<Result<Vec<_>, _>>()?;
-            let body_for = move |ids: Option<(&str, u64)>| {
-                let mut body = String::from("{\"items\":[");
-                for (i, ch) in channels_json.iter().cycle().take(batch).enumerate() {
-                    if i > 0 {
-                        body.push(',');
-                    }
-                    let id = ids.map(|(p, n)| format!("{p}-{:x}", n + i as u64));
-                    let extra = publish::Extra {
-                        id: id.as_deref(),
-                        sender: None,
-                    };
-                    publish::push_json_item(&mut body, ch, &payload, formats, extra);
-                }
-                body.push_str("]}");
-                Bytes::from(body)
-            };
-            let fixed = body_for(None);
-            let body_for = Arc::new(body_for);
-            let client = publish::http_client();
-            let url = publish::base_uri(&publish_url, "/publish/")?;
-            for _ in 0..args.concurrency {
-                let (client, url, fixed, totals) =
-                    (client.clone(), url.clone(), fixed.clone(), totals.clone());
-                let (body_for, next_id, ids) = (body_for.clone(), next_id.clone(), ids.clone());
-                let items = args.batch as u64;
-                let pace = (args.rate > 0.0)
-                    .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
-                tasks.spawn(async move {
-                    let mut tick = pace.map(tokio::time::interval);
-                    while Instant::now() < deadline {
-                        if let Some(t) = tick.as_mut() {
-                            t.tick().await;
-                        }
-                        let body = match &ids {
-                            Some(p) => {
-                                body_for(Some((p, next_id.fetch_add(items, Ordering::Relaxed))))
-                            }
-                            None => fixed.clone(),
-                        };
-                        let o = publish::post(&client, &url, body, items).await;
-                        totals.outcome(o.accepted, o.elapsed, o.error);
-                    }
-                });
-            }
-        }
+        Api::Http => spawn_http(args, load, &publish_url, &mut tasks)?,
         Api::Grpc => {
             let Some(g) = grpc_url.clone() else {
                 bail!("--api grpc needs --grpc URL");
             };
-            let req = PublishRequest {
-                items: (0..args.batch)
-                    .map(|i| {
-                        publish::grpc_item(
-                            &channels[i % channels.len()],
-                            &payload,
-                            formats,
-                            publish::Extra::default(),
-                        )
-                    })
-                    .collect(),
-            };
-            for _ in 0..args.concurrency {
-                let (tx, mut replies) = publish::grpc_stream(&g).await?;
-                let window = Arc::new(Semaphore::new(args.window.max(1)));
-                let sent_at = Arc::new(Mutex::new(std::collections::VecDeque::new()));
-                let (req, totals2) = (req.clone(), totals.clone());
-                let (w2, s2) = (window.clone(), sent_at.clone());
-                let (next_id, ids) = (next_id.clone(), ids.clone());
-                tasks.spawn(async move {
-                    while Instant::now() < deadline {
-                        let Ok(p) = w2.acquire().await else { break };
-                        p.forget();
-                        s2.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push_back(Instant::now());
-                        let mut r = req.clone();
-                        if let Some(p) = &ids {
-                            let n0 = next_id.fetch_add(r.items.len() as u64, Ordering::Relaxed);
-                            for (i, it) in r.items.iter_mut().enumerate() {
-                                it.id = format!("{p}-{:x}", n0 + i as u64);
-                            }
-                        }
-                        if tx.send(r).await.is_err() {
-                            totals2.outcome(0, Duration::ZERO, Some("stream closed".into()));
-                            break;
-                        }
-                    }
-                });
-                let totals3 = totals.clone();
-                tasks.spawn(async move {
-                    loop {
-                        let r = tokio::time::timeout(Duration::from_secs(30), replies.message());
-                        let (items, err) = match r.await {
-                            Ok(Ok(Some(r))) if r.error.is_empty() => (u64::from(r.accepted), None),
-                            Ok(Ok(Some(r))) => (0, Some(r.error)),
-                            Ok(Ok(None)) => break,
-                            Ok(Err(s)) => (0, Some(s.message().to_owned())),
-                            Err(_) => break,
-                        };
-                        let t = sent_at
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .pop_front();
-                        totals3.outcome(items, t.map_or(Duration::ZERO, |t| t.elapsed()), err);
-                        window.add_permits(1);
-                        if Instant::now() >= deadline
-                            && sent_at.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-                        {
-                            break;
-                        }
-                    }
-                });
-            }
+            spawn_grpc(args, &load, &g, &mut tasks).await?;
         }
     }
     while tasks.join_next().await.is_some() {}
@@ -288,13 +195,214 @@ pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
     if let Some(s) = spawned {
         s.stop().await;
     }
+    Ok(result(args, machine, &totals, elapsed, server_cpu_pct))
+}
+
+/// `--concurrency` HTTP publishers, each posting one batch after the other (paced by `--rate`).
+fn spawn_http(
+    args: &PublishArgs,
+    load: Load,
+    publish_url: &str,
+    tasks: &mut JoinSet<()>,
+) -> Result<()> {
+    let Load {
+        channels,
+        payload,
+        formats,
+        ids,
+        next_id,
+        totals,
+        deadline,
+    } = load;
+    let batch = args.batch;
+    let channels_json = channels
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()?;
+    let body_for = move |ids: Option<(&str, u64)>| {
+        let mut body = String::from("{\"items\":[");
+        for (i, ch) in channels_json.iter().cycle().take(batch).enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            let id = ids.map(|(p, n)| format!("{p}-{:x}", n + i as u64));
+            let extra = publish::Extra {
+                id: id.as_deref(),
+                sender: None,
+            };
+            publish::push_json_item(&mut body, ch, &payload, formats, extra);
+        }
+        body.push_str("]}");
+        Bytes::from(body)
+    };
+    let fixed = body_for(None);
+    let body_for = Arc::new(body_for);
+    let client = publish::http_client();
+    let url = publish::base_uri(publish_url, "/publish/")?;
+    for _ in 0..args.concurrency {
+        let (client, url, fixed, totals) =
+            (client.clone(), url.clone(), fixed.clone(), totals.clone());
+        let (body_for, next_id, ids) = (body_for.clone(), next_id.clone(), ids.clone());
+        let items = args.batch as u64;
+        let pace =
+            (args.rate > 0.0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
+        tasks.spawn(async move {
+            let mut tick = pace.map(tokio::time::interval);
+            while Instant::now() < deadline {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                let body = match &ids {
+                    Some(p) => body_for(Some((p, next_id.fetch_add(items, Ordering::Relaxed)))),
+                    None => fixed.clone(),
+                };
+                let o = publish::post(&client, &url, body, items).await;
+                totals.outcome(o.accepted, o.elapsed, o.error);
+            }
+        });
+    }
+    Ok(())
+}
+
+/// `--concurrency` gRPC streams, each with a sender keeping `--window` requests in flight and a
+/// receiver timing their replies.
+async fn spawn_grpc(
+    args: &PublishArgs,
+    load: &Load,
+    grpc_url: &str,
+    tasks: &mut JoinSet<()>,
+) -> Result<()> {
+    let req = PublishRequest {
+        items: (0..args.batch)
+            .map(|i| {
+                publish::grpc_item(
+                    &load.channels[i % load.channels.len()],
+                    &load.payload,
+                    load.formats,
+                    publish::Extra::default(),
+                )
+            })
+            .collect(),
+    };
+    for _ in 0..args.concurrency {
+        let (tx, replies) = publish::grpc_stream(grpc_url).await?;
+        let window = Arc::new(Semaphore::new(args.window.max(1)));
+        let sent_at = Arc::new(Mutex::new(VecDeque::new()));
+        tasks.spawn(grpc_sender(
+            tx,
+            req.clone(),
+            load.ids.clone(),
+            load.next_id.clone(),
+            load.totals.clone(),
+            InFlight {
+                window: window.clone(),
+                sent_at: sent_at.clone(),
+                deadline: load.deadline,
+            },
+        ));
+        tasks.spawn(grpc_receiver(
+            replies,
+            load.totals.clone(),
+            InFlight {
+                window,
+                sent_at,
+                deadline: load.deadline,
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// A gRPC stream's requests in flight, shared by its sender and its receiver.
+struct InFlight {
+    /// One permit per request that may be sent before its reply.
+    window: Arc<Semaphore>,
+    /// When each request in flight was sent, oldest first.
+    sent_at: Arc<Mutex<VecDeque<Instant>>>,
+    deadline: Instant,
+}
+
+/// Sends `req` (with fresh ids when asked) whenever the window allows, until the deadline.
+async fn grpc_sender(
+    tx: mpsc::Sender<PublishRequest>,
+    req: PublishRequest,
+    ids: Option<Arc<str>>,
+    next_id: Arc<AtomicU64>,
+    totals: Arc<Totals>,
+    f: InFlight,
+) {
+    while Instant::now() < f.deadline {
+        let Ok(p) = f.window.acquire().await else {
+            break;
+        };
+        p.forget();
+        f.sent_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(Instant::now());
+        let mut r = req.clone();
+        if let Some(p) = &ids {
+            let n0 = next_id.fetch_add(r.items.len() as u64, Ordering::Relaxed);
+            for (i, it) in r.items.iter_mut().enumerate() {
+                it.id = format!("{p}-{:x}", n0 + i as u64);
+            }
+        }
+        if tx.send(r).await.is_err() {
+            totals.outcome(0, Duration::ZERO, Some("stream closed".into()));
+            break;
+        }
+    }
+}
+
+/// Books each reply against its request's send time and reopens the window, until the deadline
+/// has passed and nothing is in flight (or the stream ends or stalls).
+async fn grpc_receiver(
+    mut replies: tonic::Streaming<PublishReply>,
+    totals: Arc<Totals>,
+    f: InFlight,
+) {
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(30), replies.message());
+        let (items, err) = match r.await {
+            Ok(Ok(Some(r))) if r.error.is_empty() => (u64::from(r.accepted), None),
+            Ok(Ok(Some(r))) => (0, Some(r.error)),
+            Ok(Ok(None)) => break,
+            Ok(Err(s)) => (0, Some(s.message().to_owned())),
+            Err(_) => break,
+        };
+        let t = f
+            .sent_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        totals.outcome(items, t.map_or(Duration::ZERO, |t| t.elapsed()), err);
+        f.window.add_permits(1);
+        if Instant::now() >= f.deadline
+            && f.sent_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        {
+            break;
+        }
+    }
+}
+
+/// The benchmark's result document.
+fn result(
+    args: &PublishArgs,
+    machine: Machine,
+    totals: &Totals,
+    elapsed: f64,
+    server_cpu_pct: Option<f64>,
+) -> PublishResult {
     let items = totals.items.load(Ordering::Relaxed);
     let latency = totals
         .latency
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
-    Ok(PublishResult {
+    PublishResult {
         system: args.system.clone(),
         scenario: args.scenario.clone(),
         machine,
@@ -318,5 +426,5 @@ pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
-    })
+    }
 }

@@ -400,113 +400,149 @@ impl Publisher {
         formats: Formats,
         labels: &Labels,
     ) -> Vec<Outcome> {
+        let tick = Tick {
+            channels,
+            channels_json,
+            step,
+            size,
+            formats,
+            labels,
+        };
         match self {
-            Publisher::Http { client, url } => {
-                // One call after the other: concurrent calls could overtake each other and
-                // break the per-channel order the clients check.
-                let mut out = Vec::with_capacity(batches.len());
-                for b in batches {
-                    let ts = msg::now_us();
-                    let mut body = String::with_capacity(64 + b.items() as usize * (size + 80));
-                    body.push_str("{\"items\":[");
-                    let mut first = true;
-                    for &(ch, n0, cnt) in &b.runs {
-                        for n in n0..n0 + cnt {
-                            if !std::mem::take(&mut first) {
-                                body.push(',');
-                            }
-                            let seq = msg::make_seq(step, n);
-                            let p = msg::encode(seq, ts, size);
-                            let id = labels.id(seq);
-                            let extra = Extra {
-                                id: id.as_deref(),
-                                sender: labels.sender.as_deref(),
-                            };
-                            push_json_item(&mut body, &channels_json[ch], &p, formats, extra);
-                        }
-                    }
-                    body.push_str("]}");
-                    out.push(post(client, url, Bytes::from(body), b.items()).await);
-                }
-                out
-            }
-            Publisher::Nchan { client, base } => {
-                // One call per item, one after the other (order per channel).
-                let mut out = Vec::with_capacity(batches.len());
-                for b in batches {
-                    let started = Instant::now();
-                    let mut accepted = 0;
-                    let mut error = None;
-                    for &(ch, n0, cnt) in &b.runs {
-                        let url = match nchan_url(base, &channels[ch]) {
-                            Ok(u) => u,
-                            Err(e) => {
-                                error.get_or_insert(format!("{e:#}"));
-                                continue;
-                            }
-                        };
-                        for n in n0..n0 + cnt {
-                            let p = msg::encode(msg::make_seq(step, n), msg::now_us(), size);
-                            let o = post_as(client, &url, "text/plain", Bytes::from(p), 1).await;
-                            accepted += o.accepted;
-                            if let Some(e) = o.error {
-                                error.get_or_insert(e);
-                            }
-                        }
-                    }
-                    out.push(Outcome {
-                        accepted,
-                        error,
-                        elapsed: started.elapsed(),
-                    });
-                }
-                out
-            }
-            Publisher::Grpc { tx, replies } => {
-                let mut sent = Vec::new();
-                for b in batches {
-                    let ts = msg::now_us();
-                    let mut items = Vec::with_capacity(b.items() as usize);
-                    for &(ch, n0, cnt) in &b.runs {
-                        for n in n0..n0 + cnt {
-                            let seq = msg::make_seq(step, n);
-                            let p = msg::encode(seq, ts, size);
-                            let id = labels.id(seq);
-                            let extra = Extra {
-                                id: id.as_deref(),
-                                sender: labels.sender.as_deref(),
-                            };
-                            items.push(grpc_item(&channels[ch], &p, formats, extra));
-                        }
-                    }
-                    let started = Instant::now();
-                    let ok = tx.send(PublishRequest { items }).await.is_ok();
-                    sent.push((started, b.items(), ok));
-                }
-                let mut out = Vec::new();
-                for (started, items, ok) in sent {
-                    let (accepted, error) = if !ok {
-                        (0, Some("gRPC stream closed".to_owned()))
-                    } else {
-                        match tokio::time::timeout(Duration::from_secs(30), replies.message()).await
-                        {
-                            Ok(Ok(Some(r))) if r.error.is_empty() => (u64::from(r.accepted), None),
-                            Ok(Ok(Some(r))) => (0, Some(r.error)),
-                            Ok(Ok(None)) => (0, Some("gRPC stream ended".to_owned())),
-                            Ok(Err(s)) => (0, Some(format!("gRPC: {}", s.message()))),
-                            Err(_) => (0, Some("gRPC reply timed out".to_owned())),
-                        }
-                    };
-                    let _ = items;
-                    out.push(Outcome {
-                        accepted,
-                        error,
-                        elapsed: started.elapsed(),
-                    });
-                }
-                out
-            }
+            Publisher::Http { client, url } => tick.http(client, url, batches).await,
+            Publisher::Nchan { client, base } => tick.nchan(client, base, batches).await,
+            Publisher::Grpc { tx, replies } => tick.grpc(tx, replies, batches).await,
         }
+    }
+}
+
+/// What one tick's items are made of: channel names, step, payload size, formats and labels.
+struct Tick<'a> {
+    channels: &'a [String],
+    channels_json: &'a [String],
+    step: usize,
+    size: usize,
+    formats: Formats,
+    labels: &'a Labels,
+}
+
+impl Tick<'_> {
+    /// Each batch as one JSON body POSTed to the HTTP API.
+    async fn http(&self, client: &HttpClient, url: &http::Uri, batches: &[Batch]) -> Vec<Outcome> {
+        let (step, size, formats, labels) = (self.step, self.size, self.formats, self.labels);
+        // One call after the other: concurrent calls could overtake each other and
+        // break the per-channel order the clients check.
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let ts = msg::now_us();
+            let mut body = String::with_capacity(64 + b.items() as usize * (size + 80));
+            body.push_str("{\"items\":[");
+            let mut first = true;
+            for &(ch, n0, cnt) in &b.runs {
+                for n in n0..n0 + cnt {
+                    if !std::mem::take(&mut first) {
+                        body.push(',');
+                    }
+                    let seq = msg::make_seq(step, n);
+                    let p = msg::encode(seq, ts, size);
+                    let id = labels.id(seq);
+                    let extra = Extra {
+                        id: id.as_deref(),
+                        sender: labels.sender.as_deref(),
+                    };
+                    push_json_item(&mut body, &self.channels_json[ch], &p, formats, extra);
+                }
+            }
+            body.push_str("]}");
+            out.push(post(client, url, Bytes::from(body), b.items()).await);
+        }
+        out
+    }
+
+    /// Each item as its own POST to Nchan; a batch's outcome sums its items'.
+    async fn nchan(&self, client: &HttpClient, base: &str, batches: &[Batch]) -> Vec<Outcome> {
+        let (step, size) = (self.step, self.size);
+        // One call per item, one after the other (order per channel).
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let started = Instant::now();
+            let mut accepted = 0;
+            let mut error = None;
+            for &(ch, n0, cnt) in &b.runs {
+                let url = match nchan_url(base, &self.channels[ch]) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        error.get_or_insert(format!("{e:#}"));
+                        continue;
+                    }
+                };
+                for n in n0..n0 + cnt {
+                    let p = msg::encode(msg::make_seq(step, n), msg::now_us(), size);
+                    let o = post_as(client, &url, "text/plain", Bytes::from(p), 1).await;
+                    accepted += o.accepted;
+                    if let Some(e) = o.error {
+                        error.get_or_insert(e);
+                    }
+                }
+            }
+            out.push(Outcome {
+                accepted,
+                error,
+                elapsed: started.elapsed(),
+            });
+        }
+        out
+    }
+
+    /// Every batch sent on the gRPC stream as one request, then their replies read in order.
+    async fn grpc(
+        &self,
+        tx: &mpsc::Sender<PublishRequest>,
+        replies: &mut tonic::Streaming<PublishReply>,
+        batches: &[Batch],
+    ) -> Vec<Outcome> {
+        let (step, size, formats, labels) = (self.step, self.size, self.formats, self.labels);
+        let mut sent = Vec::new();
+        for b in batches {
+            let ts = msg::now_us();
+            let mut items = Vec::with_capacity(b.items() as usize);
+            for &(ch, n0, cnt) in &b.runs {
+                for n in n0..n0 + cnt {
+                    let seq = msg::make_seq(step, n);
+                    let p = msg::encode(seq, ts, size);
+                    let id = labels.id(seq);
+                    let extra = Extra {
+                        id: id.as_deref(),
+                        sender: labels.sender.as_deref(),
+                    };
+                    items.push(grpc_item(&self.channels[ch], &p, formats, extra));
+                }
+            }
+            let started = Instant::now();
+            let ok = tx.send(PublishRequest { items }).await.is_ok();
+            sent.push((started, b.items(), ok));
+        }
+        let mut out = Vec::new();
+        for (started, items, ok) in sent {
+            let (accepted, error) = if !ok {
+                (0, Some("gRPC stream closed".to_owned()))
+            } else {
+                match tokio::time::timeout(Duration::from_secs(30), replies.message()).await {
+                    Ok(Ok(Some(r))) if r.error.is_empty() => (u64::from(r.accepted), None),
+                    Ok(Ok(Some(r))) => (0, Some(r.error)),
+                    Ok(Ok(None)) => (0, Some("gRPC stream ended".to_owned())),
+                    Ok(Err(s)) => (0, Some(format!("gRPC: {}", s.message()))),
+                    Err(_) => (0, Some("gRPC reply timed out".to_owned())),
+                }
+            };
+            let _ = items;
+            out.push(Outcome {
+                accepted,
+                error,
+                elapsed: started.elapsed(),
+            });
+        }
+        out
     }
 }
 

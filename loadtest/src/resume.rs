@@ -7,6 +7,7 @@
 //! For every client it measures the time from the start of its connection to the last missed
 //! item, checks it got exactly the items after the anchor in order, and closes it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -249,6 +251,7 @@ pub async fn run(args: &ResumeArgs) -> Result<ResumeResult> {
     r
 }
 
+/// Publishes the items, then resumes every client after the anchor and gathers the result.
 async fn run_inner(
     args: &ResumeArgs,
     edges: &[String],
@@ -256,39 +259,11 @@ async fn run_inner(
     pids: &[u32],
     machine: Machine,
 ) -> Result<ResumeResult> {
-    let mut targets: Vec<(SocketAddr, Arc<str>)> = Vec::new();
-    for e in edges {
-        let host = e
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
-        let addr = tokio::net::lookup_host(&host)
-            .await
-            .with_context(|| format!("resolving {host}"))?
-            .next()
-            .ok_or_else(|| anyhow!("{host}: no address"))?;
-        targets.push((addr, host.into()));
-    }
+    let targets = resolve_targets(edges).await?;
     let formats = Formats::for_transports(&[args.transport]);
     let labels = labels();
     let anchor = labels.id(0).unwrap_or_default();
-    let channel_json = serde_json::to_string(&args.channel)?;
-
-    // Publish the anchor and the items the clients will have missed.
-    let client = publish::http_client();
-    let url = publish::base_uri(publish_url, "/publish/")?;
-    let t_pub = Instant::now();
-    let mut n = 0;
-    while n <= args.items {
-        let to = (n + args.max_batch.max(1)).min(args.items + 1);
-        let b = body(&channel_json, &labels, n, to, args.size, formats);
-        let o = publish::post(&client, &url, b, to - n).await;
-        if let Some(e) = o.error {
-            bail!("publishing items {n}..{to}: {e}");
-        }
-        n = to;
-    }
-    let publish_s = t_pub.elapsed().as_secs_f64();
+    let publish_s = publish_missed(args, publish_url, &labels, formats).await?;
     eprintln!(
         "published {} items (ids {anchor} …) in {publish_s:.3} s",
         args.items + 1
@@ -296,83 +271,21 @@ async fn run_inner(
 
     let (path, header) = resume_request(args.transport, &args.channel, &anchor)?;
     let header: Option<Arc<str>> = header.map(Into::into);
-    let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    let all = Arc::new(Mutex::new(stats::new_hist()));
-    let first = Arc::new(Mutex::new(stats::new_hist()));
-    let errors = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
-    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default()); // complete, failed, incomplete, wrong
-    let timeout = Duration::from_secs_f64(args.timeout.max(0.1));
+    let tally = Arc::new(Tally::new());
     let cpu0 = procfs::tree_cpu_secs(pids);
     let started = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for idx in 0..args.clients {
-        let Ok(permit) = sem.clone().acquire_owned().await else {
-            break;
-        };
-        let (addr, host) = targets[idx % targets.len()].clone();
-        let plan = Plan {
-            idx,
-            transport: args.transport,
-            addr,
-            host,
-            path: path.clone(),
-            source: None,
-            header: header.clone(),
-        };
-        let (all, first, errors, counts) =
-            (all.clone(), first.clone(), errors.clone(), counts.clone());
-        let want = args.items;
-        set.spawn(async move {
-            let t0 = Instant::now();
-            let mut replay = Replay::new(want, t0);
-            let outcome = tokio::time::timeout(timeout, async {
-                let conn = clients::connect(&plan).await.map_err(|e| (1, e))?;
-                clients::read(&plan, conn, &mut replay)
-                    .await
-                    .map_err(|e| (2, e))
-            })
-            .await;
-            drop(permit);
-            let slot = match outcome {
-                _ if replay.complete() => 0,
-                _ if replay.wrong => 3,
-                Ok(Err((kind, e))) => {
-                    let mut m = format!("{e:#}");
-                    m.truncate(100);
-                    *errors
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(m)
-                        .or_default() += 1;
-                    kind
-                }
-                Ok(Ok(())) => 2,
-                Err(_) => 2,
-            };
-            counts[slot].fetch_add(1, Ordering::Relaxed);
-            if slot == 0 {
-                stats::record(
-                    &mut all.lock().unwrap_or_else(|e| e.into_inner()),
-                    t0.elapsed().as_micros() as u64,
-                );
-            }
-            if let Some(f) = replay.first {
-                stats::record(
-                    &mut first.lock().unwrap_or_else(|e| e.into_inner()),
-                    f.as_micros() as u64,
-                );
-            }
-        });
-        while set.try_join_next().is_some() {}
-    }
-    while set.join_next().await.is_some() {}
+    resume_all(args, &targets, &path, header, &tally).await;
     let elapsed = started.elapsed().as_secs_f64();
     let server_cpu_pct = (!pids.is_empty())
         .then(|| ((procfs::tree_cpu_secs(pids) - cpu0) / elapsed * 1000.0).round() / 10.0);
-    let c = |i: usize| counts[i].load(Ordering::Relaxed);
-    let time_all = Summary::of(&all.lock().unwrap_or_else(|e| e.into_inner()));
-    let time_first = Summary::of(&first.lock().unwrap_or_else(|e| e.into_inner()));
-    let errors = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let c = |i: usize| tally.counts[i].load(Ordering::Relaxed);
+    let time_all = Summary::of(&tally.all.lock().unwrap_or_else(|e| e.into_inner()));
+    let time_first = Summary::of(&tally.first.lock().unwrap_or_else(|e| e.into_inner()));
+    let errors = tally
+        .errors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     for (e, n) in &errors {
         eprintln!("  {n} × {e}");
     }
@@ -396,6 +309,155 @@ async fn run_inner(
         server_cpu_pct,
         errors,
     })
+}
+
+/// Each edge's address and `Host`.
+async fn resolve_targets(edges: &[String]) -> Result<Vec<(SocketAddr, Arc<str>)>> {
+    let mut targets: Vec<(SocketAddr, Arc<str>)> = Vec::new();
+    for e in edges {
+        let host = e
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let addr = tokio::net::lookup_host(&host)
+            .await
+            .with_context(|| format!("resolving {host}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{host}: no address"))?;
+        targets.push((addr, host.into()));
+    }
+    Ok(targets)
+}
+
+/// Publishes the anchor and the items the clients will have missed; returns the seconds it
+/// took.
+async fn publish_missed(
+    args: &ResumeArgs,
+    publish_url: &str,
+    labels: &Labels,
+    formats: Formats,
+) -> Result<f64> {
+    let channel_json = serde_json::to_string(&args.channel)?;
+    let client = publish::http_client();
+    let url = publish::base_uri(publish_url, "/publish/")?;
+    let t_pub = Instant::now();
+    let mut n = 0;
+    while n <= args.items {
+        let to = (n + args.max_batch.max(1)).min(args.items + 1);
+        let b = body(&channel_json, labels, n, to, args.size, formats);
+        let o = publish::post(&client, &url, b, to - n).await;
+        if let Some(e) = o.error {
+            bail!("publishing items {n}..{to}: {e}");
+        }
+        n = to;
+    }
+    Ok(t_pub.elapsed().as_secs_f64())
+}
+
+/// What the resuming clients found, booked as each one ends.
+struct Tally {
+    /// Connect → last item, of complete clients.
+    all: Mutex<Histogram<u64>>,
+    /// Connect → first item.
+    first: Mutex<Histogram<u64>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    /// Clients complete, failed, incomplete, wrong.
+    counts: [AtomicU64; 4],
+}
+
+/// Resumes `--clients` clients, at most `--concurrency` at a time, and waits for them all.
+async fn resume_all(
+    args: &ResumeArgs,
+    targets: &[(SocketAddr, Arc<str>)],
+    path: &str,
+    header: Option<Arc<str>>,
+    tally: &Arc<Tally>,
+) {
+    let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let timeout = Duration::from_secs_f64(args.timeout.max(0.1));
+    let mut set = tokio::task::JoinSet::new();
+    for idx in 0..args.clients {
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            break;
+        };
+        let (addr, host) = targets[idx % targets.len()].clone();
+        let plan = Plan {
+            idx,
+            transport: args.transport,
+            addr,
+            host,
+            path: path.to_owned(),
+            source: None,
+            header: header.clone(),
+        };
+        let tally = tally.clone();
+        let want = args.items;
+        set.spawn(async move {
+            let t0 = Instant::now();
+            let mut replay = Replay::new(want, t0);
+            let outcome = tokio::time::timeout(timeout, async {
+                let conn = clients::connect(&plan).await.map_err(|e| (1, e))?;
+                clients::read(&plan, conn, &mut replay)
+                    .await
+                    .map_err(|e| (2, e))
+            })
+            .await;
+            drop(permit);
+            let slot = match outcome {
+                _ if replay.complete() => 0,
+                _ if replay.wrong => 3,
+                Ok(Err((kind, e))) => {
+                    tally.error(&e);
+                    kind
+                }
+                Ok(Ok(())) => 2,
+                Err(_) => 2,
+            };
+            tally.book(slot, t0, replay.first);
+        });
+        while set.try_join_next().is_some() {}
+    }
+    while set.join_next().await.is_some() {}
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            all: Mutex::new(stats::new_hist()),
+            first: Mutex::new(stats::new_hist()),
+            errors: Mutex::new(BTreeMap::new()),
+            counts: Default::default(),
+        }
+    }
+
+    /// Counts a failure reason (its first 100 bytes).
+    fn error(&self, e: &anyhow::Error) {
+        let mut m = format!("{e:#}");
+        m.truncate(100);
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(m)
+            .or_default() += 1;
+    }
+
+    /// Books a client that ended in `slot` (see `counts`), started at `t0`.
+    fn book(&self, slot: usize, t0: Instant, first: Option<Duration>) {
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        if slot == 0 {
+            stats::record(
+                &mut self.all.lock().unwrap_or_else(|e| e.into_inner()),
+                t0.elapsed().as_micros() as u64,
+            );
+        }
+        if let Some(f) = first {
+            stats::record(
+                &mut self.first.lock().unwrap_or_else(|e| e.into_inner()),
+                f.as_micros() as u64,
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,13 @@ use anyhow::Result;
 use bytes::Bytes;
 use clap::Args;
 use futures_util::StreamExt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
 
 /// Flags of `soak`.
 #[derive(Debug, Args)]
@@ -67,6 +69,26 @@ pub async fn soak(a: &SoakArgs) -> Result<bool> {
     let churn = Arc::new(Churn::default());
     let deadline = Instant::now() + Duration::from_secs(a.duration);
 
+    let tasks = spawn_clients(a, edge, &churn, deadline);
+    let publisher = spawn_publisher(a, publish_url, &churn, deadline);
+    let started = Instant::now();
+    let samples = sample(a, pid, &churn, started, deadline).await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = publisher.await;
+    server.stop().await;
+    Ok(verdict(a, started, &samples, &churn))
+}
+
+/// `--clients` clients (even ones WebSocket, odd ones HTTP stream), each opening sessions of
+/// random length on random channels one after the other until the deadline.
+fn spawn_clients(
+    a: &SoakArgs,
+    edge: SocketAddr,
+    churn: &Arc<Churn>,
+    deadline: Instant,
+) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for i in 0..a.clients {
         let (churn, channels) = (churn.clone(), a.channels.max(1));
@@ -91,26 +113,43 @@ pub async fn soak(a: &SoakArgs) -> Result<bool> {
             }
         }));
     }
-    let publisher = {
-        let (churn, channels) = (churn.clone(), a.channels.max(1));
-        tokio::spawn(async move {
-            let client = http_client();
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            let mut k = 0u64;
-            while Instant::now() < deadline {
-                tick.tick().await;
-                k += 1;
-                let ch = format!("soak{}", k as usize % channels);
-                let body = format!(
-                    r#"{{"items":[{{"channel":"{ch}","formats":{{"ws-message":{{"content":"m{k}"}},"http-stream":{{"content":"m{k}\n"}}}}}}]}}"#
-                );
-                let out = post(&client, &publish_url, Bytes::from(body), 1).await;
-                churn.published.fetch_add(out.accepted, Ordering::Relaxed);
-            }
-        })
-    };
+    tasks
+}
 
-    let started = Instant::now();
+/// One item every 50 ms, round-robin over the channels, until the deadline.
+fn spawn_publisher(
+    a: &SoakArgs,
+    publish_url: http::Uri,
+    churn: &Arc<Churn>,
+    deadline: Instant,
+) -> JoinHandle<()> {
+    let (churn, channels) = (churn.clone(), a.channels.max(1));
+    tokio::spawn(async move {
+        let client = http_client();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut k = 0u64;
+        while Instant::now() < deadline {
+            tick.tick().await;
+            k += 1;
+            let ch = format!("soak{}", k as usize % channels);
+            let body = format!(
+                r#"{{"items":[{{"channel":"{ch}","formats":{{"ws-message":{{"content":"m{k}"}},"http-stream":{{"content":"m{k}\n"}}}}}}]}}"#
+            );
+            let out = post(&client, &publish_url, Bytes::from(body), 1).await;
+            churn.published.fetch_add(out.accepted, Ordering::Relaxed);
+        }
+    })
+}
+
+/// Samples the server's RSS and open fds every `--sample` seconds until the deadline:
+/// (seconds since `started`, RSS KiB, fds).
+async fn sample(
+    a: &SoakArgs,
+    pid: u32,
+    churn: &Churn,
+    started: Instant,
+    deadline: Instant,
+) -> Vec<(u64, u64, u64)> {
     let mut samples: Vec<(u64, u64, u64)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(a.sample.max(1)));
     while Instant::now() < deadline {
@@ -126,19 +165,18 @@ pub async fn soak(a: &SoakArgs) -> Result<bool> {
             churn.published.load(Ordering::Relaxed),
         );
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let _ = publisher.await;
-    server.stop().await;
+    samples
+}
 
+/// Prints the summary; true when RSS and fds grew no more than allowed after the warm-up.
+fn verdict(a: &SoakArgs, started: Instant, samples: &[(u64, u64, u64)], churn: &Churn) -> bool {
     let warm: Vec<&(u64, u64, u64)> = samples.iter().filter(|(t, _, _)| *t >= a.warmup).collect();
     let (Some(first), Some(last)) = (warm.first(), warm.last()) else {
         println!(
             "soak: too short to judge (no sample after the {} s warm-up)",
             a.warmup
         );
-        return Ok(false);
+        return false;
     };
     let peak_rss = warm.iter().map(|s| s.1).max().unwrap_or(0);
     let rss_growth = last.1.saturating_sub(first.1);
@@ -161,7 +199,7 @@ pub async fn soak(a: &SoakArgs) -> Result<bool> {
         fd_growth,
         if ok { "pass" } else { "FAIL" },
     );
-    Ok(ok)
+    ok
 }
 
 /// One WebSocket session on the built-in test origin: connect, receive until `stay`, close.
