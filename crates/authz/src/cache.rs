@@ -204,11 +204,11 @@ mod tests {
     }
 
     fn deny(body: usize) -> Outcome {
-        Outcome::Deny {
+        Outcome::Refused(crate::Refusal::Denied {
             status: 401,
             headers: Vec::new(),
             body: Bytes::from(vec![b'x'; body]),
-        }
+        })
     }
 
     const BIG: Bounds = Bounds {

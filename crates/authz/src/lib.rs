@@ -8,15 +8,16 @@
 mod breaker;
 mod cache;
 pub mod credential;
+mod error;
 mod gateway;
 pub mod limits;
 mod metrics;
 
 use breaker::Breaker;
 use bus::cluster_state::{CaughtUp, RevocationSet};
-use bytes::Bytes;
 use cache::DecisionCache;
 use dashmap::DashMap;
+use error::Refusal;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use proto::v1::{AuthzHeader, CheckRequest, CheckResponse, Decision};
@@ -81,32 +82,42 @@ enum Outcome {
         /// Per-key limits and expiry from the gateway (and a JWT credential's `exp`).
         limits: limits::Limits,
     },
-    Deny {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Bytes,
-    },
-    Error(String),
+    /// Denied or undecided; only the gateway's own denies are cached.
+    Refused(Refusal),
 }
 
 impl Outcome {
     /// Bytes this outcome holds (for the cache's byte bound).
     fn weight(&self) -> usize {
-        let pairs = |v: &[(String, String)]| v.iter().map(|(n, v)| n.len() + v.len() + 48).sum();
         match self {
-            Outcome::Allow { headers, .. } => pairs(headers),
-            Outcome::Deny { headers, body, .. } => pairs(headers) + body.len(),
-            Outcome::Error(reason) => reason.len(),
+            Outcome::Allow { headers, .. } => header_weight(headers),
+            Outcome::Refused(refusal) => refusal.weight(),
         }
     }
 
+    /// The `decision` label of `gripmesh_authz_checks_total`.
     fn label(&self) -> &'static str {
         match self {
             Outcome::Allow { .. } => "allow",
-            Outcome::Deny { .. } => "deny",
-            Outcome::Error(_) => "error",
+            Outcome::Refused(refusal) => refusal.decision(),
         }
     }
+}
+
+/// Bytes a list of headers holds in the cache, bookkeeping included.
+fn header_weight(headers: &[(String, String)]) -> usize {
+    headers.iter().map(|(n, v)| n.len() + v.len() + 48).sum()
+}
+
+/// Headers as the `CheckResponse` carries them.
+fn header_pairs(headers: &[(String, String)]) -> Vec<AuthzHeader> {
+    headers
+        .iter()
+        .map(|(name, value)| AuthzHeader {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
 }
 
 type InFlight = Shared<BoxFuture<'static, Outcome>>;
@@ -170,19 +181,10 @@ impl Authorizer {
         if hashes.iter().any(|h| inner.revoked.contains(h)) {
             // Revoked at the cluster: refused for the revocation's TTL, whatever the gateway
             // would say (it may take a while to propagate its own revocation).
-            inner.metrics.check("deny", false);
-            let outcome = Outcome::Deny {
-                status: 403,
-                headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
-                body: Bytes::from_static(b"Credential revoked.\n"),
-            };
-            let mut resp = self.response(&outcome, hashes, false);
-            resp.cache_ttl_seconds = 0;
-            return resp;
+            return self.answer(&Outcome::Refused(Refusal::Revoked), hashes, false);
         }
         if let Some(outcome) = inner.cache.get(&key, Instant::now()) {
-            inner.metrics.check(outcome.label(), true);
-            return self.response(&outcome, hashes, true);
+            return self.answer(&outcome, hashes, true);
         }
         let revocations_before = inner.revocations.load(Ordering::Acquire);
         let fut = inner
@@ -213,8 +215,8 @@ impl Authorizer {
         }
         let ttl = match &outcome {
             Outcome::Allow { .. } => Some(inner.config.allow_ttl),
-            Outcome::Deny { .. } => Some(inner.config.deny_ttl),
-            Outcome::Error(_) => None,
+            Outcome::Refused(Refusal::Denied { .. }) => Some(inner.config.deny_ttl),
+            Outcome::Refused(_) => None,
         };
         // A cached allow never outlives the credential's expiry.
         let ttl = match (&outcome, ttl) {
@@ -242,14 +244,13 @@ impl Authorizer {
                 .insert(key, outcome.clone(), hashes.clone(), expires, now);
             inner.metrics.cache_size(size.entries, size.bytes);
         }
-        inner.metrics.check(outcome.label(), false);
-        self.response(&outcome, hashes, false)
+        self.answer(&outcome, hashes, false)
     }
 
     async fn ask_gateway(&self, path_and_query: String, headers: Vec<(String, String)>) -> Outcome {
         let inner = &self.inner;
         if !inner.breaker.allow() {
-            return Outcome::Error("gateway circuit open".into());
+            return Outcome::Refused(Refusal::CircuitOpen);
         }
         let started = Instant::now();
         let result = inner.gateway.check(&path_and_query, &headers).await;
@@ -276,30 +277,28 @@ impl Authorizer {
                     })
                     .collect(),
             },
-            Ok(reply) if matches!(reply.status, 401 | 403 | 429) => Outcome::Deny {
-                status: reply.status,
-                headers: reply.headers,
-                body: reply.body,
-            },
-            Ok(reply) => Outcome::Error(format!("gateway answered {}", reply.status)),
-            Err(err) => Outcome::Error(err.to_string()),
+            Ok(reply) if matches!(reply.status, 401 | 403 | 429) => {
+                Outcome::Refused(Refusal::Denied {
+                    status: reply.status,
+                    headers: reply.headers,
+                    body: reply.body,
+                })
+            }
+            Ok(reply) => Outcome::Refused(Refusal::GatewayStatus(reply.status)),
+            Err(err) => Outcome::Refused(err.into()),
         };
-        inner.breaker.record(!matches!(outcome, Outcome::Error(_)));
-        if let Outcome::Error(reason) = &outcome {
+        let failed = matches!(&outcome, Outcome::Refused(r) if r.is_failure());
+        inner.breaker.record(!failed);
+        if let (true, Outcome::Refused(reason)) = (failed, &outcome) {
             tracing::warn!(%reason, "gateway check failed");
         }
         outcome
     }
 
-    fn response(&self, outcome: &Outcome, hashes: Vec<String>, cached: bool) -> CheckResponse {
-        let pairs = |v: &[(String, String)]| -> Vec<AuthzHeader> {
-            v.iter()
-                .map(|(name, value)| AuthzHeader {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect()
-        };
+    /// The one answer to a check, counted once in `gripmesh_authz_checks_total`: an allow
+    /// here, a refusal through [`Refusal::write`].
+    fn answer(&self, outcome: &Outcome, hashes: Vec<String>, cached: bool) -> CheckResponse {
+        self.inner.metrics.check(outcome.label(), cached);
         let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
         let mut resp = CheckResponse {
             credential_hash: hashes.first().cloned().unwrap_or_default(),
@@ -310,7 +309,7 @@ impl Authorizer {
         match outcome {
             Outcome::Allow { headers, limits } => {
                 resp.decision = Decision::Allow as i32;
-                resp.allow_headers = pairs(headers);
+                resp.allow_headers = header_pairs(headers);
                 resp.cache_ttl_seconds = secs(self.inner.config.allow_ttl);
                 resp.max_connections = limits.max_connections.unwrap_or(0);
                 if let Some((n, period)) = limits.message_quota {
@@ -319,20 +318,8 @@ impl Authorizer {
                 }
                 resp.expires_at = limits.expires_at.unwrap_or(0);
             }
-            Outcome::Deny {
-                status,
-                headers,
-                body,
-            } => {
-                resp.decision = Decision::Deny as i32;
-                resp.deny_status = u32::from(*status);
-                resp.deny_headers = pairs(headers);
-                resp.deny_body = body.clone();
-                resp.cache_ttl_seconds = secs(self.inner.config.deny_ttl);
-            }
-            Outcome::Error(reason) => {
-                resp.decision = Decision::Error as i32;
-                resp.error = reason.clone();
+            Outcome::Refused(refusal) => {
+                refusal.write(&mut resp, secs(self.inner.config.deny_ttl));
             }
         }
         resp

@@ -7,6 +7,7 @@ mod auth;
 mod browser;
 mod error;
 mod grpc;
+mod http_api;
 mod items;
 mod metrics;
 mod outbox;
@@ -137,7 +138,7 @@ impl Control {
             listener,
             self.inner.config.server.clone(),
             shutdown,
-            move |req, _peer| publish::handle(inner.clone(), req, loopback_only),
+            move |req, _peer| http_api::handle(inner.clone(), req, loopback_only),
         )
         .await;
     }
