@@ -232,10 +232,7 @@ impl Shared {
     }
 
     fn finished(&self) -> usize {
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.records.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -270,7 +267,10 @@ async fn open(plan: &Plan) -> Result<Conn> {
     let mut chunk = [0u8; 4096];
     loop {
         fed += probe.feed(&raw[fed..], |b| decoded.extend_from_slice(b))?;
-        if decoded.windows(INITIAL_BODY.len()).any(|w| w == INITIAL_BODY) {
+        if decoded
+            .windows(INITIAL_BODY.len())
+            .any(|w| w == INITIAL_BODY)
+        {
             return Ok(Conn::Stream(tcp, raw, body));
         }
         if probe.done() {
@@ -306,7 +306,9 @@ async fn client(a: Plan, b: Plan, shared: Arc<Shared>, permit: OwnedSemaphorePer
     shared.held.fetch_add(1, Ordering::Relaxed);
     let end = clients::read(&a, conn, &mut Ignore).await;
     let closed = Instant::now();
-    let how = end.err().map_or_else(|| "closed".to_owned(), |e| format!("{e:#}"));
+    let how = end
+        .err()
+        .map_or_else(|| "closed".to_owned(), |e| format!("{e:#}"));
     Shared::count(&shared.a_closes, how);
     match open_within(&b).await {
         Ok(conn) => {
@@ -324,7 +326,12 @@ async fn client(a: Plan, b: Plan, shared: Arc<Shared>, permit: OwnedSemaphorePer
 fn random_loopback() -> u32 {
     let r = crate::msg::now_us() ^ (u64::from(std::process::id()) << 20);
     let r = r ^ (r >> 29);
-    u32::from(Ipv4Addr::new(127, 1 + (r % 250) as u8, ((r / 250) % 256) as u8, 1))
+    u32::from(Ipv4Addr::new(
+        127,
+        1 + (r % 250) as u8,
+        ((r / 250) % 256) as u8,
+        1,
+    ))
 }
 
 /// The plans of client `i` on A and on B (same channel, same source address).
