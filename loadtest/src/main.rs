@@ -13,11 +13,14 @@
 //! * `table` / `report` — markdown rows from result files; HTML from a result file.
 //! * `storm` — reconnect storm: HTTP holds opened back to back, sustained open rate and
 //!   failures.
+//! * `drain` — the clients of a drained edge (SIGTERM) reconnecting to another: failures,
+//!   time to the last reconnect, per-client reconnect time.
 //! * `soak` — churning clients with steady publishing; fails when the server's RSS or open
 //!   files keep growing once warm.
 
 mod bench_publish;
 mod clients;
+mod drain;
 mod http1;
 mod msg;
 mod origin;
@@ -71,6 +74,8 @@ enum Cmd {
     /// Reconnect storm: open HTTP holds (stream, SSE, long-poll) back to back for a while and
     /// report the sustained open rate and failures.
     Storm(Box<storm::StormArgs>),
+    /// Hold clients on edge A, send it SIGTERM and time them reconnecting to edge B.
+    Drain(Box<drain::DrainArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -255,6 +260,7 @@ async fn main_inner(cli: Cli) -> Result<bool> {
         Cmd::Smoke(a) => cmd_smoke(&a).await,
         Cmd::Soak(a) => soak::soak(&a).await,
         Cmd::Storm(a) => storm::storm(&a).await,
+        Cmd::Drain(a) => drain::drain(&a).await,
         Cmd::Table(a) => {
             let rs = a
                 .files
