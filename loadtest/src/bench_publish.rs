@@ -23,7 +23,7 @@ use crate::stats::{self, Summary};
 
 /// Flags of `publish`.
 #[derive(Debug, Clone, Args)]
-pub struct PublishArgs {
+pub(crate) struct PublishArgs {
     /// System under test (`gripmesh`, `pushpin`).
     #[arg(long, default_value = "gripmesh")]
     pub system: String,
@@ -131,7 +131,7 @@ struct Load {
 }
 
 /// Runs the publish benchmark.
-pub async fn run(args: &PublishArgs) -> Result<PublishResult> {
+pub(crate) async fn run(args: &PublishArgs) -> Result<PublishResult> {
     if args.batch == 0 || args.concurrency == 0 {
         bail!("--batch and --concurrency must be at least 1");
     }

@@ -40,7 +40,7 @@ use crate::stats::{self, MAX_STEPS, Recorder};
     clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
-pub enum Transport {
+pub(crate) enum Transport {
     /// WebSocket (`ws-message` format).
     Ws,
     /// Server-sent events (`http-stream` format, `data:` lines).
@@ -53,7 +53,7 @@ pub enum Transport {
 
 impl Transport {
     /// Lowercase name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Transport::Ws => "ws",
             Transport::Sse => "sse",
@@ -64,18 +64,18 @@ impl Transport {
 }
 
 /// Connection state of a client slot (0 = not connected yet).
-pub mod state {
+pub(crate) mod state {
     /// Subscribed and reading.
-    pub const CONNECTED: u8 = 1;
+    pub(crate) const CONNECTED: u8 = 1;
     /// Could not connect.
-    pub const FAILED: u8 = 2;
+    pub(crate) const FAILED: u8 = 2;
     /// Was connected, then lost.
-    pub const CLOSED: u8 = 3;
+    pub(crate) const CLOSED: u8 = 3;
 }
 
 /// Per-client counters.
 #[derive(Debug, Default)]
-pub struct Slot {
+pub(crate) struct Slot {
     /// Messages received, by the step that published them.
     pub received: [AtomicU64; MAX_STEPS],
     /// Messages that arrived with a sequence number not above the previous one.
@@ -85,7 +85,7 @@ pub struct Slot {
 }
 
 /// State shared by every client of a run.
-pub struct Shared {
+pub(crate) struct Shared {
     /// Latencies.
     pub recorder: Recorder,
     /// One per client.
@@ -108,7 +108,7 @@ pub struct Shared {
 
 impl Shared {
     /// State for `n` clients.
-    pub fn new(n: usize) -> Shared {
+    pub(crate) fn new(n: usize) -> Shared {
         Shared {
             recorder: Recorder::default(),
             slots: (0..n).map(|_| Slot::default()).collect(),
@@ -161,7 +161,7 @@ fn group_key(msg: &str) -> String {
 
 /// Where and how one client connects.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Index into [`Shared::slots`].
     pub idx: usize,
     /// Transport.
@@ -198,7 +198,7 @@ async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStre
 }
 
 /// What a client does with each payload it reads (a WebSocket message, a stream line).
-pub trait OnPayload {
+pub(crate) trait OnPayload {
     /// Takes one payload; true when the client has read all it wanted (the read loop ends).
     fn on_payload(&mut self, line: &[u8]) -> bool;
 }
@@ -251,7 +251,7 @@ fn request(plan: &Plan, accept: &str) -> String {
 
 /// Runs one client until its task is aborted. `permit` (connection concurrency) is released
 /// once connected or failed.
-pub async fn run(plan: Plan, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
+pub(crate) async fn run(plan: Plan, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
     let started = Instant::now();
     let slot = &shared.slots[plan.idx];
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect(&plan)).await;
@@ -297,7 +297,7 @@ pub async fn run(plan: Plan, shared: Arc<Shared>, permit: OwnedSemaphorePermit) 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 /// An established client connection (subscribed, or the long-poll request sent).
-pub enum Conn {
+pub(crate) enum Conn {
     Ws(Box<Ws>),
     Stream(TcpStream, Vec<u8>, Body),
     Poll(TcpStream, Vec<u8>),
@@ -305,7 +305,7 @@ pub enum Conn {
 
 /// Reads `conn` into `rx` until it ends (`Err`, or `Ok` when closed cleanly) or `rx` has had
 /// enough (`Ok`).
-pub async fn read(plan: &Plan, conn: Conn, rx: &mut impl OnPayload) -> Result<()> {
+pub(crate) async fn read(plan: &Plan, conn: Conn, rx: &mut impl OnPayload) -> Result<()> {
     match conn {
         Conn::Ws(ws) => read_ws(ws, rx).await,
         Conn::Stream(tcp, buf, body) => read_stream(tcp, buf, body, rx).await,
@@ -314,7 +314,7 @@ pub async fn read(plan: &Plan, conn: Conn, rx: &mut impl OnPayload) -> Result<()
 }
 
 /// Connects and subscribes as `plan` says.
-pub async fn connect(plan: &Plan) -> Result<Conn> {
+pub(crate) async fn connect(plan: &Plan) -> Result<Conn> {
     let mut tcp = tcp_connect(plan.addr, plan.source).await?;
     match plan.transport {
         Transport::Ws => {

@@ -34,7 +34,7 @@ use crate::stats::{self, Summary};
 /// Hold kind of the drained clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DrainKind {
+pub(crate) enum DrainKind {
     /// `GET /sse` (Server-Sent Events hold).
     Sse,
     /// `GET /stream` (HTTP stream hold).
@@ -63,7 +63,7 @@ impl DrainKind {
 
 /// Flags of `drain`.
 #[derive(Debug, Clone, Args)]
-pub struct DrainArgs {
+pub(crate) struct DrainArgs {
     /// System under test (label).
     #[arg(long, default_value = "gripmesh")]
     pub system: String,
@@ -115,7 +115,7 @@ pub struct DrainArgs {
 
 /// What a drain measured.
 #[derive(Debug, Serialize)]
-pub struct DrainResult {
+pub(crate) struct DrainResult {
     system: String,
     scenario: String,
     kind: DrainKind,
@@ -134,7 +134,7 @@ pub struct DrainResult {
 
 /// The figures computed from the clients' records ([`summarize`]).
 #[derive(Debug, Default, PartialEq, Serialize)]
-pub struct Figures {
+pub(crate) struct Figures {
     /// Clients closed by A after the SIGTERM and held again on B.
     reconnected: u64,
     /// Clients closed by A after the SIGTERM whose reconnect to B failed.
@@ -416,7 +416,7 @@ fn relative_us(t: Instant, t0: Instant) -> i64 {
 
 /// Runs the drain and prints one summary line (and the JSON file when asked); true when every
 /// client was back on B.
-pub async fn drain(args: &DrainArgs) -> Result<bool> {
+pub(crate) async fn drain(args: &DrainArgs) -> Result<bool> {
     if args.clients == 0 || args.channels == 0 || args.timeout <= 0.0 {
         bail!("--clients, --channels and --timeout must be positive");
     }

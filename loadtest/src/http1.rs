@@ -12,7 +12,7 @@ const MAX_HEAD: usize = 64 * 1024;
 
 /// What the client needs from a response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
+pub(crate) struct Head {
     /// Status code.
     pub status: u16,
     /// `Transfer-Encoding: chunked`.
@@ -24,7 +24,7 @@ pub struct Head {
 }
 
 /// Parses a complete head (without the final blank line).
-pub fn parse_head(head: &[u8]) -> Result<Head> {
+pub(crate) fn parse_head(head: &[u8]) -> Result<Head> {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -60,7 +60,10 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
 }
 
 /// Reads a response head from `r`; bytes after it stay at the start of `buf`.
-pub async fn read_head<R: AsyncReadExt + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<Head> {
+pub(crate) async fn read_head<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Head> {
     loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = parse_head(&buf[..pos])?;
@@ -90,7 +93,7 @@ enum Chunk {
 
 /// Incremental decoder of a response body's framing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Body {
+pub(crate) enum Body {
     /// `Transfer-Encoding: chunked`.
     Chunked(ChunkState),
     /// `Content-Length`: bytes left.
@@ -101,11 +104,11 @@ pub enum Body {
 
 /// State of a chunked body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkState(Chunk);
+pub(crate) struct ChunkState(Chunk);
 
 impl Body {
     /// The framing of a response with this head.
-    pub fn for_head(h: &Head) -> Body {
+    pub(crate) fn for_head(h: &Head) -> Body {
         if h.chunked {
             Body::Chunked(ChunkState(Chunk::Size {
                 value: 0,
@@ -119,7 +122,7 @@ impl Body {
     }
 
     /// Whether the body is complete.
-    pub fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         matches!(
             self,
             Body::Chunked(ChunkState(Chunk::Done)) | Body::Length(0)
@@ -128,7 +131,7 @@ impl Body {
 
     /// Decodes `input`, passing body bytes to `f`; returns how many input bytes were used
     /// (less than `input.len()` only once the body is complete).
-    pub fn feed(&mut self, input: &[u8], mut f: impl FnMut(&[u8])) -> Result<usize> {
+    pub(crate) fn feed(&mut self, input: &[u8], mut f: impl FnMut(&[u8])) -> Result<usize> {
         match self {
             Body::UntilClose => {
                 f(input);

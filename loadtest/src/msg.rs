@@ -9,16 +9,16 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// First bytes of every payload.
-pub const MARKER: &[u8] = b"gm1 ";
+pub(crate) const MARKER: &[u8] = b"gm1 ";
 /// Bytes before the padding: marker, 16 hex digits, space, 16 hex digits.
-pub const HEADER_LEN: usize = 4 + 16 + 1 + 16;
+pub(crate) const HEADER_LEN: usize = 4 + 16 + 1 + 16;
 /// Smallest payload [`encode`] produces.
-pub const MIN_SIZE: usize = HEADER_LEN;
+pub(crate) const MIN_SIZE: usize = HEADER_LEN;
 /// Bits of a sequence number that count messages within a step.
 const STEP_SHIFT: u32 = 40;
 
 /// Microseconds since the Unix epoch (wall clock, so another process on the host can compare).
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -26,17 +26,17 @@ pub fn now_us() -> u64 {
 }
 
 /// The sequence number of message `n` of benchmark step `step`.
-pub fn make_seq(step: usize, n: u64) -> u64 {
+pub(crate) fn make_seq(step: usize, n: u64) -> u64 {
     ((step as u64) << STEP_SHIFT) | (n & ((1 << STEP_SHIFT) - 1))
 }
 
 /// The step a sequence number belongs to.
-pub fn seq_step(seq: u64) -> usize {
+pub(crate) fn seq_step(seq: u64) -> usize {
     (seq >> STEP_SHIFT) as usize
 }
 
 /// A payload of `size` bytes (at least [`MIN_SIZE`]) carrying `seq` and `ts_us`.
-pub fn encode(seq: u64, ts_us: u64, size: usize) -> String {
+pub(crate) fn encode(seq: u64, ts_us: u64, size: usize) -> String {
     let mut s = format!("gm1 {seq:016x} {ts_us:016x}");
     let size = size.max(MIN_SIZE);
     s.extend(std::iter::repeat_n('x', size - s.len()));
@@ -62,7 +62,7 @@ fn hex16(b: &[u8]) -> Option<u64> {
 
 /// `(seq, ts_us)` of a payload, a stream line or an SSE `data:` line; `None` for anything else
 /// (stream preambles, SSE comments and keep-alives).
-pub fn decode(line: &[u8]) -> Option<(u64, u64)> {
+pub(crate) fn decode(line: &[u8]) -> Option<(u64, u64)> {
     let line = line
         .strip_prefix(b"data: ")
         .or_else(|| line.strip_prefix(b"data:"))
@@ -75,7 +75,7 @@ pub fn decode(line: &[u8]) -> Option<(u64, u64)> {
 
 /// Splits a byte stream into `\n`-terminated lines across reads. Keeps the unterminated tail.
 #[derive(Debug, Default)]
-pub struct LineSplitter {
+pub(crate) struct LineSplitter {
     buf: Vec<u8>,
 }
 
@@ -84,7 +84,7 @@ const MAX_LINE: usize = 1 << 20;
 
 impl LineSplitter {
     /// Feeds `data`, calling `f` with every complete line (without the `\n`, `\r` trimmed).
-    pub fn feed(&mut self, mut data: &[u8], mut f: impl FnMut(&[u8])) {
+    pub(crate) fn feed(&mut self, mut data: &[u8], mut f: impl FnMut(&[u8])) {
         while let Some(pos) = data.iter().position(|&b| b == b'\n') {
             let (head, rest) = data.split_at(pos);
             if self.buf.is_empty() {

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 
 /// What a hold request asks for in its query (and `Last-Event-ID`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hold {
+pub(crate) struct Hold {
     /// Channel (default `test`).
     pub channel: String,
     /// Subscription filter names (at most 5, as GRIP allows).
@@ -52,7 +52,7 @@ fn token(v: &str) -> Option<&str> {
 
 impl Hold {
     /// Parses `query`; `last_event_id` (a header) stands for `prev-id` when the query has none.
-    pub fn parse(query: Option<&str>, last_event_id: Option<&str>) -> Hold {
+    pub(crate) fn parse(query: Option<&str>, last_event_id: Option<&str>) -> Hold {
         let mut h = Hold {
             channel: "test".to_owned(),
             filters: Vec::new(),
@@ -136,7 +136,7 @@ fn set(r: &mut Response<Full<Bytes>>, k: &'static str, v: &str) {
 
 /// The answer to a plain (non-WebSocket) request; `last_event_id` is the client's
 /// `Last-Event-ID` header.
-pub fn respond_http(
+pub(crate) fn respond_http(
     path: &str,
     query: Option<&str>,
     last_event_id: Option<&str>,
@@ -202,7 +202,7 @@ pub fn respond_http(
 
 /// The answer to a WebSocket-over-HTTP request carrying `events`: `OPEN` ⇒ `OPEN` and the
 /// hold's control messages; messages echoed with `m:`; `CLOSE` echoed.
-pub fn respond_ws(query: Option<&str>, events: &[WsEvent]) -> Response<Full<Bytes>> {
+pub(crate) fn respond_ws(query: Option<&str>, events: &[WsEvent]) -> Response<Full<Bytes>> {
     let hold = Hold::parse(query, None);
     let mut out = Vec::new();
     for ev in events {
@@ -262,7 +262,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 }
 
 /// Serves the origin on `listener` forever.
-pub async fn serve(listener: TcpListener) -> Result<()> {
+pub(crate) async fn serve(listener: TcpListener) -> Result<()> {
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(a) => a,
@@ -283,7 +283,7 @@ pub async fn serve(listener: TcpListener) -> Result<()> {
 }
 
 /// Binds `addr` and prints `listening origin <addr>` then `ready` (like gripmesh).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     let l = TcpListener::bind(addr).await?;
     println!("listening origin {}", l.local_addr()?);
     println!("ready");

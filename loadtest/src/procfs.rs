@@ -15,7 +15,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 /// `pid` and all its descendants (Pushpin's runner spawns condure, zurl, proxy and handler).
-pub fn process_tree(pid: u32) -> Vec<u32> {
+pub(crate) fn process_tree(pid: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
@@ -46,7 +46,7 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
 }
 
 /// Resident set size of one process in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -54,7 +54,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// Summed RSS (KiB) of `pids` and their descendants.
-pub fn tree_rss_kib(pids: &[u32]) -> u64 {
+pub(crate) fn tree_rss_kib(pids: &[u32]) -> u64 {
     pids.iter()
         .flat_map(|&p| process_tree(p))
         .collect::<BTreeSet<_>>()
@@ -64,7 +64,7 @@ pub fn tree_rss_kib(pids: &[u32]) -> u64 {
 }
 
 /// CPU seconds (user + system) used so far by one process.
-pub fn cpu_secs(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_secs(pid: u32) -> Option<f64> {
     let f = stat_fields(pid)?;
     // utime and stime are fields 14 and 15 (indices 11 and 12 after the name).
     let u: f64 = f.get(11)?.parse().ok()?;
@@ -73,7 +73,7 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
 }
 
 /// Summed CPU seconds of `pids` and their descendants.
-pub fn tree_cpu_secs(pids: &[u32]) -> f64 {
+pub(crate) fn tree_cpu_secs(pids: &[u32]) -> f64 {
     pids.iter()
         .flat_map(|&p| process_tree(p))
         .collect::<BTreeSet<_>>()
@@ -84,7 +84,7 @@ pub fn tree_cpu_secs(pids: &[u32]) -> f64 {
 
 /// The machine a result was measured on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Machine {
+pub(crate) struct Machine {
     /// Online CPUs.
     pub nproc: usize,
     /// `MemTotal` in KiB.
@@ -99,7 +99,7 @@ pub struct Machine {
 
 impl Machine {
     /// Reads the current machine.
-    pub fn current() -> Machine {
+    pub(crate) fn current() -> Machine {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         Machine {
             nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -125,7 +125,7 @@ impl Machine {
 }
 
 /// Raises the open-file soft limit to the hard limit; returns the new soft limit.
-pub fn raise_nofile() -> u64 {
+pub(crate) fn raise_nofile() -> u64 {
     match rlimit::Resource::NOFILE.get() {
         Ok((soft, hard)) => {
             if soft < hard && rlimit::Resource::NOFILE.set(hard, hard).is_ok() {

@@ -22,7 +22,7 @@ use crate::msg;
 /// Which publish API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Api {
+pub(crate) enum Api {
     /// `POST /publish/` with `{"items":[...]}`.
     Http,
     /// `gripmesh.v1.Publisher/PublishStream`.
@@ -34,7 +34,7 @@ pub enum Api {
 
 /// Which formats every item carries (only those the run's clients use).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Formats {
+pub(crate) struct Formats {
     /// `ws-message`.
     pub ws: bool,
     /// `http-stream`.
@@ -47,7 +47,7 @@ pub struct Formats {
 
 impl Formats {
     /// The formats `transports` need.
-    pub fn for_transports(transports: &[Transport]) -> Formats {
+    pub(crate) fn for_transports(transports: &[Transport]) -> Formats {
         let mut f = Formats::default();
         for t in transports {
             match t {
@@ -76,7 +76,7 @@ impl Formats {
 
 /// What an item carries besides its payload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Extra<'a> {
+pub(crate) struct Extra<'a> {
     /// The item's `id` (SSE events carry it as their `id:` line too, for `Last-Event-ID`).
     pub id: Option<&'a str>,
     /// Publish meta `sender` (what the `skip-self` filter compares with sub meta `user`).
@@ -85,7 +85,7 @@ pub struct Extra<'a> {
 
 /// How a run's items are labelled: ids `PREFIX-<seq hex>` and a publish meta `sender`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Labels {
+pub(crate) struct Labels {
     /// Give every item an id with this prefix.
     pub id_prefix: Option<String>,
     /// Publish meta `sender` on every item.
@@ -94,14 +94,14 @@ pub struct Labels {
 
 impl Labels {
     /// The id of the item with sequence number `seq`.
-    pub fn id(&self, seq: u64) -> Option<String> {
+    pub(crate) fn id(&self, seq: u64) -> Option<String> {
         self.id_prefix.as_ref().map(|p| format!("{p}-{seq:x}"))
     }
 }
 
 /// Appends one JSON item to `out`. `channel_json` is the JSON-quoted channel name; payloads are
 /// printable ASCII without quotes or backslashes ([`msg::encode`]), so only `\n` is escaped.
-pub fn push_json_item(
+pub(crate) fn push_json_item(
     out: &mut String,
     channel_json: &str,
     payload: &str,
@@ -149,7 +149,7 @@ pub fn push_json_item(
 }
 
 /// One gRPC item.
-pub fn grpc_item(channel: &str, payload: &str, f: Formats, extra: Extra<'_>) -> Item {
+pub(crate) fn grpc_item(channel: &str, payload: &str, f: Formats, extra: Extra<'_>) -> Item {
     Item {
         channel: channel.to_owned(),
         id: extra.id.unwrap_or_default().to_owned(),
@@ -178,21 +178,21 @@ pub fn grpc_item(channel: &str, payload: &str, f: Formats, extra: Extra<'_>) -> 
 /// One publish call's items: `(channel index, messages)` runs, channel-major, with sequence
 /// numbers `seq_base..seq_base+messages` on each channel.
 #[derive(Debug, Clone, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// `(channel index, first message number, count)`.
     pub runs: Vec<(usize, u64, u64)>,
 }
 
 impl Batch {
     /// Items in the batch.
-    pub fn items(&self) -> u64 {
+    pub(crate) fn items(&self) -> u64 {
         self.runs.iter().map(|r| r.2).sum()
     }
 }
 
 /// Splits one tick's `(channel, first message number, count)` runs into batches of at most
 /// `max_items`, in order.
-pub fn plan_tick(runs: &[(usize, u64, u64)], max_items: u64) -> Vec<Batch> {
+pub(crate) fn plan_tick(runs: &[(usize, u64, u64)], max_items: u64) -> Vec<Batch> {
     let max_items = max_items.max(1);
     let mut out = Vec::new();
     let mut cur = Batch::default();
@@ -220,7 +220,7 @@ pub fn plan_tick(runs: &[(usize, u64, u64)], max_items: u64) -> Vec<Batch> {
 
 /// The outcome of one publish call.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Items the server accepted.
     pub accepted: u64,
     /// Error text when it refused or failed.
@@ -233,7 +233,7 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 type GrpcHttp = Client<HttpConnector, tonic::body::Body>;
 
 /// A publisher for a run.
-pub enum Publisher {
+pub(crate) enum Publisher {
     /// HTTP API.
     Http {
         /// Connection pool.
@@ -258,7 +258,7 @@ pub enum Publisher {
 }
 
 /// Nchan's publish URL for `channel` (`base` is `http://host:port`).
-pub fn nchan_url(base: &str, channel: &str) -> Result<http::Uri> {
+pub(crate) fn nchan_url(base: &str, channel: &str) -> Result<http::Uri> {
     let mut path = String::from("/pub?id=");
     for b in channel.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -271,7 +271,7 @@ pub fn nchan_url(base: &str, channel: &str) -> Result<http::Uri> {
 }
 
 /// A pooled HTTP/1.1 client for the publish API.
-pub fn http_client() -> HttpClient {
+pub(crate) fn http_client() -> HttpClient {
     let mut c = HttpConnector::new();
     c.set_nodelay(true);
     Client::builder(TokioExecutor::new())
@@ -280,7 +280,7 @@ pub fn http_client() -> HttpClient {
 }
 
 /// `http://host:port` or `host:port` ⇒ an `http` URI with `path`.
-pub fn base_uri(base: &str, path: &str) -> Result<http::Uri> {
+pub(crate) fn base_uri(base: &str, path: &str) -> Result<http::Uri> {
     let b = if base.contains("://") {
         base.trim_end_matches('/').to_owned()
     } else {
@@ -292,7 +292,7 @@ pub fn base_uri(base: &str, path: &str) -> Result<http::Uri> {
 }
 
 /// Opens a `PublishStream` call to `base` (`http://host:port`).
-pub async fn grpc_stream(
+pub(crate) async fn grpc_stream(
     base: &str,
 ) -> Result<(mpsc::Sender<PublishRequest>, tonic::Streaming<PublishReply>)> {
     let uri = base_uri(base, "")?;
@@ -324,12 +324,12 @@ pub async fn grpc_stream(
 }
 
 /// POSTs one JSON body; `items` accepted on 200.
-pub async fn post(client: &HttpClient, url: &http::Uri, body: Bytes, items: u64) -> Outcome {
+pub(crate) async fn post(client: &HttpClient, url: &http::Uri, body: Bytes, items: u64) -> Outcome {
     post_as(client, url, "application/json", body, items).await
 }
 
 /// POSTs one body of `content_type`; `items` accepted on a 2xx.
-pub async fn post_as(
+pub(crate) async fn post_as(
     client: &HttpClient,
     url: &http::Uri,
     content_type: &'static str,
@@ -369,7 +369,7 @@ pub async fn post_as(
 
 impl Publisher {
     /// A publisher on `api`: HTTP (and Nchan) at `publish` or gRPC at `grpc`.
-    pub async fn new(api: Api, publish: &str, grpc: Option<&str>) -> Result<Publisher> {
+    pub(crate) async fn new(api: Api, publish: &str, grpc: Option<&str>) -> Result<Publisher> {
         Ok(match api {
             Api::Nchan => Publisher::Nchan {
                 client: http_client(),
@@ -390,7 +390,7 @@ impl Publisher {
     #[allow(clippy::too_many_arguments)]
     /// Publishes the batches of one tick, stamping each with the current time right before it
     /// is built; returns one outcome per batch.
-    pub async fn publish_tick(
+    pub(crate) async fn publish_tick(
         &mut self,
         batches: &[Batch],
         channels: &[String],

@@ -30,7 +30,7 @@ use crate::stats::{self, Summary};
 
 /// Flags of `resume`.
 #[derive(Debug, Clone, Args)]
-pub struct ResumeArgs {
+pub(crate) struct ResumeArgs {
     /// System under test, for reports.
     #[arg(long, default_value = "gripmesh")]
     pub system: String,
@@ -87,7 +87,7 @@ pub struct ResumeArgs {
 
 /// The result of `gripmesh-loadtest resume`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ResumeResult {
+pub(crate) struct ResumeResult {
     /// `gripmesh`, …
     pub system: String,
     /// Scenario name.
@@ -128,7 +128,7 @@ pub struct ResumeResult {
 
 /// Checks one client's replay: items `1..=want` in order, each once.
 #[derive(Debug)]
-pub struct Replay {
+pub(crate) struct Replay {
     want: u64,
     next: u64,
     wrong: bool,
@@ -138,7 +138,7 @@ pub struct Replay {
 
 impl Replay {
     /// Expects items `1..=want`, timed from `started`.
-    pub fn new(want: u64, started: Instant) -> Replay {
+    pub(crate) fn new(want: u64, started: Instant) -> Replay {
         Replay {
             want,
             next: 1,
@@ -149,7 +149,7 @@ impl Replay {
     }
 
     /// Every item arrived, in order, once.
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.next > self.want && !self.wrong
     }
 }
@@ -214,7 +214,7 @@ fn resume_request(t: Transport, channel: &str, anchor: &str) -> Result<(String, 
 }
 
 /// Runs the resume benchmark.
-pub async fn run(args: &ResumeArgs) -> Result<ResumeResult> {
+pub(crate) async fn run(args: &ResumeArgs) -> Result<ResumeResult> {
     if args.clients == 0 || args.items == 0 {
         bail!("--clients and --items must be at least 1");
     }

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 /// Flags of `soak`.
 #[derive(Debug, Args)]
-pub struct SoakArgs {
+pub(crate) struct SoakArgs {
     /// The gripmesh binary to start (standalone, built-in `test` routes).
     #[arg(long)]
     pub gripmesh: PathBuf,
@@ -61,7 +61,7 @@ struct Churn {
 }
 
 /// Runs the soak; `Ok(true)` when memory and fds did not grow once warm.
-pub async fn soak(a: &SoakArgs) -> Result<bool> {
+pub(crate) async fn soak(a: &SoakArgs) -> Result<bool> {
     let server = spawn_gripmesh(&a.gripmesh, "* test\n", &[]).await?;
     let edge = server.addr("edge")?;
     let publish_url = base_uri(&server.addr("publish")?.to_string(), "/publish/")?;

@@ -12,11 +12,11 @@ use tokio::process::{Child, Command};
 
 /// A temporary directory, removed when dropped.
 #[derive(Debug)]
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     /// Creates a fresh directory under the system temp dir.
-    pub fn new(prefix: &str) -> Result<TempDir> {
+    pub(crate) fn new(prefix: &str) -> Result<TempDir> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -26,7 +26,7 @@ impl TempDir {
     }
 
     /// Its path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -39,7 +39,7 @@ impl Drop for TempDir {
 
 /// A `gripmesh standalone` started by the tool; killed when dropped.
 #[derive(Debug)]
-pub struct Spawned {
+pub(crate) struct Spawned {
     child: Child,
     /// Its process id.
     pub pid: u32,
@@ -50,7 +50,7 @@ pub struct Spawned {
 
 impl Spawned {
     /// The address of listener `name`.
-    pub fn addr(&self, name: &str) -> Result<SocketAddr> {
+    pub(crate) fn addr(&self, name: &str) -> Result<SocketAddr> {
         self.listeners
             .get(name)
             .copied()
@@ -58,12 +58,12 @@ impl Spawned {
     }
 
     /// The file its logs (stderr) go to.
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.path().join("gripmesh.log")
     }
 
     /// Stops it (SIGKILL; the benchmark is over, no drain needed).
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
@@ -71,13 +71,13 @@ impl Spawned {
 
 /// Routes for a gripmesh that should use the tool's own origin at `origin` (the same routes
 /// Pushpin gets in `compare-pushpin.sh`).
-pub fn origin_routes(origin: &str) -> String {
+pub(crate) fn origin_routes(origin: &str) -> String {
     format!("*,proto=ws {origin},over_http\n* {origin}\n")
 }
 
 /// Starts `bin standalone` on loopback port 0 with `routes` (file text) and limits high enough
 /// for a benchmark, plus `extra` flags; waits for `ready` (at most 30 s).
-pub async fn spawn_gripmesh(bin: &Path, routes: &str, extra: &[String]) -> Result<Spawned> {
+pub(crate) async fn spawn_gripmesh(bin: &Path, routes: &str, extra: &[String]) -> Result<Spawned> {
     let dir = TempDir::new("gripmesh-loadtest")?;
     let routes_file = dir.path().join("routes");
     std::fs::write(&routes_file, routes)?;

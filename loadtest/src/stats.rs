@@ -11,13 +11,13 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 /// Highest latency tracked, in µs (larger values are clamped to it).
-pub const MAX_US: u64 = 120_000_000;
+pub(crate) const MAX_US: u64 = 120_000_000;
 /// Steps a run may have (the high bits of a sequence number).
-pub const MAX_STEPS: usize = 32;
+pub(crate) const MAX_STEPS: usize = 32;
 const SHARDS: usize = 16;
 
 /// A histogram of latencies in µs with 3 significant digits.
-pub fn new_hist() -> Histogram<u64> {
+pub(crate) fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds")
 }
 
@@ -26,7 +26,7 @@ fn new_coarse() -> Histogram<u64> {
 }
 
 /// Records `v` µs, clamped into the histogram's range.
-pub fn record(h: &mut Histogram<u64>, v: u64) {
+pub(crate) fn record(h: &mut Histogram<u64>, v: u64) {
     h.saturating_record(v.clamp(1, MAX_US));
 }
 
@@ -36,7 +36,7 @@ struct Shard {
 }
 
 /// Latency recorder shared by all clients.
-pub struct Recorder {
+pub(crate) struct Recorder {
     shards: Vec<Mutex<Shard>>,
 }
 
@@ -57,7 +57,7 @@ impl Default for Recorder {
 
 impl Recorder {
     /// Records one delivery of a message of `step` that took `latency_us`.
-    pub fn record(&self, client: usize, step: usize, latency_us: u64) {
+    pub(crate) fn record(&self, client: usize, step: usize, latency_us: u64) {
         let step = step.min(MAX_STEPS - 1);
         let mut s = self.shards[client % SHARDS]
             .lock()
@@ -70,7 +70,7 @@ impl Recorder {
     }
 
     /// Takes (and resets) what was recorded since the last call, merged over shards.
-    pub fn take_second(&self) -> Histogram<u64> {
+    pub(crate) fn take_second(&self) -> Histogram<u64> {
         let mut out = new_coarse();
         for sh in &self.shards {
             let mut s = sh.lock().unwrap_or_else(|e| e.into_inner());
@@ -81,7 +81,7 @@ impl Recorder {
     }
 
     /// Everything recorded for `step`, merged over shards.
-    pub fn step(&self, step: usize) -> Histogram<u64> {
+    pub(crate) fn step(&self, step: usize) -> Histogram<u64> {
         let mut out = new_hist();
         for sh in &self.shards {
             let s = sh.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,7 +95,7 @@ impl Recorder {
 
 /// Percentiles of a latency histogram, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Values recorded.
     pub count: u64,
     /// Smallest.
@@ -120,7 +120,7 @@ fn ms(us: u64) -> f64 {
 
 impl Summary {
     /// Summarises a histogram of µs values (all zeros when empty).
-    pub fn of(h: &Histogram<u64>) -> Summary {
+    pub(crate) fn of(h: &Histogram<u64>) -> Summary {
         if h.is_empty() {
             return Summary::default();
         }
@@ -139,7 +139,7 @@ impl Summary {
 
 /// One second of a run, for the charts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SecondPoint {
+pub(crate) struct SecondPoint {
     /// Seconds since publishing started (end of this interval).
     pub t: f64,
     /// Benchmark step publishing during this second.
@@ -156,7 +156,7 @@ pub struct SecondPoint {
 
 impl SecondPoint {
     /// A point from one second's histogram.
-    pub fn of(t: f64, step: usize, h: &Histogram<u64>) -> SecondPoint {
+    pub(crate) fn of(t: f64, step: usize, h: &Histogram<u64>) -> SecondPoint {
         let s = Summary::of(h);
         SecondPoint {
             t,

@@ -27,7 +27,7 @@ use crate::stats::{self, Summary};
 /// Hold kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum StormKind {
+pub(crate) enum StormKind {
     /// `GET /stream` (HTTP stream hold).
     Stream,
     /// `GET /sse` (Server-Sent Events hold).
@@ -38,7 +38,7 @@ pub enum StormKind {
 
 /// Flags of `storm`.
 #[derive(Debug, Clone, Args)]
-pub struct StormArgs {
+pub(crate) struct StormArgs {
     /// System under test (label).
     #[arg(long, default_value = "gripmesh")]
     pub system: String,
@@ -83,7 +83,7 @@ pub struct StormArgs {
 
 /// What a storm measured.
 #[derive(Debug, Serialize)]
-pub struct StormResult {
+pub(crate) struct StormResult {
     system: String,
     scenario: String,
     kind: StormKind,
@@ -108,7 +108,7 @@ struct Totals {
 }
 
 /// Runs the storm and prints one summary line (and the JSON file when asked).
-pub async fn storm(args: &StormArgs) -> Result<bool> {
+pub(crate) async fn storm(args: &StormArgs) -> Result<bool> {
     if args.concurrency == 0 || args.duration <= 0.0 {
         bail!("--concurrency and --duration must be positive");
     }

@@ -11,19 +11,19 @@ use testkit::{
 };
 
 /// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_gripmesh");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_gripmesh");
 
 /// Patience for anything that should happen "soon" (delivery, reloads, metrics).
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// The workspace root.
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A running gripmesh (started the way this tier starts it, `crate::launch`) with its routes
 /// file.
-pub struct Env {
+pub(crate) struct Env {
     pub gm: crate::launch::Gripmesh,
     /// Keeps the routes file alive.
     pub _dir: TempDir,
@@ -31,31 +31,31 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn edge(&self) -> SocketAddr {
+    pub(crate) fn edge(&self) -> SocketAddr {
         self.gm.edge_addr()
     }
 
-    pub fn publish(&self) -> SocketAddr {
+    pub(crate) fn publish(&self) -> SocketAddr {
         self.gm.publish_addr()
     }
 
-    pub fn admin(&self) -> SocketAddr {
+    pub(crate) fn admin(&self) -> SocketAddr {
         self.gm.admin_addr()
     }
 
     /// Rewrites the routes file in place.
-    pub fn write_routes(&self, text: &str) {
+    pub(crate) fn write_routes(&self, text: &str) {
         std::fs::write(&self.routes_file, text).expect("rewriting routes file");
     }
 }
 
 /// Starts `gripmesh standalone --routes <file with routes_text>` plus `extra` flags.
-pub async fn start(routes_text: &str, extra: &[&str]) -> Env {
+pub(crate) async fn start(routes_text: &str, extra: &[&str]) -> Env {
     start_named("routes", routes_text, extra).await
 }
 
 /// Like [`start`], with a chosen routes file name.
-pub async fn start_named(file_name: &str, routes_text: &str, extra: &[&str]) -> Env {
+pub(crate) async fn start_named(file_name: &str, routes_text: &str, extra: &[&str]) -> Env {
     let dir = TempDir::new();
     let routes_file = dir.write(file_name, routes_text);
     let routes_arg = routes_file.to_str().expect("utf-8 temp path").to_string();
@@ -70,7 +70,7 @@ pub async fn start_named(file_name: &str, routes_text: &str, extra: &[&str]) -> 
 }
 
 /// Starts gripmesh with the single route `* <origin>`.
-pub async fn start_with_origin(origin: &Origin, extra: &[&str]) -> Env {
+pub(crate) async fn start_with_origin(origin: &Origin, extra: &[&str]) -> Env {
     start(&format!("* {}\n", origin.target()), extra).await
 }
 
@@ -81,7 +81,7 @@ pub async fn start_with_origin(origin: &Origin, extra: &[&str]) -> Env {
 /// - `/response?channel=C[&timeout=N]` ⇒ response hold on `C` (default `resp`), `X-Orig: yes`,
 ///   body `timeout-body\n`, `Grip-Timeout: N` when given
 /// - anything else ⇒ 404 `not found\n`
-pub fn standard_origin(req: RecordedRequest) -> OriginResponse {
+pub(crate) fn standard_origin(req: RecordedRequest) -> OriginResponse {
     match req.path() {
         "/plain" => OriginResponse::text("plain\n"),
         "/stream" => {
@@ -104,12 +104,12 @@ pub fn standard_origin(req: RecordedRequest) -> OriginResponse {
 }
 
 /// Starts the standard origin.
-pub async fn start_standard_origin() -> Origin {
+pub(crate) async fn start_standard_origin() -> Origin {
     Origin::start(standard_origin).await
 }
 
 /// Starts a standard origin and gripmesh routed to it.
-pub async fn start_standard(extra: &[&str]) -> (Env, Origin) {
+pub(crate) async fn start_standard(extra: &[&str]) -> (Env, Origin) {
     let origin = start_standard_origin().await;
     let env = start_with_origin(&origin, extra).await;
     (env, origin)
@@ -117,7 +117,7 @@ pub async fn start_standard(extra: &[&str]) -> (Env, Origin) {
 
 /// Opens a stream hold on `channel` through the standard origin and reads the initial
 /// `hello\n`.
-pub async fn open_stream(edge: SocketAddr, channel: &str) -> StreamClient {
+pub(crate) async fn open_stream(edge: SocketAddr, channel: &str) -> StreamClient {
     let mut client = StreamClient::open(edge, &format!("/stream?channel={channel}"), &[]).await;
     assert_eq!(
         client.status,
@@ -130,12 +130,12 @@ pub async fn open_stream(edge: SocketAddr, channel: &str) -> StreamClient {
 }
 
 /// An `http-stream` item.
-pub fn stream_item(channel: &str, content: &str) -> Value {
+pub(crate) fn stream_item(channel: &str, content: &str) -> Value {
     json!({"channel": channel, "formats": {"http-stream": {"content": content}}})
 }
 
 /// Publishes `items` (a JSON array) and asserts `200 Published\n`.
-pub async fn publish_items(addr: SocketAddr, items: Value) {
+pub(crate) async fn publish_items(addr: SocketAddr, items: Value) {
     let resp = publish(addr, &json!({ "items": items })).await;
     assert_eq!(
         (resp.status, resp.text().as_str()),
@@ -146,20 +146,20 @@ pub async fn publish_items(addr: SocketAddr, items: Value) {
 
 /// A stream hold on channel `survivor`, opened before some bad input, that must still receive
 /// publishes afterwards.
-pub struct Survivor {
+pub(crate) struct Survivor {
     client: StreamClient,
 }
 
 impl Survivor {
     /// Opens the stream (the edge must route `/stream` to a standard origin).
-    pub async fn open(env: &Env) -> Survivor {
+    pub(crate) async fn open(env: &Env) -> Survivor {
         Survivor {
             client: open_stream(env.edge(), "survivor").await,
         }
     }
 
     /// Asserts the process is still up and the stream still receives a publish.
-    pub async fn check(&mut self, env: &mut Env, tag: &str) {
+    pub(crate) async fn check(&mut self, env: &mut Env, tag: &str) {
         env.gm.assert_running();
         let content = format!("still-alive-after-{tag}\n");
         publish_stream(env.publish(), "survivor", &content).await;
@@ -170,7 +170,7 @@ impl Survivor {
 }
 
 /// Counts non-overlapping occurrences of `needle` in `haystack`.
-pub fn count(haystack: &[u8], needle: &[u8]) -> usize {
+pub(crate) fn count(haystack: &[u8], needle: &[u8]) -> usize {
     let mut n = 0;
     let mut i = 0;
     while i + needle.len() <= haystack.len() {
@@ -185,7 +185,7 @@ pub fn count(haystack: &[u8], needle: &[u8]) -> usize {
 }
 
 /// Asserts the gateway-error answer of the edge.
-pub fn assert_proxy_error(resp: &testkit::HttpResponse, context: &str) {
+pub(crate) fn assert_proxy_error(resp: &testkit::HttpResponse, context: &str) {
     assert_eq!(
         (resp.status, resp.text().as_str()),
         (502, "Error while proxying to origin.\n"),
@@ -196,7 +196,7 @@ pub fn assert_proxy_error(resp: &testkit::HttpResponse, context: &str) {
 /// The Python with tests/py/requirements.txt installed: `GRIPMESH_TEST_PYTHON`, default
 /// `<workspace>/target/e2e-venv/bin/python` (created by scripts/test). Missing ⇒ the test
 /// fails; it is never skipped.
-pub fn test_python() -> String {
+pub(crate) fn test_python() -> String {
     let python = std::env::var("GRIPMESH_TEST_PYTHON").unwrap_or_else(|_| {
         workspace_root()
             .join("target/e2e-venv/bin/python")
@@ -212,7 +212,7 @@ pub fn test_python() -> String {
 }
 
 /// Runs `tests/py/<script> ARGS...` with [`test_python`]; returns (success, stdout, stderr).
-pub async fn run_py(script: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) async fn run_py(script: &str, args: &[&str]) -> (bool, String, String) {
     let script = workspace_root().join("tests/py").join(script);
     let script = script.to_string_lossy().into_owned();
     let mut all = vec![script.as_str()];
@@ -225,7 +225,11 @@ pub async fn run_py(script: &str, args: &[&str]) -> (bool, String, String) {
 /// modules come from tests/node/node_modules, which scripts/test installs (`npm ci` of
 /// tests/node/package-lock.json into target/node-tests, linked there). Missing ⇒ the test
 /// fails; it is never skipped.
-pub async fn run_node(script: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+pub(crate) async fn run_node(
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let dir = workspace_root().join("tests/node");
     assert!(
         dir.join("node_modules/@fanoutio/grip").exists(),

@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const HISTORY: &str = "h*=1000/1h,old*=3";
 
 /// Where clients connect, where items are published, and the edge's admin listener.
-pub struct Stack {
+pub(crate) struct Stack {
     pub edge: SocketAddr,
     pub publish: SocketAddr,
     pub admin: SocketAddr,
@@ -33,7 +33,7 @@ pub struct Stack {
 }
 
 /// `gripmesh standalone --history ...` (history in memory).
-pub async fn standalone(routes: &str) -> Stack {
+pub(crate) async fn standalone(routes: &str) -> Stack {
     let dir = TempDir::new();
     let file = dir.write("routes", routes);
     let gm = Gripmesh::standalone(
@@ -59,7 +59,7 @@ pub async fn standalone(routes: &str) -> Stack {
 
 /// `nats-server -js`, `gripmesh control --history ...`, one `gripmesh edge` (history in
 /// JetStream, read by the edge directly).
-pub async fn cluster(routes: &str) -> Stack {
+pub(crate) async fn cluster(routes: &str) -> Stack {
     let nats = NatsServer::start_jetstream();
     let url = nats.url();
     let dir = TempDir::new();
@@ -86,7 +86,7 @@ pub async fn cluster(routes: &str) -> Stack {
 }
 
 /// Item `n` of `channel`: id `n`; `n\n` for streams, `n` for WebSockets and long-polls.
-pub fn item(channel: &str, n: u64) -> Value {
+pub(crate) fn item(channel: &str, n: u64) -> Value {
     json!({
         "channel": channel,
         "id": n.to_string(),
@@ -108,7 +108,7 @@ fn sse_item(channel: &str, n: u64) -> Value {
 }
 
 /// Publishes `items` (in batches of 10) and checks every answer.
-pub async fn publish_all(addr: SocketAddr, items: Vec<Value>) {
+pub(crate) async fn publish_all(addr: SocketAddr, items: Vec<Value>) {
     for batch in items.chunks(10) {
         let resp = publish(addr, &json!({"items": batch})).await;
         assert_eq!(resp.status, 200, "publish: {}", resp.text());
@@ -120,7 +120,7 @@ fn range(channel: &str, r: std::ops::RangeInclusive<u64>) -> Vec<Value> {
 }
 
 /// The numbers on the lines of a plain stream (the origin's first line is not a number).
-pub fn numbers_of(text: &str) -> Vec<u64> {
+pub(crate) fn numbers_of(text: &str) -> Vec<u64> {
     text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 /// Seconds since the Unix epoch.
-pub fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
@@ -15,7 +15,7 @@ pub fn now_unix() -> u64 {
 }
 
 /// Signs `claims` with HS256 (`{"typ":"JWT","alg":"HS256"}`).
-pub fn sign_hs256(claims: &Value, key: &[u8]) -> String {
+pub(crate) fn sign_hs256(claims: &Value, key: &[u8]) -> String {
     let header = URL_SAFE_NO_PAD.encode(json!({"typ": "JWT", "alg": "HS256"}).to_string());
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     let signing_input = format!("{header}.{payload}");
@@ -26,7 +26,7 @@ pub fn sign_hs256(claims: &Value, key: &[u8]) -> String {
 }
 
 /// Verifies an HS256 token's header and signature; returns its claims.
-pub fn verify_hs256(token: &str, key: &[u8]) -> Result<Value, String> {
+pub(crate) fn verify_hs256(token: &str, key: &[u8]) -> Result<Value, String> {
     let parts: Vec<&str> = token.split('.').collect();
     let [header, payload, sig] = parts[..] else {
         return Err(format!("not three parts: {token:?}"));

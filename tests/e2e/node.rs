@@ -13,14 +13,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::common::{WAIT, run_node, start, workspace_root};
 
 /// A running `serve_grip_origin.mjs`; killed on drop.
-pub struct NodeOrigin {
+pub(crate) struct NodeOrigin {
     _child: tokio::process::Child,
     /// Its port on 127.0.0.1.
     pub port: u16,
 }
 
 /// Starts `serve_grip_origin.mjs` with `grip_url`.
-pub async fn start_origin(grip_url: &str) -> NodeOrigin {
+pub(crate) async fn start_origin(grip_url: &str) -> NodeOrigin {
     let dir = workspace_root().join("tests/node");
     assert!(
         dir.join("node_modules/@fanoutio/serve-grip").exists(),

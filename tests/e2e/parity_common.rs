@@ -17,20 +17,20 @@ use crate::common::{Env, start, workspace_root};
 
 /// Which proxy a parity test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Gripmesh,
     Pushpin,
 }
 
 /// A running proxy of either kind.
-pub enum Proxy {
+pub(crate) enum Proxy {
     Gripmesh(Env),
     Pushpin(Pushpin),
 }
 
 impl Proxy {
     /// Starts `kind` with `routes` (Pushpin routes syntax, valid for both).
-    pub async fn start(kind: Kind, routes: &str) -> Proxy {
+    pub(crate) async fn start(kind: Kind, routes: &str) -> Proxy {
         match kind {
             Kind::Gripmesh => Proxy::Gripmesh(start(routes, &[]).await),
             Kind::Pushpin => Proxy::Pushpin(Pushpin::start(routes, &[]).await),
@@ -38,7 +38,7 @@ impl Proxy {
     }
 
     /// The client-facing listener.
-    pub fn edge(&self) -> SocketAddr {
+    pub(crate) fn edge(&self) -> SocketAddr {
         match self {
             Proxy::Gripmesh(env) => env.edge(),
             Proxy::Pushpin(p) => p.http,
@@ -46,7 +46,7 @@ impl Proxy {
     }
 
     /// The HTTP control API (`/publish/`, `/recover`).
-    pub fn control(&self) -> SocketAddr {
+    pub(crate) fn control(&self) -> SocketAddr {
         match self {
             Proxy::Gripmesh(env) => env.publish(),
             Proxy::Pushpin(p) => p.control,
@@ -54,7 +54,7 @@ impl Proxy {
     }
 
     /// Which one this is.
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         match self {
             Proxy::Gripmesh(_) => Kind::Gripmesh,
             Proxy::Pushpin(_) => Kind::Pushpin,
@@ -63,7 +63,7 @@ impl Proxy {
 }
 
 /// Publishes `items` to the proxy's control API; asserts 200.
-pub async fn publish(proxy: &Proxy, items: Value) {
+pub(crate) async fn publish(proxy: &Proxy, items: Value) {
     let resp = testkit::publish(proxy.control(), &serde_json::json!({ "items": items })).await;
     assert_eq!(
         resp.status,
@@ -75,7 +75,7 @@ pub async fn publish(proxy: &Proxy, items: Value) {
 }
 
 /// A free loopback port (for a helper process that must be told its port up front).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -97,12 +97,12 @@ fn python() -> PathBuf {
 }
 
 /// A Python helper from `tests/py` that prints `listening PORT`; killed when dropped.
-pub struct PyProcess {
+pub(crate) struct PyProcess {
     _child: Child,
 }
 
 impl PyProcess {
-    pub async fn start(script: &str, args: &[&str]) -> PyProcess {
+    pub(crate) async fn start(script: &str, args: &[&str]) -> PyProcess {
         let script = workspace_root().join("tests/py").join(script);
         let mut child = Command::new(python())
             .arg(&script)

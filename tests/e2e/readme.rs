@@ -13,14 +13,14 @@ use testkit::Gripmesh;
 use crate::common::{BIN, test_python, workspace_root};
 
 /// One tested block: where it is and its text.
-pub struct Block {
+pub(crate) struct Block {
     pub file: String,
     pub line: usize,
     pub text: String,
 }
 
 /// The blocks of `file` whose fence info string is `info` (e.g. `sh test`).
-pub fn blocks(file: &Path, info: &str) -> Vec<Block> {
+pub(crate) fn blocks(file: &Path, info: &str) -> Vec<Block> {
     let text =
         std::fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
     let mut out = Vec::new();
@@ -51,7 +51,7 @@ pub fn blocks(file: &Path, info: &str) -> Vec<Block> {
 }
 
 /// A gripmesh for one block and the environment the block runs in.
-pub struct DocEnv {
+pub(crate) struct DocEnv {
     pub gm: Gripmesh,
     pub rewrites: Vec<(String, String)>,
     pub env: Vec<(String, String)>,
@@ -59,7 +59,7 @@ pub struct DocEnv {
 
 impl DocEnv {
     /// `gripmesh standalone` with `routes` (a file under the workspace) and `extra` flags.
-    pub async fn start(routes: &str, extra: &[&str]) -> DocEnv {
+    pub(crate) async fn start(routes: &str, extra: &[&str]) -> DocEnv {
         let routes = workspace_root().join(routes);
         let routes = routes.to_string_lossy().into_owned();
         let mut args = vec!["--routes", routes.as_str()];
@@ -97,7 +97,7 @@ fn tools_path() -> String {
 
 /// Runs `block` in `env`; panics with the block's place and output unless it succeeds and
 /// prints every `#>` line.
-pub async fn run_block(block: &Block, env: &DocEnv) {
+pub(crate) async fn run_block(block: &Block, env: &DocEnv) {
     run_script(block, &env.rewrites, &env.env, &env.gm.stderr_text()).await;
 }
 

@@ -13,42 +13,42 @@ use testkit::ws::{WohOrigin, WsConn};
 use crate::common::{Env, WAIT, publish_items, start};
 
 /// The `--sig-key` used by WebSocket tests that check `Grip-Sig`.
-pub const SIG_KEY: &str = "e2e-ws-sig-key-0123456789abcdef";
+pub(crate) const SIG_KEY: &str = "e2e-ws-sig-key-0123456789abcdef";
 
 /// Starts gripmesh with the single route `* <origin>,over_http`.
-pub async fn start_woh(origin: &WohOrigin, extra: &[&str]) -> Env {
+pub(crate) async fn start_woh(origin: &WohOrigin, extra: &[&str]) -> Env {
     start(&format!("* {},over_http\n", origin.target()), extra).await
 }
 
 /// A `ws-message` text item.
-pub fn ws_text_item(channel: &str, content: &str) -> Value {
+pub(crate) fn ws_text_item(channel: &str, content: &str) -> Value {
     json!({"channel": channel, "formats": {"ws-message": {"content": content}}})
 }
 
 /// A `ws-message` binary item (`content-bin`, base64).
-pub fn ws_binary_item(channel: &str, data: &[u8]) -> Value {
+pub(crate) fn ws_binary_item(channel: &str, data: &[u8]) -> Value {
     json!({"channel": channel, "formats": {"ws-message": {"content-bin": STANDARD.encode(data)}}})
 }
 
 /// A `ws-message` close item.
-pub fn ws_close_item(channel: &str, code: u16, reason: &str) -> Value {
+pub(crate) fn ws_close_item(channel: &str, code: u16, reason: &str) -> Value {
     json!({"channel": channel, "formats": {"ws-message": {"action": "close", "code": code, "reason": reason}}})
 }
 
 /// Publishes one `ws-message` text item and asserts `200 Published\n`.
-pub async fn publish_ws_text(publish: SocketAddr, channel: &str, content: &str) {
+pub(crate) async fn publish_ws_text(publish: SocketAddr, channel: &str, content: &str) {
     publish_items(publish, json!([ws_text_item(channel, content)])).await;
 }
 
 /// A WebSocket client on channel `survivor` through a GRIP echo origin
 /// ([`testkit::ws::echo_reply`]), opened before some bad input, that must still work after it.
-pub struct WsSurvivor {
+pub(crate) struct WsSurvivor {
     conn: WsConn,
 }
 
 impl WsSurvivor {
     /// Connects to `/survivor?channel=survivor` (the edge must route it to an echo origin).
-    pub async fn open(env: &Env) -> WsSurvivor {
+    pub(crate) async fn open(env: &Env) -> WsSurvivor {
         let mut conn = WsConn::connect(env.edge(), "/survivor?channel=survivor", &[]).await;
         conn.send_text("survivor-hello").await;
         assert_eq!(conn.expect_text(WAIT).await, "survivor-hello");
@@ -57,7 +57,7 @@ impl WsSurvivor {
 
     /// Asserts the process is still up, healthy, and the survivor still receives a publish
     /// and still gets echoes through its origin.
-    pub async fn check(&mut self, env: &mut Env, tag: &str) {
+    pub(crate) async fn check(&mut self, env: &mut Env, tag: &str) {
         env.gm.assert_running();
         let content = format!("still-alive-after-{tag}");
         publish_ws_text(env.publish(), "survivor", &content).await;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// A running in-process standalone. Dropping it stops it (the drain runs as after a signal;
 /// the test's process ends with the test).
 #[derive(Debug)]
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     listeners: HashMap<String, SocketAddr>,
     stop: CancellationToken,
     thread: std::thread::JoinHandle<()>,
@@ -31,7 +31,7 @@ impl Sandbox {
     /// Starts standalone with all listeners on `127.0.0.1:0` (edge, publish, admin, gRPC) and
     /// `--log-format text`, followed by `extra_args`: the arguments
     /// [`testkit::Gripmesh::standalone`] gives the binary.
-    pub async fn standalone(extra_args: &[&str]) -> Sandbox {
+    pub(crate) async fn standalone(extra_args: &[&str]) -> Sandbox {
         let mut args = vec![
             "gripmesh",
             "standalone",
@@ -82,34 +82,34 @@ impl Sandbox {
     }
 
     /// The client (edge) listener.
-    pub fn edge_addr(&self) -> SocketAddr {
+    pub(crate) fn edge_addr(&self) -> SocketAddr {
         self.listener("edge")
     }
 
     /// The HTTP publish API listener.
-    pub fn publish_addr(&self) -> SocketAddr {
+    pub(crate) fn publish_addr(&self) -> SocketAddr {
         self.listener("publish")
     }
 
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
-    pub fn admin_addr(&self) -> SocketAddr {
+    pub(crate) fn admin_addr(&self) -> SocketAddr {
         self.listener("admin")
     }
 
     /// Any listener by the name the binary announces it with (`grpc`: no test here uses it
     /// yet).
     #[allow(dead_code)]
-    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+    pub(crate) fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners.get(name).copied()
     }
 
     /// Whether standalone is still running (it has not drained).
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         !self.thread.is_finished()
     }
 
     /// Panics unless standalone is still running.
-    pub fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         assert!(
             self.is_running(),
             "in-process standalone stopped unexpectedly"

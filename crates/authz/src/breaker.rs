@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub struct Breaker {
+pub(crate) struct Breaker {
     threshold: u32,
     cooldown: Duration,
     state: Mutex<State>,
@@ -17,7 +17,7 @@ struct State {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Breaker {
         Breaker {
             threshold: threshold.max(1),
             cooldown,
@@ -30,7 +30,7 @@ impl Breaker {
     }
 
     /// May a call go to the gateway now?
-    pub fn allow(&self) -> bool {
+    pub(crate) fn allow(&self) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match s.open_until {
             None => true,
@@ -48,7 +48,7 @@ impl Breaker {
     }
 
     /// Records the result of a call that `allow` let through.
-    pub fn record(&self, ok: bool) {
+    pub(crate) fn record(&self, ok: bool) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.trial_in_flight = false;
         if ok {

@@ -3,15 +3,15 @@
 
 use bytes::Bytes;
 use http::{Request, Uri, header};
-use runtime::client::{Endpoint, OriginClient};
+use runtime::client::{Endpoint, HttpClient};
 use std::time::Duration;
 
 /// Largest gateway body kept (it is relayed to denied clients and cached): longer ones are cut
 /// here (docs/protocol.md, "Auth sidecar"), so a gateway's or attacker-chosen fault page cannot fill the cache.
-pub const MAX_DENY_BODY: usize = 4 * 1024;
+pub(crate) const MAX_DENY_BODY: usize = 4 * 1024;
 
 /// Largest total of gateway header names and values kept; headers past it are dropped.
-pub const MAX_DENY_HEADERS: usize = 4 * 1024;
+pub(crate) const MAX_DENY_HEADERS: usize = 4 * 1024;
 
 /// A gateway call that did not produce an answer.
 #[derive(Debug, thiserror::Error)]
@@ -25,24 +25,24 @@ pub enum GatewayError {
 }
 
 /// The gateway's answer.
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
 }
 
 /// A parsed gateway URL and a client for it.
-pub struct Gateway {
+pub(crate) struct Gateway {
     endpoint: Endpoint,
     authority: String,
     base_path: String,
-    client: OriginClient,
+    client: HttpClient,
     timeout: Duration,
 }
 
 impl Gateway {
     /// Parses `http(s)://host[:port][/base]`.
-    pub fn new(url: &str, timeout: Duration) -> Result<Gateway, String> {
+    pub(crate) fn new(url: &str, timeout: Duration) -> Result<Gateway, String> {
         let uri: Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
         let tls = match uri.scheme_str() {
             Some("http") => false,
@@ -60,7 +60,7 @@ impl Gateway {
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
         let base_path = uri.path().trim_end_matches('/').to_owned();
-        let client = OriginClient::new(timeout, timeout).map_err(|e| e.to_string())?;
+        let client = HttpClient::new(timeout, timeout).map_err(|e| e.to_string())?;
         Ok(Gateway {
             endpoint: Endpoint {
                 host,
@@ -77,7 +77,7 @@ impl Gateway {
     }
 
     /// Asks the gateway about `path_and_query` with `headers`.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         path_and_query: &str,
         headers: &[(String, String)],

@@ -2,10 +2,10 @@
 
 /// Sidecar metrics. Handles are looked up at each use, not cached, so a sidecar built before a
 /// recorder is installed (in tests) still counts.
-pub struct AuthzMetrics;
+pub(crate) struct AuthzMetrics;
 
 impl AuthzMetrics {
-    pub fn new() -> AuthzMetrics {
+    pub(crate) fn new() -> AuthzMetrics {
         metrics::describe_counter!(
             "gripmesh_authz_checks_total",
             "Authorization checks, by decision and cache use."
@@ -46,23 +46,23 @@ impl AuthzMetrics {
 
     /// Sets the cache gauges.
     #[allow(clippy::cast_precision_loss)]
-    pub fn cache_size(&self, entries: usize, bytes: usize) {
+    pub(crate) fn cache_size(&self, entries: usize, bytes: usize) {
         metrics::gauge!("gripmesh_authz_cache_entries").set(entries as f64);
         metrics::gauge!("gripmesh_authz_cache_bytes").set(bytes as f64);
     }
 
     /// Records the duration of one gateway call.
-    pub fn gateway_duration(&self, seconds: f64) {
+    pub(crate) fn gateway_duration(&self, seconds: f64) {
         metrics::histogram!("gripmesh_authz_gateway_duration_seconds").record(seconds);
     }
 
     /// Counts one revocation.
-    pub fn revoked(&self) {
+    pub(crate) fn revoked(&self) {
         metrics::counter!("gripmesh_authz_revocations_total").increment(1);
     }
 
     /// Counts one check.
-    pub fn check(&self, decision: &'static str, cached: bool) {
+    pub(crate) fn check(&self, decision: &'static str, cached: bool) {
         let cache = if cached { "hit" } else { "miss" };
         metrics::counter!("gripmesh_authz_checks_total", "decision" => decision, "cache" => cache)
             .increment(1);

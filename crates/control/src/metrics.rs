@@ -27,14 +27,14 @@ pub(crate) const REJECT_REASONS: &[&str] = &[
 ];
 
 /// Handles created once at start.
-pub struct ControlMetrics {
+pub(crate) struct ControlMetrics {
     /// `gripmesh_control_publish_items_total{api="http"}`.
     pub items_http: Counter,
 }
 
 impl ControlMetrics {
     /// Describes the metrics and creates the handles.
-    pub fn new() -> ControlMetrics {
+    pub(crate) fn new() -> ControlMetrics {
         metrics::describe_counter!(
             "gripmesh_control_publish_items_total",
             "Items accepted for publishing, by API."

@@ -11,7 +11,7 @@
 use bytes::{Bytes, BytesMut};
 use http::{Request, Uri, header};
 use http_body_util::BodyExt;
-use runtime::client::{Endpoint, OriginClient};
+use runtime::client::{Endpoint, HttpClient};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,7 +67,7 @@ struct Shared {
     endpoint: Endpoint,
     authority: String,
     path: String,
-    client: OriginClient,
+    client: HttpClient,
     buffer: Mutex<Buffer>,
     notify: Notify,
     metrics: WebhookMetrics,
@@ -136,8 +136,7 @@ impl WebhookSender {
         let path = uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let client =
-            OriginClient::new(config.timeout, config.timeout).map_err(|e| e.to_string())?;
+        let client = HttpClient::new(config.timeout, config.timeout).map_err(|e| e.to_string())?;
         Ok(WebhookSender {
             shared: Arc::new(Shared {
                 endpoint: Endpoint {

@@ -4,7 +4,7 @@
 //! carrying it as an SSE event.
 
 use http::{Request, header};
-use runtime::client::{Endpoint, OriginClient};
+use runtime::client::{Endpoint, HttpClient};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -144,7 +144,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 
 /// Publishes a trade every `every` to the publish API at `publish` until `shutdown`.
 pub async fn publish_loop(publish: SocketAddr, every: Duration, shutdown: CancellationToken) {
-    let client = match OriginClient::new(Duration::from_secs(2), Duration::from_secs(5)) {
+    let client = match HttpClient::new(Duration::from_secs(2), Duration::from_secs(5)) {
         Ok(c) => c,
         Err(err) => {
             tracing::error!(error = %err, "trades publisher cannot start");

@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// Share of an app's score kept from one interval to the next.
-pub const DECAY: f64 = 0.8;
+pub(crate) const DECAY: f64 = 0.8;
 /// Longest app name used as a label value (longer names are cut at a character boundary).
 const MAX_LABEL_LEN: usize = 128;
 
@@ -56,7 +56,7 @@ pub struct AppSummary {
 /// The per-app table behind the metrics. Not thread-safe; the edge keeps it under a mutex
 /// taken on connection open/close and once per interval (never per message).
 #[derive(Debug)]
-pub struct AppLabeller {
+pub(crate) struct AppLabeller {
     top: usize,
     cap: usize,
     apps: HashMap<Arc<str>, AppStat>,
@@ -68,11 +68,11 @@ pub struct AppLabeller {
 
 /// Whether an opened connection was counted in the table (passed back on close).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tracked(bool);
+pub(crate) struct Tracked(bool);
 
 impl AppLabeller {
     /// A table giving at most `top` apps their own label.
-    pub fn new(top: usize) -> AppLabeller {
+    pub(crate) fn new(top: usize) -> AppLabeller {
         AppLabeller {
             top,
             cap: (top.saturating_mul(8)).max(1024),
@@ -84,7 +84,7 @@ impl AppLabeller {
     }
 
     /// A connection of `app` opened.
-    pub fn open(&mut self, app: &Arc<str>) -> Tracked {
+    pub(crate) fn open(&mut self, app: &Arc<str>) -> Tracked {
         if let Some(s) = self.apps.get_mut(app) {
             s.live += 1;
             return Tracked(true);
@@ -106,7 +106,7 @@ impl AppLabeller {
     }
 
     /// A connection of `app` closed.
-    pub fn close(&mut self, app: &str, tracked: Tracked) {
+    pub(crate) fn close(&mut self, app: &str, tracked: Tracked) {
         if !tracked.0 {
             self.untracked_live = self.untracked_live.saturating_sub(1);
             return;
@@ -117,7 +117,7 @@ impl AppLabeller {
     }
 
     /// `messages` and `bytes` delivered to a connection of `app`.
-    pub fn add(&mut self, app: &str, tracked: Tracked, messages: u64, bytes: u64) {
+    pub(crate) fn add(&mut self, app: &str, tracked: Tracked, messages: u64, bytes: u64) {
         match self.apps.get_mut(app) {
             Some(s) if tracked.0 => {
                 s.window_bytes = s.window_bytes.saturating_add(bytes);
@@ -138,7 +138,7 @@ impl AppLabeller {
     }
 
     /// Ends an interval: folds its bytes into the scores, re-ranks, forgets idle apps.
-    pub fn rerank(&mut self) {
+    pub(crate) fn rerank(&mut self) {
         for s in self.apps.values_mut() {
             s.score = s.score * DECAY + s.window_bytes as f64;
             s.window_bytes = 0;
@@ -189,7 +189,7 @@ impl AppLabeller {
     }
 
     /// Appends the three metrics in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         let mut labelled: Vec<(&Arc<str>, &AppStat)> =
             self.apps.iter().filter(|(_, s)| s.labelled).collect();
         labelled.sort_by(|a, b| a.0.cmp(b.0));
@@ -234,7 +234,7 @@ impl AppLabeller {
     }
 
     /// The labelled apps and `other`, busiest first.
-    pub fn summary(&self) -> Vec<AppSummary> {
+    pub(crate) fn summary(&self) -> Vec<AppSummary> {
         let mut out: Vec<(f64, AppSummary)> = self
             .apps
             .iter()

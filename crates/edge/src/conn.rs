@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
-pub use crate::delivery::Transport;
+pub(crate) use crate::delivery::Transport;
 
 /// Why a held connection is being closed by the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

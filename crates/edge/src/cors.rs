@@ -5,7 +5,7 @@ use http::header::{HeaderMap, HeaderValue};
 
 /// The request headers CORS answers depend on.
 #[derive(Debug, Clone, Default)]
-pub struct Cors {
+pub(crate) struct Cors {
     origin: Option<HeaderValue>,
     request_method: Option<HeaderValue>,
     request_headers: Option<HeaderValue>,
@@ -24,7 +24,7 @@ const SIMPLE: &[&str] = &[
 
 impl Cors {
     /// Captures what the answer needs from the client's request.
-    pub fn from_request(h: &HeaderMap) -> Cors {
+    pub(crate) fn from_request(h: &HeaderMap) -> Cors {
         Cors {
             origin: h.get(http::header::ORIGIN).cloned(),
             request_method: h.get(http::header::ACCESS_CONTROL_REQUEST_METHOD).cloned(),
@@ -33,7 +33,7 @@ impl Cors {
     }
 
     /// Adds the CORS headers the response lacks.
-    pub fn apply(&self, h: &mut HeaderMap) {
+    pub(crate) fn apply(&self, h: &mut HeaderMap) {
         use http::header::*;
         let expose: Vec<String> = h
             .keys()

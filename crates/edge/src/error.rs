@@ -1,6 +1,7 @@
-//! Why an HTTP request failed, and so what the client gets: every HTTP-side failure of the
-//! edge is a [`ProxyError`], turned into the client's answer here and nowhere else (the auth
-//! gate's answers, shared with WebSocket handshakes, are built by `authz` and passed through).
+//! Why a request failed, and so what the client gets: every HTTP-side failure of the edge is a
+//! [`ProxyError`] and every failed WebSocket handshake a [`WsError`], each turned into the
+//! client's answer here and nowhere else (the auth gate's answers, shared by both, are built by
+//! `authz` and passed through).
 //!
 //! Counting: each refusal is counted once, where it is decided — key limits in
 //! `gripmesh_edge_key_limited_total` by `authz` (admission, expiry) and `keys` (quota), origin
@@ -126,13 +127,42 @@ impl From<SubscribeError> for ProxyError {
     }
 }
 
+/// Errors that end a WebSocket handshake with a plain error response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WsError {
+    #[error("bad handshake: {0}")]
+    BadRequest(&'static str),
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("bus: {0}")]
+    Unavailable(String),
+}
+
+impl WsError {
+    /// The handshake's answer.
+    pub(crate) fn into_response(self) -> Response<Body> {
+        match self {
+            WsError::BadRequest(_) => text(StatusCode::BAD_REQUEST, "Bad WebSocket handshake.\n"),
+            WsError::BadGateway(_) => {
+                text(StatusCode::BAD_GATEWAY, "Error while proxying to origin.\n")
+            }
+            WsError::Unavailable(_) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable.\n")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
     async fn answer(e: ProxyError) -> (StatusCode, String) {
-        let resp = e.into_response();
+        body_of(e.into_response()).await
+    }
+
+    async fn body_of(resp: Response<Body>) -> (StatusCode, String) {
         let status = resp.status();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
@@ -163,5 +193,30 @@ mod tests {
             )
         );
         assert!(ProxyError::Revoked.is_answer() && !ProxyError::Jsonp(String::new()).is_answer());
+    }
+
+    #[tokio::test]
+    async fn failed_handshakes_answer_plainly_without_their_cause() {
+        assert_eq!(
+            body_of(WsError::BadRequest("no key").into_response()).await,
+            (
+                StatusCode::BAD_REQUEST,
+                "Bad WebSocket handshake.\n".to_owned()
+            )
+        );
+        assert_eq!(
+            body_of(WsError::BadGateway("connect refused".into()).into_response()).await,
+            (
+                StatusCode::BAD_GATEWAY,
+                "Error while proxying to origin.\n".to_owned()
+            )
+        );
+        assert_eq!(
+            body_of(WsError::Unavailable("nats down".into()).into_response()).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable.\n".to_owned()
+            )
+        );
     }
 }

@@ -33,21 +33,21 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 /// A copy of `value` in its own allocation. Values hyper parsed share the connection's read
 /// buffer; anything kept beyond the request (a WebSocket session's replayed headers) must not
 /// pin that buffer.
-pub fn detach(value: &HeaderValue) -> HeaderValue {
+pub(crate) fn detach(value: &HeaderValue) -> HeaderValue {
     let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
     copy.set_sensitive(value.is_sensitive());
     copy
 }
 
 /// True for `Grip-*` header names.
-pub fn is_grip(name: &HeaderName) -> bool {
+pub(crate) fn is_grip(name: &HeaderName) -> bool {
     name.as_str().starts_with("grip-")
 }
 
 /// Client request headers as the origin should see them: hop-by-hop headers, every client
 /// `Grip-*` header, `Accept-Encoding` (the edge may append to the body, so it must stay
 /// uncompressed) and `Expect` removed. `Host` is kept.
-pub fn to_origin(client: &HeaderMap) -> HeaderMap {
+pub(crate) fn to_origin(client: &HeaderMap) -> HeaderMap {
     let listed = connection_listed(client);
     let mut out = HeaderMap::with_capacity(client.len() + 3);
     for (name, value) in client {
@@ -66,7 +66,7 @@ pub fn to_origin(client: &HeaderMap) -> HeaderMap {
 
 /// Origin response headers as the client should see them: hop-by-hop removed, and `Grip-*`
 /// removed when `strip_grip`.
-pub fn to_client(origin: &HeaderMap, strip_grip: bool) -> HeaderMap {
+pub(crate) fn to_client(origin: &HeaderMap, strip_grip: bool) -> HeaderMap {
     let listed = connection_listed(origin);
     let mut out = HeaderMap::with_capacity(origin.len());
     for (name, value) in origin {

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 /// Owns a held connection's registration: its subscriptions, its place in the held set and
 /// its gauge. Dropping it (client gone, hold answered, stream ended) undoes all of them.
-pub struct HoldGuard {
+pub(crate) struct HoldGuard {
     edge: Arc<EdgeInner>,
     /// The connection's fan-out handle.
     pub conn: Arc<ConnHandle>,
@@ -23,7 +23,7 @@ pub struct HoldGuard {
 
 impl HoldGuard {
     /// Registers a new held connection and returns it with its delivery queue.
-    pub fn new(edge: Arc<EdgeInner>, transport: Transport) -> (HoldGuard, ConnQueue) {
+    pub(crate) fn new(edge: Arc<EdgeInner>, transport: Transport) -> (HoldGuard, ConnQueue) {
         let id = edge.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let (conn, rx) = ConnHandle::new(
             id,
@@ -49,7 +49,11 @@ impl HoldGuard {
 
     /// Records the connection's authorization (for revocation, re-checks, expiry and its
     /// key's limits) and starts metering its usage on `route`.
-    pub fn authorize(&mut self, authorized: Option<Arc<crate::authz::Authorized>>, route: &str) {
+    pub(crate) fn authorize(
+        &mut self,
+        authorized: Option<Arc<crate::authz::Authorized>>,
+        route: &str,
+    ) {
         if let Some(a) = authorized {
             if let Some(slot) = &a.slot {
                 slot.state.register(&self.conn);
@@ -75,7 +79,7 @@ impl HoldGuard {
     }
 
     /// Subscribes one channel (no-op if already subscribed); returns once it is live.
-    pub async fn subscribe(&mut self, channel: String) -> Result<(), SubscribeError> {
+    pub(crate) async fn subscribe(&mut self, channel: String) -> Result<(), SubscribeError> {
         if self.channels.contains(&channel) {
             return Ok(());
         }
@@ -84,7 +88,7 @@ impl HoldGuard {
     }
 
     /// Unsubscribes one channel.
-    pub fn unsubscribe(&mut self, channel: &str) {
+    pub(crate) fn unsubscribe(&mut self, channel: &str) {
         if let Some(pos) = self.channels.iter().position(|c| c == channel) {
             self.channels.swap_remove(pos);
             self.edge.registry.unsubscribe(self.conn.id, channel);
@@ -92,7 +96,7 @@ impl HoldGuard {
     }
 
     /// Number of subscribed channels.
-    pub fn channel_count(&self) -> usize {
+    pub(crate) fn channel_count(&self) -> usize {
         self.channels.len()
     }
 
@@ -102,7 +106,10 @@ impl HoldGuard {
     }
 
     /// Subscribes every channel; returns once all are live on the bus.
-    pub async fn subscribe_all(&mut self, channels: Vec<String>) -> Result<(), SubscribeError> {
+    pub(crate) async fn subscribe_all(
+        &mut self,
+        channels: Vec<String>,
+    ) -> Result<(), SubscribeError> {
         for ch in channels {
             // Record first: if subscribing fails half-way, Drop still cleans up.
             self.channels.push(ch.clone());

@@ -31,7 +31,7 @@ mod ws;
 
 use crate::conn::{CloseReason, ConnHandle};
 use crate::metrics::EdgeMetrics;
-use crate::origin::OriginClient;
+use crate::origin::HttpClient;
 use crate::registry::{RegistryConfig, SubscriberRegistry};
 use arc_swap::ArcSwap;
 use bus::Bus;
@@ -144,7 +144,7 @@ pub(crate) struct EdgeInner {
     pub(crate) config: EdgeConfig,
     pub(crate) routes: Arc<ArcSwap<RouteTable>>,
     pub(crate) registry: SubscriberRegistry,
-    pub(crate) origin: OriginClient,
+    pub(crate) origin: HttpClient,
     pub(crate) metrics: Arc<EdgeMetrics>,
     pub(crate) held: DashMap<u64, Arc<ConnHandle>>,
     pub(crate) next_conn_id: AtomicU64,
@@ -201,7 +201,7 @@ impl Edge {
         authz: Option<Arc<dyn authz::AuthzCheck>>,
     ) -> Result<Edge, EdgeError> {
         let metrics = Arc::new(EdgeMetrics::new());
-        let origin = OriginClient::new(
+        let origin = HttpClient::new(
             config.origin_connect_timeout,
             config.origin_response_timeout,
         )?;

@@ -4,10 +4,10 @@ use crate::delivery::Transport;
 use metrics::{Counter, Gauge, Histogram};
 
 /// Every `reason` of `gripmesh_edge_messages_dropped_total`.
-pub const DROP_REASONS: &[&str] = &["slow_consumer", "bad_payload"];
+pub(crate) const DROP_REASONS: &[&str] = &["slow_consumer", "bad_payload"];
 
 /// Every `result` of `gripmesh_edge_gone_requests_total`.
-pub const GONE_RESULTS: &[&str] = &["sent", "rejected", "failed"];
+pub(crate) const GONE_RESULTS: &[&str] = &["sent", "rejected", "failed"];
 
 /// Every `status_class` of `gripmesh_edge_origin_requests_total`.
 const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx", "other", "error"];

@@ -16,13 +16,13 @@ use http_body_util::BodyExt;
 use routes::{Route, Target, TargetAddr};
 use runtime::body::{BodyFault, BodyFaults, ClientBody};
 use runtime::client::Endpoint;
-pub use runtime::client::{OriginClient, OriginError, OriginSender, strip_port};
+pub(crate) use runtime::client::{HttpClient, HttpSender, RequestError, strip_port};
 use runtime::server::{Body, full};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The endpoint of a route target; `None` for the built-in `test` origin.
-pub fn endpoint(target: &Target) -> Option<Endpoint> {
+pub(crate) fn endpoint(target: &Target) -> Option<Endpoint> {
     match &target.addr {
         TargetAddr::Host { host, port } => Some(Endpoint {
             host: host.clone(),
@@ -36,16 +36,16 @@ pub fn endpoint(target: &Target) -> Option<Endpoint> {
 }
 
 /// A connection of its own to a route target (WebSocket passthrough upgrades it).
-pub fn connect(
-    client: &OriginClient,
+pub(crate) fn connect(
+    client: &HttpClient,
     target: &Target,
-) -> impl Future<Output = Result<OriginSender, OriginError>> + Send + 'static + use<> {
+) -> impl Future<Output = Result<HttpSender, RequestError>> + Send + 'static + use<> {
     let endpoint = endpoint(target);
     let fut = endpoint.as_ref().map(|e| client.connect(e));
     async move {
         match fut {
             Some(f) => f.await,
-            None => Err(OriginError::Connect {
+            None => Err(RequestError::Connect {
                 addr: "test".into(),
                 reason: "the built-in test origin has no address".into(),
             }),

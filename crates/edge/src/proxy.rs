@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// Handles one client request end to end.
 ///
 /// Boxed so the server loop sees one concrete `Send` future type.
-pub fn handle(
+pub(crate) fn handle(
     edge: Arc<EdgeInner>,
     req: Request<Incoming>,
     peer: SocketAddr,

@@ -10,10 +10,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Most items held back per channel; beyond it items go out unordered rather than be lost.
-pub const MAX_PENDING: usize = 100;
+pub(crate) const MAX_PENDING: usize = 100;
 
 /// Ordering metadata of an item.
-pub trait Sequenced {
+pub(crate) trait Sequenced {
     /// Item id.
     fn id(&self) -> Option<&str>;
     /// Previous item id.
@@ -23,7 +23,7 @@ pub trait Sequenced {
 }
 
 /// Sequencing state of one channel.
-pub struct Sequencer<T> {
+pub(crate) struct Sequencer<T> {
     dedup_window: Duration,
     wait: Duration,
     last_id: Option<String>,
@@ -36,7 +36,7 @@ pub struct Sequencer<T> {
 
 impl<T: Sequenced> Sequencer<T> {
     /// A sequencer with the given de-dup window and out-of-order wait.
-    pub fn new(dedup_window: Duration, wait: Duration) -> Sequencer<T> {
+    pub(crate) fn new(dedup_window: Duration, wait: Duration) -> Sequencer<T> {
         Sequencer {
             dedup_window,
             wait,
@@ -48,7 +48,7 @@ impl<T: Sequenced> Sequencer<T> {
     }
 
     /// Takes one item; returns the items to deliver now, in order.
-    pub fn offer(&mut self, item: T, now: Instant) -> Vec<T> {
+    pub(crate) fn offer(&mut self, item: T, now: Instant) -> Vec<T> {
         self.expire_seen(now);
         if let Some(id) = item.id() {
             if self.seen.contains_key(id) {
@@ -75,7 +75,7 @@ impl<T: Sequenced> Sequencer<T> {
     }
 
     /// Releases items that waited longer than the out-of-order wait, in arrival order.
-    pub fn expire(&mut self, now: Instant) -> Vec<T> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<T> {
         let mut due: Vec<(Instant, String)> = self
             .pending
             .iter()
@@ -93,12 +93,12 @@ impl<T: Sequenced> Sequencer<T> {
     }
 
     /// The id of the last item delivered (None after an item without id).
-    pub fn last_id(&self) -> Option<&str> {
+    pub(crate) fn last_id(&self) -> Option<&str> {
         self.last_id.as_deref()
     }
 
     /// When the oldest held-back item is due, if any.
-    pub fn next_expiry(&self) -> Option<Instant> {
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.pending.values().map(|(at, _)| *at + self.wait).min()
     }
 

@@ -43,7 +43,7 @@ fn prev_id_param(headers: &http::HeaderMap) -> String {
 
 /// Answers a request (path after route rewriting) the way the built-in origin does. A
 /// `Last-Event-ID` header resumes the channel from history (`prev-id`).
-pub fn respond(
+pub(crate) fn respond(
     method: &http::Method,
     path: &str,
     query: Option<&str>,
@@ -101,7 +101,7 @@ pub fn respond(
 
 /// The built-in origin's WebSocket-over-HTTP answer (`/ws?channel=C`): `OPEN` subscribes the
 /// connection to `C` (default `test`); text and binary messages are echoed back.
-pub fn ws_reply(path_and_query: &str, events: &[grip::wsevents::WsEvent]) -> Response<Body> {
+pub(crate) fn ws_reply(path_and_query: &str, events: &[grip::wsevents::WsEvent]) -> Response<Body> {
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Routes used when no routes file is given and `./routes` does not exist.
-pub const DEFAULT_ROUTES: &str = "* 127.0.0.1:8080\n";
+pub(crate) const DEFAULT_ROUTES: &str = "* 127.0.0.1:8080\n";
 
 /// Why the process stops with an error.
 #[derive(Debug)]
@@ -33,12 +33,12 @@ pub enum Fatal {
 }
 
 /// A configuration error.
-pub fn config_err(msg: impl Into<String>) -> Fatal {
+pub(crate) fn config_err(msg: impl Into<String>) -> Fatal {
     Fatal::Config(msg.into())
 }
 
 /// Installs logging (stderr) for the chosen format.
-pub fn init_logging(common: &CommonFlags) {
+pub(crate) fn init_logging(common: &CommonFlags) {
     runtime::telemetry::init_tracing(match common.log_format {
         LogFormat::Text => runtime::telemetry::LogFormat::Text,
         LogFormat::Json => runtime::telemetry::LogFormat::Json,
@@ -50,7 +50,7 @@ pub fn init_logging(common: &CommonFlags) {
 }
 
 /// A routes file to load: the flag, else `./routes` if it exists.
-pub fn routes_path(flag: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn routes_path(flag: Option<&Path>) -> Option<PathBuf> {
     match flag {
         Some(p) => Some(p.to_owned()),
         None => Some(PathBuf::from("routes")).filter(|p| p.is_file()),
@@ -58,7 +58,7 @@ pub fn routes_path(flag: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// Loads the routes file (or the default table) as text and parsed table.
-pub fn load_routes(path: Option<&Path>) -> Result<(String, RouteTable), Fatal> {
+pub(crate) fn load_routes(path: Option<&Path>) -> Result<(String, RouteTable), Fatal> {
     match path {
         Some(p) => runtime::routes_file::load(p).map_err(|e| config_err(format!("--routes {e}"))),
         None => RouteTable::parse(DEFAULT_ROUTES)
@@ -69,10 +69,10 @@ pub fn load_routes(path: Option<&Path>) -> Result<(String, RouteTable), Fatal> {
 
 /// The client listener's TLS: the certificate files (watched for changes) and the config the
 /// listener uses (`None`: plain HTTP).
-pub type EdgeTls = Option<(Vec<runtime::tls::CertFiles>, runtime::tls::SharedTls)>;
+pub(crate) type EdgeTls = Option<(Vec<runtime::tls::CertFiles>, runtime::tls::SharedTls)>;
 
 /// The client listener's TLS from flags.
-pub fn edge_tls(flags: &EdgeFlags) -> Result<EdgeTls, Fatal> {
+pub(crate) fn edge_tls(flags: &EdgeFlags) -> Result<EdgeTls, Fatal> {
     if flags.tls_cert.len() != flags.tls_key.len() {
         return Err(config_err(format!(
             "--tls-cert/--tls-key: {} certificates but {} keys",
@@ -98,7 +98,7 @@ pub fn edge_tls(flags: &EdgeFlags) -> Result<EdgeTls, Fatal> {
 }
 
 /// Reloads the client listener's certificates when their files change.
-pub fn watch_tls(
+pub(crate) fn watch_tls(
     tls: &Option<(Vec<runtime::tls::CertFiles>, runtime::tls::SharedTls)>,
     interval: u64,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -116,7 +116,7 @@ pub fn watch_tls(
 /// Client listener options (timeouts, header size, connection limit that fits under the
 /// open-file limit) from flags; `max_connections` is `--max-connections` where the listener
 /// has one.
-pub fn server_options(
+pub(crate) fn server_options(
     limits: &ClientLimitFlags,
     max_header_bytes: usize,
     max_connections: Option<usize>,
@@ -144,7 +144,7 @@ pub fn server_options(
 }
 
 /// `--max-channel-length`, checked against what the bus can carry.
-pub fn max_channel_length(limits: &ClientLimitFlags) -> Result<usize, Fatal> {
+pub(crate) fn max_channel_length(limits: &ClientLimitFlags) -> Result<usize, Fatal> {
     let n = limits.max_channel_length;
     if n == 0 || n > bus::subject::MAX_CHANNEL_LENGTH {
         return Err(config_err(format!(
@@ -158,7 +158,7 @@ pub fn max_channel_length(limits: &ClientLimitFlags) -> Result<usize, Fatal> {
 /// Says once, loudly, when origin requests are signed with Pushpin's well-known default key
 /// on a client listener other than loopback (anyone can forge that `Grip-Sig`). Called after
 /// logging starts, so the warning is not lost.
-pub fn warn_default_sig_key(config: &EdgeConfig, listen: SocketAddr) {
+pub(crate) fn warn_default_sig_key(config: &EdgeConfig, listen: SocketAddr) {
     if config.sig_key.is_pushpin_default() && !listen.ip().is_loopback() {
         tracing::warn!(
             listen = %listen,
@@ -170,7 +170,10 @@ pub fn warn_default_sig_key(config: &EdgeConfig, listen: SocketAddr) {
 
 /// The edge configuration from flags. Without `--sig-key`, origin requests are signed with
 /// Pushpin's default key, as a stock Pushpin does ([`warn_default_sig_key`] says so).
-pub fn edge_config(flags: &EdgeFlags, limits: &ClientLimitFlags) -> Result<EdgeConfig, Fatal> {
+pub(crate) fn edge_config(
+    flags: &EdgeFlags,
+    limits: &ClientLimitFlags,
+) -> Result<EdgeConfig, Fatal> {
     let sig_key = match flags.sig_key.as_deref() {
         Some(k) => SigKey::parse(k).map_err(|e| config_err(format!("--sig-key: {e}")))?,
         None => SigKey::pushpin_default(),
@@ -198,7 +201,7 @@ pub fn edge_config(flags: &EdgeFlags, limits: &ClientLimitFlags) -> Result<EdgeC
 }
 
 /// Per-key limits from flags (exit 64 on a malformed quota).
-pub fn key_limits(flags: &KeyLimitFlags) -> Result<edge::keys::KeyLimitsConfig, Fatal> {
+pub(crate) fn key_limits(flags: &KeyLimitFlags) -> Result<edge::keys::KeyLimitsConfig, Fatal> {
     let message_quota = flags
         .key_message_quota
         .as_deref()
@@ -221,7 +224,7 @@ pub fn key_limits(flags: &KeyLimitFlags) -> Result<edge::keys::KeyLimitsConfig, 
 /// (`listeners`: flag name and address, the HTTP publish API and gRPC alike): without a
 /// token or key, any of them on a non-loopback address refuses to start unless
 /// `--publish-insecure`.
-pub fn publish_auth(
+pub(crate) fn publish_auth(
     flags: &PublishFlags,
     listeners: &[(&str, SocketAddr)],
 ) -> Result<PublishAuth, Fatal> {
@@ -256,7 +259,7 @@ pub fn publish_auth(
 /// What a tier talks to the rest of the cluster through: the message bus and the state store
 /// (NATS + JetStream, or both in memory), and the codec for state records.
 #[derive(Clone)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// Publish/subscribe.
     pub bus: Arc<dyn Bus>,
     /// Key-value buckets (route table, revocations).
@@ -275,7 +278,7 @@ const STARTUP_NATS_WAIT: Duration = Duration::from_secs(5);
 
 /// The bus and state store: NATS + JetStream when URLs are given, else in memory. A NATS
 /// without JetStream is a configuration error (exit 64, one line naming JetStream).
-pub async fn connect_bus(
+pub(crate) async fn connect_bus(
     nats: Option<&str>,
     name: &str,
     flags: &NatsFlags,
@@ -335,7 +338,7 @@ pub async fn connect_bus(
 /// Keeps the `jetstream` readiness condition in step with JetStream's availability (checked
 /// every two seconds while the bus is connected; a disconnected bus is the `bus` condition's
 /// business).
-pub fn track_state(backend: &Backend, health: &Health) {
+pub(crate) fn track_state(backend: &Backend, health: &Health) {
     if !backend.on_nats {
         return;
     }
@@ -357,7 +360,7 @@ pub fn track_state(backend: &Backend, health: &Health) {
 }
 
 /// The revocation TTL from flags (at least a second).
-pub fn revocation_ttl(flags: &StateFlags) -> Result<Duration, Fatal> {
+pub(crate) fn revocation_ttl(flags: &StateFlags) -> Result<Duration, Fatal> {
     if flags.revocation_ttl == 0 {
         return Err(config_err("--revocation-ttl 0: must be at least 1 second"));
     }
@@ -365,7 +368,7 @@ pub fn revocation_ttl(flags: &StateFlags) -> Result<Duration, Fatal> {
 }
 
 /// The `--history` policy (exit 64 on a bad rule).
-pub fn history_policy(flags: &HistoryFlags) -> Result<HistoryPolicy, Fatal> {
+pub(crate) fn history_policy(flags: &HistoryFlags) -> Result<HistoryPolicy, Fatal> {
     if flags.history_replicas == 0 || flags.history_replicas > 5 {
         return Err(config_err(format!(
             "--history-replicas {}: must be 1..=5",
@@ -378,7 +381,7 @@ pub fn history_policy(flags: &HistoryFlags) -> Result<HistoryPolicy, Fatal> {
 /// Where history lives: JetStream over `nats`, else process memory. Control (with a policy)
 /// creates or updates the JetStream stream in the background until it succeeds; the
 /// `history` readiness condition is false until then.
-pub fn history_store(
+pub(crate) fn history_store(
     nats: Option<&NatsBus>,
     policy: &HistoryPolicy,
     replicas: usize,
@@ -417,7 +420,7 @@ pub fn history_store(
 }
 
 /// Keeps the `bus` readiness condition in step with the bus connection.
-pub fn track_bus(bus: &Arc<dyn Bus>, health: &Health) {
+pub(crate) fn track_bus(bus: &Arc<dyn Bus>, health: &Health) {
     let mut state = bus.state();
     // The initial state is set before returning, so /readyz is never optimistic at startup.
     match *state.borrow() {
@@ -440,19 +443,19 @@ pub fn track_bus(bus: &Arc<dyn Bus>, health: &Health) {
 }
 
 /// Binds a listener; failures name the flag.
-pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, Fatal> {
+pub(crate) async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, Fatal> {
     runtime::server::bind(addr).map_err(|e| config_err(format!("{flag} {addr}: {e}")))
 }
 
 /// Binds a listener (failures name the flag) and announces it as `name`.
-pub async fn listen(flag: &str, name: &str, addr: SocketAddr) -> Result<TcpListener, Fatal> {
+pub(crate) async fn listen(flag: &str, name: &str, addr: SocketAddr) -> Result<TcpListener, Fatal> {
     let listener = bind(flag, addr).await?;
     announce(name, &listener);
     Ok(listener)
 }
 
 /// Prints `listening <name> <addr>` on stdout (tests and scripts read the bound ports).
-pub fn announce(name: &str, listener: &TcpListener) {
+pub(crate) fn announce(name: &str, listener: &TcpListener) {
     if let Ok(addr) = listener.local_addr() {
         println!("listening {name} {addr}");
         tracing::info!(listener = name, %addr, "listening");
@@ -460,20 +463,24 @@ pub fn announce(name: &str, listener: &TcpListener) {
 }
 
 /// Prints `ready` on stdout once every listener is announced.
-pub fn announce_ready() {
+pub(crate) fn announce_ready() {
     println!("ready");
     let _ = std::io::stdout().flush();
 }
 
 /// Bounds a drain step by the remaining drain time; logs when it runs out.
-pub async fn within(deadline: tokio::time::Instant, what: &str, fut: impl Future<Output = ()>) {
+pub(crate) async fn within(
+    deadline: tokio::time::Instant,
+    what: &str,
+    fut: impl Future<Output = ()>,
+) {
     if tokio::time::timeout_at(deadline, fut).await.is_err() {
         tracing::warn!(step = what, "drain timeout reached; continuing shutdown");
     }
 }
 
 /// `--forward-headers`: comma-separated header names (lower-cased); a bad name exits 64.
-pub fn forward_headers(text: &str) -> Result<Vec<http::HeaderName>, Fatal> {
+pub(crate) fn forward_headers(text: &str) -> Result<Vec<http::HeaderName>, Fatal> {
     text.split(',')
         .map(str::trim)
         .filter(|h| !h.is_empty())
@@ -485,7 +492,7 @@ pub fn forward_headers(text: &str) -> Result<Vec<http::HeaderName>, Fatal> {
 }
 
 /// The sidecar's configuration from flags.
-pub fn authz_config(gateway: &str, flags: &AuthzFlags) -> Result<authz::Authorizer, Fatal> {
+pub(crate) fn authz_config(gateway: &str, flags: &AuthzFlags) -> Result<authz::Authorizer, Fatal> {
     let sources = authz::credential::parse_sources(&flags.credential_sources)
         .map_err(|e| config_err(format!("--credential-sources: {e}")))?;
     if flags.authz_cache_entries == 0 {
@@ -508,7 +515,7 @@ pub fn authz_config(gateway: &str, flags: &AuthzFlags) -> Result<authz::Authoriz
 }
 
 /// The embedded sidecar as the edge's checker (standalone).
-pub struct Embedded(pub authz::Authorizer);
+pub(crate) struct Embedded(pub authz::Authorizer);
 
 impl edge::authz::AuthzCheck for Embedded {
     fn check(

@@ -9,7 +9,7 @@ use clap::CommandFactory;
 use std::ffi::OsString;
 
 /// The command line with the config file's settings merged in.
-pub fn merged_args(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+pub(crate) fn merged_args(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let strs: Vec<String> = args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())

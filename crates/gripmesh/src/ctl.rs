@@ -68,7 +68,7 @@ async fn call(
     body: Bytes,
     timeout: Duration,
 ) -> Result<(http::StatusCode, Bytes), Fatal> {
-    let client = runtime::client::OriginClient::new(timeout, timeout)
+    let client = runtime::client::HttpClient::new(timeout, timeout)
         .map_err(|e| Fatal::Runtime(format!("TLS setup: {e}")))?;
     let where_ = format!("{}{}{path}", url.authority, url.base);
     let sender = client
@@ -152,7 +152,7 @@ fn finish(status: http::StatusCode, body: &[u8], what: &str) -> Result<(), Fatal
 }
 
 /// The item `gripmesh publish` sends (`{"items":[ITEM]}`), as JSON.
-pub fn publish_item(args: &PublishCmdArgs, content: &[u8]) -> Result<Value, Fatal> {
+pub(crate) fn publish_item(args: &PublishCmdArgs, content: &[u8]) -> Result<Value, Fatal> {
     let mut formats: Vec<PublishFormat> = args.format.clone();
     if formats.is_empty() {
         formats = if args.http_response {
@@ -252,7 +252,11 @@ fn body_field(field: &str, bytes: &[u8]) -> Value {
 /// One Server-Sent Event: optional `event:` and `id:` lines, a `data:` line per content line,
 /// and the blank line that dispatches it (without it a browser shows nothing and glues the
 /// next event onto this one).
-pub fn sse_event(event: Option<&str>, id: Option<&str>, content: &[u8]) -> Result<Vec<u8>, Fatal> {
+pub(crate) fn sse_event(
+    event: Option<&str>,
+    id: Option<&str>,
+    content: &[u8],
+) -> Result<Vec<u8>, Fatal> {
     let text = std::str::from_utf8(content)
         .map_err(|_| config_err("--sse: the content must be UTF-8 text"))?;
     let single_line = |flag: &str, v: &str| {
@@ -296,7 +300,7 @@ fn read_stdin() -> Result<Vec<u8>, Fatal> {
 }
 
 /// `gripmesh publish`.
-pub async fn publish(args: PublishCmdArgs) -> Result<(), Fatal> {
+pub(crate) async fn publish(args: PublishCmdArgs) -> Result<(), Fatal> {
     let url = parse_url("--control-url", &args.client.control_url)?;
     let content = match args.content.as_deref() {
         _ if args.close => Vec::new(),
@@ -320,7 +324,7 @@ pub async fn publish(args: PublishCmdArgs) -> Result<(), Fatal> {
 }
 
 /// `gripmesh routes get|put|watch`.
-pub async fn routes(args: RoutesCmdArgs) -> Result<(), Fatal> {
+pub(crate) async fn routes(args: RoutesCmdArgs) -> Result<(), Fatal> {
     let timeout = Duration::from_secs(args.client.timeout.max(1));
     let headers = auth_headers(&args.client)?;
     match args.action {
@@ -440,7 +444,7 @@ async fn watch_routes(
 
 /// `gripmesh status`: readiness and key figures from the admin listener's `/status.json`.
 /// Exits 0 when the tier is ready, 1 otherwise.
-pub async fn status(args: StatusCmdArgs) -> Result<(), Fatal> {
+pub(crate) async fn status(args: StatusCmdArgs) -> Result<(), Fatal> {
     let url = parse_url("--admin-url", &args.admin_url)?;
     let (code, answer) = call(
         &url,

@@ -25,7 +25,7 @@ const USAGE_INTERVAL: Duration = Duration::from_secs(10);
 const HISTORY_POLICY: &str = "trades*=1000/1h";
 
 /// `gripmesh demo`.
-pub async fn demo(args: DemoArgs) -> Result<(), Fatal> {
+pub(crate) async fn demo(args: DemoArgs) -> Result<(), Fatal> {
     common::init_logging(&args.common);
     check_loopback(&args)?;
     let mut process = crate::process::Process::start();

@@ -16,11 +16,11 @@ const RECENT_REVOCATIONS: usize = 20;
 
 /// The last [`RECENT_REVOCATIONS`] revocations seen on the bus: credential hash and unix time.
 #[derive(Default)]
-pub struct Revocations(Mutex<VecDeque<(String, u64)>>);
+pub(crate) struct Revocations(Mutex<VecDeque<(String, u64)>>);
 
 impl Revocations {
     /// Follows the revocations bucket until `shutdown`.
-    pub fn follow(
+    pub(crate) fn follow(
         backend: &crate::common::Backend,
         shutdown: CancellationToken,
     ) -> Arc<Revocations> {
@@ -60,7 +60,7 @@ impl Revocations {
 }
 
 /// Where a tier's route table comes from.
-pub enum RoutesSource {
+pub(crate) enum RoutesSource {
     /// Control's store (standalone, control, demo): version and text.
     Store(RouteStore),
     /// An edge's table (version on `gripmesh_edge_routes_version`): the routes by id.
@@ -68,7 +68,7 @@ pub enum RoutesSource {
 }
 
 /// Hides `sig_key=` values: the page is read-only but the admin listener is not secret.
-pub fn redact(routes_text: &str) -> String {
+pub(crate) fn redact(routes_text: &str) -> String {
     let mut out = routes_text
         .lines()
         .map(|line| {
@@ -95,7 +95,7 @@ pub fn redact(routes_text: &str) -> String {
 }
 
 /// The status page of `tier`.
-pub fn page(
+pub(crate) fn page(
     tier: &'static str,
     routes: Option<RoutesSource>,
     revocations: Option<Arc<Revocations>>,

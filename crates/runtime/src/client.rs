@@ -1,7 +1,7 @@
 //! Outbound HTTP/1.1 connections: TCP (with a connect timeout), optional TLS (rustls, WebPKI
 //! roots, or no verification for `insecure` endpoints).
 //!
-//! Requests go out on pooled keep-alive connections ([`OriginClient::request`]): a new
+//! Requests go out on pooled keep-alive connections ([`HttpClient::request`]): a new
 //! connection per request leaves a `TIME_WAIT` socket behind and caps one process at a few
 //! hundred requests per second towards one origin address. A connection goes back to its
 //! endpoint's idle list once its response body was read to the end ([`PooledBody`]); a body
@@ -11,10 +11,10 @@
 //! The guarantees a proxy needs are kept (as nginx's upstream keep-alive and hyper-util's
 //! pool do): a request is sent again on another connection only when hyper hands it back
 //! unsent (the idle connection turned out closed or not ready before anything was written),
-//! so a request body is never replayed; [`OriginError::Connect`] (nothing sent, the next
+//! so a request body is never replayed; [`RequestError::Connect`] (nothing sent, the next
 //! target may be tried) only comes from making a new connection.
 //!
-//! WebSocket passthrough gets a connection of its own ([`OriginClient::connect`]) that it
+//! WebSocket passthrough gets a connection of its own ([`HttpClient::connect`]) that it
 //! upgrades.
 
 use crate::server::Body;
@@ -53,9 +53,9 @@ pub struct Endpoint {
     pub server_name: Option<String>,
 }
 
-/// Why a request to an origin failed.
+/// Why an outbound request (to an origin, a gateway, a webhook) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum OriginError {
+pub enum RequestError {
     /// TCP or TLS connection could not be established (the next target may be tried).
     #[error("connect to {addr} failed: {reason}")]
     Connect {
@@ -72,29 +72,29 @@ pub enum OriginError {
     Timeout,
 }
 
-impl OriginError {
+impl RequestError {
     /// True when nothing was sent, so another target may be tried.
     pub fn is_connect(&self) -> bool {
-        matches!(self, OriginError::Connect { .. })
+        matches!(self, RequestError::Connect { .. })
     }
 }
 
-/// A failed [`OriginClient::request`].
+/// A failed [`HttpClient::request`].
 #[derive(Debug)]
 pub struct RequestFailed {
     /// What failed.
-    pub error: OriginError,
+    pub error: RequestError,
     /// The request, untouched (its body not polled), when none of it was sent: always there
-    /// for [`OriginError::Connect`].
+    /// for [`RequestError::Connect`].
     pub unsent: Option<Box<http::Request<Body>>>,
 }
 
-/// A connected origin, ready for one request.
-pub type OriginSender = hyper::client::conn::http1::SendRequest<Body>;
+/// A connected endpoint (an origin, usually), ready for one request.
+pub type HttpSender = hyper::client::conn::http1::SendRequest<Body>;
 
 /// An idle pooled connection.
 struct Idle {
-    sender: OriginSender,
+    sender: HttpSender,
     since: Instant,
 }
 
@@ -123,9 +123,10 @@ impl Pool {
     }
 }
 
-/// Builds outbound connections and keeps idle keep-alive ones for reuse.
+/// The outbound HTTP/1.1 client every tier uses (origins, the gateway, the usage webhook, the
+/// CLI): builds connections and keeps idle keep-alive ones for reuse.
 #[derive(Clone)]
-pub struct OriginClient {
+pub struct HttpClient {
     verified: Arc<rustls::ClientConfig>,
     insecure: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
@@ -133,7 +134,7 @@ pub struct OriginClient {
     pool: Arc<Mutex<Pool>>,
 }
 
-impl OriginClient {
+impl HttpClient {
     /// A client trusting the WebPKI roots (and nothing for `insecure` targets).
     ///
     /// Within a Tokio runtime, a background task closes idle connections past
@@ -141,7 +142,7 @@ impl OriginClient {
     pub fn new(
         connect_timeout: Duration,
         response_timeout: Duration,
-    ) -> Result<OriginClient, rustls::Error> {
+    ) -> Result<HttpClient, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -160,7 +161,7 @@ impl OriginClient {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(sweep_idle(Arc::downgrade(&pool)));
         }
-        Ok(OriginClient {
+        Ok(HttpClient {
             verified: Arc::new(verified),
             insecure: Arc::new(insecure),
             connect_timeout,
@@ -176,7 +177,7 @@ impl OriginClient {
     /// An idle connection that turns out closed or not ready before any of the request was
     /// written (hyper hands the request back) is dropped and the next one, or a new
     /// connection, is tried. Only a failure to make a new connection is
-    /// [`OriginError::Connect`]; any other failure may come after part of the request was
+    /// [`RequestError::Connect`]; any other failure may come after part of the request was
     /// sent, and is never retried.
     pub async fn request(
         &self,
@@ -190,11 +191,11 @@ impl OriginClient {
         while let Some(mut sender) = self.checkout(endpoint).await {
             let sent = tokio::time::timeout(self.response_timeout, sender.try_send_request(req));
             match sent.await {
-                Err(_) => return Err(failed(OriginError::Timeout)),
+                Err(_) => return Err(failed(RequestError::Timeout)),
                 Ok(Ok(resp)) => return Ok(self.pooled(endpoint, sender, resp)),
                 Ok(Err(mut err)) => match err.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(failed(OriginError::Request(err.into_error()))),
+                    None => return Err(failed(RequestError::Request(err.into_error()))),
                 },
             }
         }
@@ -209,8 +210,8 @@ impl OriginClient {
         };
         let resp = tokio::time::timeout(self.response_timeout, sender.send_request(req))
             .await
-            .map_err(|_| failed(OriginError::Timeout))?
-            .map_err(|e| failed(OriginError::Request(e)))?;
+            .map_err(|_| failed(RequestError::Timeout))?
+            .map_err(|e| failed(RequestError::Request(e)))?;
         Ok(self.pooled(endpoint, sender, resp))
     }
 
@@ -224,7 +225,7 @@ impl OriginClient {
     fn pooled(
         &self,
         endpoint: &Endpoint,
-        sender: OriginSender,
+        sender: HttpSender,
         resp: http::Response<hyper::body::Incoming>,
     ) -> http::Response<PooledBody> {
         let back = Checkin {
@@ -236,7 +237,7 @@ impl OriginClient {
     }
 
     /// The most recently used idle connection to `endpoint` that is ready for a request.
-    async fn checkout(&self, endpoint: &Endpoint) -> Option<OriginSender> {
+    async fn checkout(&self, endpoint: &Endpoint) -> Option<HttpSender> {
         loop {
             let mut idle = {
                 let mut pool = self.pool.lock().ok()?;
@@ -267,7 +268,7 @@ impl OriginClient {
     pub fn connect(
         &self,
         endpoint: &Endpoint,
-    ) -> impl Future<Output = Result<OriginSender, OriginError>> + Send + 'static + use<> {
+    ) -> impl Future<Output = Result<HttpSender, RequestError>> + Send + 'static + use<> {
         let tls = endpoint.tls.then(|| {
             let config = if endpoint.insecure {
                 self.insecure.clone()
@@ -280,7 +281,7 @@ impl OriginClient {
         let connect_timeout = self.connect_timeout;
         async move {
             let addr = format!("{host}:{port}");
-            let err = |reason: String| OriginError::Connect {
+            let err = |reason: String| RequestError::Connect {
                 addr: addr.clone(),
                 reason,
             };
@@ -330,13 +331,13 @@ impl OriginClient {
     /// Sends one request on a connection and waits for the response head.
     pub async fn send(
         &self,
-        mut sender: OriginSender,
+        mut sender: HttpSender,
         req: http::Request<Body>,
-    ) -> Result<http::Response<hyper::body::Incoming>, OriginError> {
+    ) -> Result<http::Response<hyper::body::Incoming>, RequestError> {
         tokio::time::timeout(self.response_timeout, sender.send_request(req))
             .await
-            .map_err(|_| OriginError::Timeout)?
-            .map_err(OriginError::Request)
+            .map_err(|_| RequestError::Timeout)?
+            .map_err(RequestError::Request)
     }
 }
 
@@ -344,7 +345,7 @@ impl OriginClient {
 struct Checkin {
     pool: Weak<Mutex<Pool>>,
     endpoint: Endpoint,
-    sender: OriginSender,
+    sender: HttpSender,
 }
 
 impl Checkin {
@@ -461,7 +462,7 @@ async fn sweep_idle(pool: Weak<Mutex<Pool>>) {
     }
 }
 
-async fn handshake<IO>(io: IO) -> Result<OriginSender, hyper::Error>
+async fn handshake<IO>(io: IO) -> Result<HttpSender, hyper::Error>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

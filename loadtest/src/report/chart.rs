@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::text::{esc, human};
 
 /// About `n` round tick values covering `0..=max`.
-pub fn nice_ticks(max: f64, n: usize) -> Vec<f64> {
+pub(super) fn nice_ticks(max: f64, n: usize) -> Vec<f64> {
     if !(max.is_finite() && max > 0.0) {
         return vec![0.0, 1.0];
     }
@@ -27,7 +27,7 @@ pub fn nice_ticks(max: f64, n: usize) -> Vec<f64> {
 }
 
 /// One line of a chart.
-pub struct Line<'a> {
+pub(super) struct Line<'a> {
     /// Legend.
     pub name: &'a str,
     /// CSS color.
@@ -186,7 +186,7 @@ impl Plot {
 }
 
 /// An SVG line chart; `markers` are labelled vertical lines (step starts).
-pub fn line_chart(
+pub(super) fn line_chart(
     title: &str,
     x_label: &str,
     y_label: &str,

@@ -9,7 +9,7 @@ use super::text::{esc, human};
 use crate::stats::SecondPoint;
 
 /// The self-contained HTML report of a run.
-pub fn html(r: &RunResult) -> String {
+pub(crate) fn html(r: &RunResult) -> String {
     let mut s = String::new();
     head(&mut s, r);
     setup(&mut s, r);

@@ -266,7 +266,7 @@ fn resume_headline(r: &ResumeResult) -> Headline {
 
 /// Markdown rows: every scenario with gripmesh next to Pushpin (and their ratio) — and next to
 /// Nchan when any result is Nchan's — then the targets.
-pub fn markdown(results: &[AnyResult]) -> String {
+pub(crate) fn markdown(results: &[AnyResult]) -> String {
     let mut scenarios: Vec<&str> = Vec::new();
     for r in results {
         let sc = r.key().1;

@@ -16,13 +16,13 @@ use crate::procfs::Machine;
 use crate::publish::Api;
 use crate::stats::{SecondPoint, Summary};
 
-pub use html::html;
-pub use markdown::markdown;
-pub use text::human;
+pub(crate) use html::html;
+pub(crate) use markdown::markdown;
+pub(crate) use text::human;
 
 /// What a run was asked to do.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunConfig {
+pub(crate) struct RunConfig {
     /// Client transports (each gets `clients_per_transport` clients).
     pub transports: Vec<Transport>,
     /// Clients of each transport.
@@ -52,7 +52,7 @@ pub struct RunConfig {
 
 /// The connection phase.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConnectResult {
+pub(crate) struct ConnectResult {
     /// Clients started.
     pub attempted: u64,
     /// Clients connected.
@@ -71,7 +71,7 @@ pub struct ConnectResult {
 
 /// The server's memory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ServerResult {
+pub(crate) struct ServerResult {
     /// Processes measured (with their descendants).
     pub pids: Vec<u32>,
     /// RSS before any client connected, KiB.
@@ -86,7 +86,7 @@ pub struct ServerResult {
 
 /// One publishing step.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StepResult {
+pub(crate) struct StepResult {
     /// Step index.
     pub step: usize,
     /// Messages per second per channel requested.
@@ -147,7 +147,7 @@ pub struct StepResult {
 
 /// The result of `gripmesh-loadtest run`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunResult {
+pub(crate) struct RunResult {
     /// `gripmesh`, `pushpin`, …
     pub system: String,
     /// Scenario name (pairs results of different systems).
@@ -177,7 +177,7 @@ pub struct RunResult {
 
 /// The result of `gripmesh-loadtest publish`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PublishResult {
+pub(crate) struct PublishResult {
     /// `gripmesh`, `pushpin`, …
     pub system: String,
     /// Scenario name.
@@ -213,7 +213,7 @@ pub struct PublishResult {
 /// Any result file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub enum AnyResult {
+pub(crate) enum AnyResult {
     /// A subscriber run.
     Run(Box<RunResult>),
     /// A publish API benchmark.
@@ -224,7 +224,7 @@ pub enum AnyResult {
 
 impl AnyResult {
     /// `(system, scenario)`.
-    pub fn key(&self) -> (&str, &str) {
+    pub(crate) fn key(&self) -> (&str, &str) {
         match self {
             AnyResult::Run(r) => (&r.system, &r.scenario),
             AnyResult::Publish(r) => (&r.system, &r.scenario),

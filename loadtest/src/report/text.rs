@@ -2,7 +2,7 @@
 //! numbers.
 
 /// Escapes text for HTML.
-pub fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -18,7 +18,7 @@ pub fn esc(s: &str) -> String {
 }
 
 /// Formats a number compactly (1.2k, 3.4M).
-pub fn human(v: f64) -> String {
+pub(crate) fn human(v: f64) -> String {
     let a = v.abs();
     if a >= 1e6 {
         format!("{:.2}M", v / 1e6)

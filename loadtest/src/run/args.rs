@@ -11,7 +11,7 @@ use crate::publish::Api;
 
 /// Flags of `run`.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// System under test, for reports and tables (`gripmesh`, `pushpin`).
     #[arg(long, default_value = "gripmesh")]
     pub system: String,
@@ -168,7 +168,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// Defaults, as if given no flags.
-    pub fn defaults() -> RunArgs {
+    pub(crate) fn defaults() -> RunArgs {
         use clap::FromArgMatches;
         let cmd = RunArgs::augment_args(clap::Command::new("run").no_binary_name(true));
         let m = cmd.get_matches_from(Vec::<String>::new());

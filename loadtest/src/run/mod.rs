@@ -20,7 +20,7 @@ use crate::report::{ConnectResult, RunConfig, RunResult, ServerResult};
 use crate::spawn::{self, Spawned};
 use crate::stats::MAX_STEPS;
 
-pub use args::RunArgs;
+pub(crate) use args::RunArgs;
 
 fn progress(quiet: bool, len: u64, template: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(
@@ -39,7 +39,7 @@ fn progress(quiet: bool, len: u64, template: &str) -> ProgressBar {
 
 /// Runs the load test described by `args`. The second value is false when `--fail-on-loss`
 /// was given and something was lost.
-pub async fn run(args: &RunArgs) -> Result<(RunResult, bool)> {
+pub(crate) async fn run(args: &RunArgs) -> Result<(RunResult, bool)> {
     if args.transport.is_empty() || args.clients == 0 {
         bail!("no clients: give --clients N and --transport");
     }

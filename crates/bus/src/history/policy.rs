@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 /// Default AGE when a rule gives none.
-pub const DEFAULT_AGE: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_AGE: Duration = Duration::from_secs(300);
 /// Largest SIZE accepted (items kept per channel).
-pub const MAX_SIZE: u32 = 1_000_000;
+pub(super) const MAX_SIZE: u32 = 1_000_000;
 /// Largest AGE accepted.
-pub const MAX_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(super) const MAX_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How much history one channel keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

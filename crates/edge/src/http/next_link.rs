@@ -15,7 +15,7 @@ use std::sync::Arc;
 const MAX_NEXT_BODY: usize = 1_000_000;
 
 /// What a next-link fetch needs, captured when the hold starts.
-pub struct NextFetcher {
+pub(super) struct NextFetcher {
     pub(crate) edge: Arc<EdgeInner>,
     pub(crate) route: Arc<Route>,
     /// The client's request headers (Host, credentials), as for the first request.
@@ -26,17 +26,17 @@ pub struct NextFetcher {
 }
 
 /// A fetched link: the body to append and the next link (the answer's own, else the same).
-pub type Fetched = Result<(Bytes, NextLink), String>;
+pub(super) type Fetched = Result<(Bytes, NextLink), String>;
 
 impl NextFetcher {
     /// GETs `link` through the route's targets.
-    pub fn fetch(self: &Arc<Self>, link: NextLink) -> BoxFuture<'static, Fetched> {
+    pub(super) fn fetch(self: &Arc<Self>, link: NextLink) -> BoxFuture<'static, Fetched> {
         self.fetch_with_last(link, Vec::new())
     }
 
     /// GETs `link` with `Grip-Last: <channel>; last-id=<id>` headers (a resume that history
     /// could not serve: the origin re-syncs the stream).
-    pub fn fetch_with_last(
+    pub(super) fn fetch_with_last(
         self: &Arc<Self>,
         link: NextLink,
         grip_last: Vec<(String, String)>,

@@ -92,7 +92,7 @@ const MAX_COALESCE_BYTES: usize = 16 * 1024;
 ///
 /// Deliveries already queued when the body is polled leave as one chunk (one write for the
 /// batch instead of one per message); a lone delivery is passed on without a copy.
-pub struct StreamBody {
+pub(super) struct StreamBody {
     initial: Option<Body>,
     rx: ConnQueue,
     /// A `close` or `hint` taken from the queue while joining data; acted on next.
@@ -109,7 +109,7 @@ pub struct StreamBody {
 
 impl StreamBody {
     /// Builds the body; `guard` must already be subscribed.
-    pub fn new(
+    pub(super) fn new(
         initial: Body,
         rx: ConnQueue,
         keep_alive: Option<&KeepAlive>,
@@ -141,7 +141,7 @@ impl StreamBody {
 
     /// Fetches the next link at once with `Grip-Last` headers (a resume history could not
     /// serve). No-op without a next link.
-    pub fn fetch_next_now(&mut self, grip_last: Vec<(String, String)>) {
+    pub(super) fn fetch_next_now(&mut self, grip_last: Vec<(String, String)>) {
         if let Some(next) = self.next.as_mut()
             && next.in_flight.is_none()
         {

@@ -5,13 +5,13 @@
 //! Subscriptions requested in the origin's first answer are live before the client receives
 //! its `101`, so no publish is lost between the origin's answer and the subscription.
 
-use super::error::WsError;
 use super::over_http::{self, OverHttp};
 use super::passthrough::{self, PassthroughReply};
 use super::session::Session;
 use super::{GripMode, Upstream, grip_mode};
 use crate::EdgeInner;
 use crate::conn::Transport;
+use crate::error::WsError;
 use crate::headers;
 use crate::hold::HoldGuard;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

@@ -7,7 +7,6 @@
 //! - [`session`]: the connection after the upgrade (a state machine and the task driving it);
 //! - [`error`]: the handshake's failures and their plain error responses.
 
-mod error;
 mod handshake;
 mod over_http;
 mod passthrough;
@@ -26,7 +25,7 @@ use std::sync::Arc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub(crate) use error::WsError;
+use crate::error::WsError;
 use handshake::Handshake;
 pub(crate) use over_http::OverHttp;
 

@@ -3,7 +3,7 @@
 
 use crate::EdgeInner;
 use crate::metrics::EdgeMetrics;
-use crate::origin::OriginError;
+use crate::origin::RequestError;
 use crate::test_origin;
 use bytes::Bytes;
 use grip::wsevents::{self, WsEvent, WsEventsError};
@@ -58,7 +58,7 @@ pub(crate) enum OpenReply {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OverHttpError {
     #[error(transparent)]
-    Origin(#[from] OriginError),
+    Origin(#[from] RequestError),
     #[error("origin answered {0}")]
     Status(StatusCode),
     #[error("origin answer is not application/websocket-events")]

@@ -3,7 +3,7 @@
 
 use super::{Ws, reject_with};
 use crate::EdgeInner;
-use crate::origin::OriginSender;
+use crate::origin::HttpSender;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -26,7 +26,7 @@ pub(super) enum PassthroughReply {
 #[derive(Debug, thiserror::Error)]
 pub(super) enum PassthroughError {
     #[error(transparent)]
-    Origin(#[from] crate::origin::OriginError),
+    Origin(#[from] crate::origin::RequestError),
     #[error("origin upgrade failed: {0}")]
     Upgrade(hyper::Error),
     #[error("cannot build the origin request: {0}")]
@@ -49,7 +49,7 @@ pub(super) async fn open(
     path: &str,
     replay: &HeaderMap,
 ) -> Result<PassthroughReply, PassthroughError> {
-    let sender: OriginSender = crate::origin::connect(&edge.origin, target).await?;
+    let sender: HttpSender = crate::origin::connect(&edge.origin, target).await?;
     let mut h = crate::origin::headers(&edge, replay, route, target);
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
