@@ -1,4 +1,4 @@
-//! WebSocket-over-HTTP (route target `over_http`): conformance cases 30–37 of `pushpin.md` §5,
+//! WebSocket-over-HTTP (route target `over_http`): what Pushpin does (docs/protocol.md, "Pushpin compatibility"),
 //! GRIP control messages, ordering, batching, fan-out to many clients, and the built-in `test`
 //! target.
 

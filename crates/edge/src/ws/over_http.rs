@@ -1,5 +1,5 @@
 //! WebSocket-over-HTTP toward the origin: every batch of WebSocket events becomes one
-//! `POST` with an `application/websocket-events` body (pushpin.md §1.6).
+//! `POST` with an `application/websocket-events` body (docs/protocol.md, "GRIP at the edge").
 
 use crate::EdgeInner;
 use crate::metrics::EdgeMetrics;
