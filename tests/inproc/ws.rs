@@ -1,6 +1,6 @@
-//! WebSocket-over-HTTP (route target `over_http`): what Pushpin does (docs/protocol.md, "Pushpin compatibility"),
-//! GRIP control messages, ordering, batching, fan-out to many clients, and the built-in `test`
-//! target.
+//! WebSocket-over-HTTP (route target `over_http`): what Pushpin does (docs/protocol.md,
+//! "Pushpin compatibility"), GRIP control messages, ordering, batching, fan-out to many
+//! clients, and the built-in `test` target.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
