@@ -88,8 +88,17 @@ impl NatsServer {
             options,
             store: crate::tempdir::TempDir::new(),
         };
-        s.spawn();
-        s
+        // A port free when picked can be taken before nats-server binds it (another test's
+        // outgoing connection may get it as its source port): then the server exits at once,
+        // and a first start simply tries fresh ports.
+        for _ in 0..3 {
+            if s.try_spawn() {
+                return s;
+            }
+            s.port = free_port();
+            s.monitor_port = free_port();
+        }
+        panic!("nats-server exited before listening, three times (ports taken?)");
     }
 
     /// Starts a standalone server with JetStream (every test server has JetStream now; the
@@ -146,7 +155,17 @@ impl NatsServer {
         nodes
     }
 
+    /// Starts the server on its ports and waits until it listens.
     fn spawn(&mut self) {
+        let port = self.port;
+        assert!(
+            self.try_spawn(),
+            "nats-server exited before listening on 127.0.0.1:{port}"
+        );
+    }
+
+    /// Starts the server and waits until it listens (true) or exits first (false).
+    fn try_spawn(&mut self) -> bool {
         let mut cmd = Command::new(binary());
         cmd.args(["-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
@@ -187,18 +206,23 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server must be installed (the test script installs it)");
-        self.child = Some(child);
+        let child = self.child.insert(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         // Generous: a restarted JetStream node recovers its store before it listens, and the
         // test machine may be loaded.
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                self.child = None;
+                return false;
+            }
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not start on {addr}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        true
     }
 
     /// `nats://127.0.0.1:<port>` (no credentials).
