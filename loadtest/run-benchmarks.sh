@@ -14,11 +14,10 @@
 #    CPU, resume) and per-key limits, each on vs off (FEATURES=… to pick; "" to skip).
 # 5. Prints the markdown rows for BENCHMARKS.md (also in $BENCH_DIR/table.md).
 #
-# Off by default (long, and they need the machine to themselves):
-#   SCALE_OUT=1   loadtest/bench-scale-out.sh: 6 edges + control over NATS, 1k to 100k
-#                 WebSocket clients ($BENCH_DIR/scale-out.md)
-#   DRAIN=1       loadtest/bench-drain-reconnect.sh: 19,000 clients of a drained edge
-#                 reconnecting to another, for SSE, HTTP stream and WebSocket
+# 6. loadtest/bench-scale-out.sh: 6 edges + control over NATS, 1k to 100k WebSocket clients
+#    ($BENCH_DIR/scale-out.md; ~4 min; SCALE_OUT=0 skips it), and
+#    loadtest/bench-drain-reconnect.sh: 19,000 clients of a drained edge reconnecting to
+#    another, for SSE, HTTP stream and WebSocket (~1 min; DRAIN=0 skips it).
 #
 # Results (JSON + HTML per run) go to $BENCH_DIR (default target/bench).
 set -euo pipefail
@@ -130,12 +129,12 @@ if [ -n "${FEATURES-usage filters history limits}" ]; then
   FEATURES=${FEATURES-usage filters history limits} loadtest/bench-features.sh || true
 fi
 
-# --- scale out and drain, when asked ---------------------------------------------------------
-if [ "${SCALE_OUT:-0}" = 1 ]; then
+# --- 6. scale out and drain -----------------------------------------------------------------
+if [ "${SCALE_OUT:-1}" = 1 ]; then
   if [ "$QUICK" = 1 ]; then SIZES=${SIZES:-600 3000} loadtest/bench-scale-out.sh || true
   else loadtest/bench-scale-out.sh || true; fi
 fi
-if [ "${DRAIN:-0}" = 1 ]; then
+if [ "${DRAIN:-1}" = 1 ]; then
   for kind in sse stream ws; do
     if [ "$QUICK" = 1 ]; then KIND=$kind CLIENTS=${CLIENTS:-500} loadtest/bench-drain-reconnect.sh || true
     else KIND=$kind loadtest/bench-drain-reconnect.sh || true; fi
