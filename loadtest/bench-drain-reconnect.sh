@@ -30,13 +30,7 @@ start origin "$LOADTEST" origin --listen 127.0.0.1:0
 ORIGIN=$(addr origin origin)
 printf '*,proto=ws %s,over_http\n* %s\n' "$ORIGIN" "$ORIGIN" > "$TMP/routes"
 
-NATS_PORT=$(free_port)
-mkdir -p "$TMP/js"
-"$(command -v nats-server || echo /usr/sbin/nats-server)" -a 127.0.0.1 -p "$NATS_PORT" -js \
-  -sd "$TMP/js" > "$TMP/nats.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
-NATS=nats://127.0.0.1:$NATS_PORT
+start_nats
 
 start control "$GRIPMESH" control --nats "$NATS" --routes "$TMP/routes" --publish-listen 127.0.0.1:0 \
   --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json

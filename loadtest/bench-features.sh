@@ -137,12 +137,7 @@ for f in $FEATURES; do
     ;;
   history)
     log "== history (issue 16): cluster over nats-server -js"
-    NATS_PORT=$(free_port)
-    mkdir -p "$TMP/js"
-    nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$TMP/js" > "$TMP/nats.log" 2>&1 &
-    PIDS+=($!); PID_nats=$!
-    for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
-    NATS=nats://127.0.0.1:$NATS_PORT
+    start_nats
     # Channels h* keep history (1,000 items / 5 min); the others do not: one set of
     # processes serves both sides of each pair.
     HIST='h*=2000/5m'

@@ -54,14 +54,10 @@ start gm "$GRIPMESH" standalone --routes "$TMP/routes" --listen 127.0.0.1:0 \
 measure standalone "$(addr gm edge)" "$(addr gm publish)" "$PID_gm"
 kill -TERM "$PID_gm"; wait "$PID_gm" 2>/dev/null || true
 
-port=$(free_port 24300)
-mkdir -p "$TMP/js"
-nats-server -a 127.0.0.1 -p "$port" -js -sd "$TMP/js" > "$TMP/nats.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-start control "$GRIPMESH" control --nats "nats://127.0.0.1:$port" --routes "$TMP/routes" \
+start_nats 24300
+start control "$GRIPMESH" control --nats "$NATS" --routes "$TMP/routes" \
   --publish-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json
-start edge "$GRIPMESH" edge --nats "nats://127.0.0.1:$port" --routes "$TMP/routes" \
+start edge "$GRIPMESH" edge --nats "$NATS" --routes "$TMP/routes" \
   --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --max-connections 1000000 --log-format json
 sleep 1
 measure cluster "$(addr edge edge)" "$(addr control publish)" "$PID_control"

@@ -5,6 +5,8 @@
 #   stop NAME…              SIGTERM and wait
 #   addr NAME LISTENER      the address NAME printed as `listening LISTENER ADDR`
 #   free_port [FIRST]       a TCP port nothing listens on, from FIRST (24222) up
+#   start_nats [FIRST]      nats-server -js -sd $TMP/js on a free port; sets NATS (its URL) and
+#                           PID_nats once it accepts connections
 #   cpu_s PID…              CPU seconds (user + system) the processes have used
 # shellcheck shell=bash
 
@@ -47,4 +49,15 @@ cpu_s() {
     t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) ))
   done
   awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
+}
+start_nats() {
+  local port
+  port=$(free_port "${1:-24222}")
+  mkdir -p "$TMP/js"
+  "$(command -v nats-server || echo /usr/sbin/nats-server)" -a 127.0.0.1 -p "$port" -js \
+    -sd "$TMP/js" > "$TMP/nats.log" 2>&1 &
+  PIDS+=($!)
+  PID_nats=$!
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  NATS=nats://127.0.0.1:$port
 }

@@ -62,14 +62,7 @@ start origin "$LOADTEST" origin --listen 127.0.0.1:0
 ORIGIN=$(addr origin origin)
 printf '*,proto=ws %s,over_http\n* %s\n' "$ORIGIN" "$ORIGIN" > "$TMP/routes"
 
-NATS_PORT=$(free_port)
-NATS_BIN=$(command -v nats-server || echo /usr/sbin/nats-server)
-mkdir -p "$TMP/js"
-"$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$TMP/js" > "$TMP/nats.log" 2>&1 &
-PIDS+=($!)
-NATS_PID=$!
-for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
-NATS=nats://127.0.0.1:$NATS_PORT
+start_nats
 limits=(--max-connections 1000000 --send-queue-messages 100000 --send-queue-bytes 100000000 --log-format json)
 start control "$GRIPMESH" control --nats "$NATS" --routes "$TMP/routes" --publish-listen 127.0.0.1:0 \
   --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json
@@ -82,7 +75,7 @@ if [ "$QUICK" = 1 ]; then n=200; rates=10,100; else n=1000; rates=10,100,1000; f
 echo "== gripmesh: cross-edge-nats ($n WS over 2 edges, control and nats-server)" >&2
 "$LOADTEST" run --system gripmesh --scenario cross-edge-nats --transport ws --clients "$n" \
   --edge "$(addr edge1 edge)" --edge "$(addr edge2 edge)" --publish "$PUB" --grpc "$GRPC" \
-  --server-pid "$PID_control" --server-pid "$PID_edge1" --server-pid "$PID_edge2" --server-pid "$NATS_PID" \
+  --server-pid "$PID_control" --server-pid "$PID_edge1" --server-pid "$PID_edge2" --server-pid "$PID_nats" \
   --rate "$rates" --duration "$DURATION" --json "$BENCH_DIR/gripmesh-cross-edge-nats.json" \
   --html "$BENCH_DIR/gripmesh-cross-edge-nats.html" || true
 
