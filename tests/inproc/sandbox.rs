@@ -28,25 +28,10 @@ pub(crate) struct Sandbox {
 }
 
 impl Sandbox {
-    /// Starts standalone with all listeners on `127.0.0.1:0` (edge, publish, admin, gRPC) and
-    /// `--log-format text`, followed by `extra_args`: the arguments
-    /// [`testkit::Gripmesh::standalone`] gives the binary.
+    /// Starts standalone from [`testkit::STANDALONE_ARGS`] followed by `extra_args`:
+    /// the arguments [`testkit::Gripmesh::standalone`] gives the binary.
     pub(crate) async fn standalone(extra_args: &[&str]) -> Sandbox {
-        let mut args = vec![
-            "gripmesh",
-            "standalone",
-            "--listen",
-            "127.0.0.1:0",
-            "--publish-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "text",
-        ];
-        args.extend_from_slice(extra_args);
+        let args = [&["gripmesh"], testkit::STANDALONE_ARGS, extra_args].concat();
         let cli = <Cli as clap::Parser>::try_parse_from(&args)
             .unwrap_or_else(|e| panic!("gripmesh {args:?}: {e}"));
         let Command::Standalone(flags) = cli.command else {

@@ -37,7 +37,7 @@ pub use origin::{
     Origin, OriginResponse, RawOrigin, RecordedRequest, ScriptedOrigin, ScriptedRequest, Step,
     query_param,
 };
-pub use process::{Gripmesh, Signal, run, run_with_env};
+pub use process::{Gripmesh, STANDALONE_ARGS, Signal, run, run_with_env};
 pub use publish::{publish, publish_raw, publish_stream, publish_with_auth};
 pub use tempdir::TempDir;
 pub use wait::wait_until;

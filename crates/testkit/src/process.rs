@@ -41,6 +41,23 @@ impl Signal {
     }
 }
 
+/// How tests start standalone: the subcommand, every listener on `127.0.0.1:0` (the addresses
+/// are read back from what it reports) and plain-text logs; a test's own flags follow. The
+/// in-process tier (`tests/inproc`) starts standalone from the same arguments.
+pub const STANDALONE_ARGS: &[&str] = &[
+    "standalone",
+    "--listen",
+    "127.0.0.1:0",
+    "--publish-listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+    "--grpc-listen",
+    "127.0.0.1:0",
+    "--log-format",
+    "text",
+];
+
 /// A running `gripmesh` process. Killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Gripmesh {
@@ -67,20 +84,7 @@ impl Gripmesh {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Gripmesh {
-        let mut args = vec![
-            "standalone",
-            "--listen",
-            "127.0.0.1:0",
-            "--publish-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "text",
-        ];
-        args.extend_from_slice(extra_args);
+        let args = [STANDALONE_ARGS, extra_args].concat();
         Gripmesh::start(bin, &args, env).await
     }
 
