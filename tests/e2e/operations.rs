@@ -356,11 +356,8 @@ async fn readiness(admin: SocketAddr) -> Readiness {
 async fn sigterm_drain_turns_readiness_off_and_closes_everyone() {
     let mut env = start("* test\n", &["--drain-timeout", "10"]).await;
     let (edge, admin) = (env.edge(), env.admin());
-    match readiness(admin).await {
-        Readiness::Status(200, _) => {}
-        Readiness::Status(s, body) => panic!("/readyz before SIGTERM: {s} {body}"),
-        Readiness::Gone => panic!("/readyz before SIGTERM: no answer"),
-    }
+    // Ready once the revocations are loaded, which happens just after `ready` is printed.
+    testkit::cluster::wait_ready(admin, WAIT, "before SIGTERM").await;
     let mut sockets = Vec::new();
     for i in 0..20 {
         sockets.push(WsConn::connect(edge, &format!("/ws?channel=drain-{}", i % 3), &[]).await);

@@ -216,6 +216,8 @@ async fn admin_endpoints() {
     let gm = Gripmesh::standalone(BIN, &[]).await;
     let resp = http_get(gm.admin_addr(), "/healthz", &[]).await;
     assert_eq!(resp.status, 200);
+    // Readiness turns 200 once the revocations are loaded, which happens just after `ready`.
+    testkit::cluster::wait_ready(gm.admin_addr(), WAIT, "standalone").await;
     let resp = http_get(gm.admin_addr(), "/readyz", &[]).await;
     assert_eq!(resp.status, 200, "readyz: {}", resp.text());
     let text = scrape_metrics(gm.admin_addr()).await;
