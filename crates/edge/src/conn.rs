@@ -2,10 +2,10 @@
 
 use crate::delivery::Delivery;
 use futures_util::task::AtomicWaker;
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use tokio::sync::mpsc;
 
 pub(crate) use crate::delivery::Transport;
 
@@ -66,7 +66,12 @@ pub struct ConnHandle {
     pub id: u64,
     /// Hold kind.
     pub transport: Transport,
-    tx: mpsc::Sender<Arc<Delivery>>,
+    /// The deliveries queued for the connection (see [`Queue`]).
+    queue: Mutex<Queue>,
+    /// Most deliveries queued at once.
+    capacity: usize,
+    /// The connection's task, waiting for a delivery.
+    rx_waker: AtomicWaker,
     closed: AtomicU8,
     waker: AtomicWaker,
     /// Payload bytes queued and not yet taken by the connection.
@@ -86,11 +91,12 @@ impl ConnHandle {
         capacity: usize,
         max_bytes: usize,
     ) -> (Arc<ConnHandle>, ConnQueue) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
         let handle = Arc::new(ConnHandle {
             id,
             transport,
-            tx,
+            queue: Mutex::new(Queue::default()),
+            capacity: capacity.max(1),
+            rx_waker: AtomicWaker::new(),
             closed: AtomicU8::new(0),
             waker: AtomicWaker::new(),
             queued_bytes: AtomicUsize::new(0),
@@ -99,7 +105,6 @@ impl ConnHandle {
             key: std::sync::OnceLock::new(),
         });
         let queue = ConnQueue {
-            rx,
             conn: handle.clone(),
             replay: std::collections::VecDeque::new(),
             floors: Vec::new(),
@@ -125,19 +130,27 @@ impl ConnHandle {
             self.close(CloseReason::SlowConsumer);
             return Offer::Overflow;
         }
-        match self.tx.try_send(delivery.clone()) {
-            Ok(()) => Offer::Queued,
-            Err(err) => {
-                self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-                match err {
-                    mpsc::error::TrySendError::Full(_) => {
-                        self.close(CloseReason::SlowConsumer);
-                        Offer::Overflow
-                    }
-                    mpsc::error::TrySendError::Closed(_) => Offer::Gone,
-                }
+        let mut queue = self.queue();
+        if queue.receiver_gone || queue.items.len() >= self.capacity {
+            let gone = queue.receiver_gone;
+            drop(queue);
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            if gone {
+                return Offer::Gone;
             }
+            self.close(CloseReason::SlowConsumer);
+            return Offer::Overflow;
         }
+        queue.items.push_back(delivery.clone());
+        drop(queue);
+        self.rx_waker.wake();
+        Offer::Queued
+    }
+
+    /// The queue, locked. Nothing panics while holding it, so a poisoned lock still holds a
+    /// consistent queue.
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Ties the connection to its key's counters (message quota).
@@ -207,7 +220,6 @@ impl ConnHandle {
 /// skipped. Live deliveries that arrived while history was being read wait in the queue, so
 /// the seam between replay and live loses and repeats nothing.
 pub struct ConnQueue {
-    rx: mpsc::Receiver<Arc<Delivery>>,
     conn: Arc<ConnHandle>,
     replay: std::collections::VecDeque<Arc<Delivery>>,
     /// (channel, last replayed position); at most one per subscribed channel.
@@ -240,20 +252,42 @@ impl ConnQueue {
                 .any(|(c, floor)| d.seq <= *floor && **c == *d.channel)
     }
 
-    /// Polls for the next delivery.
+    /// Takes the oldest live delivery, if any. An emptied queue that once grew past
+    /// [`KEPT_CAPACITY`] gives its buffer back, so a burst leaves no memory behind on an idle
+    /// connection.
+    fn pop_live(&self) -> Option<Arc<Delivery>> {
+        let mut queue = self.conn.queue();
+        let d = queue.items.pop_front();
+        if queue.items.is_empty() && queue.items.capacity() > KEPT_CAPACITY {
+            queue.items = VecDeque::new();
+        }
+        drop(queue);
+        if let Some(d) = &d {
+            self.taken(d);
+        }
+        d
+    }
+
+    /// Polls for the next delivery. The handle lives as long as this queue, so the stream of
+    /// deliveries never ends by itself: `Ready(None)` is never returned.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Delivery>>> {
         if let Some(d) = self.replay.pop_front() {
             return Poll::Ready(Some(d));
         }
         loop {
-            let r = self.rx.poll_recv(cx);
-            if let Poll::Ready(Some(d)) = &r {
-                self.taken(d);
-                if self.replayed(d) {
+            if let Some(d) = self.pop_live() {
+                if self.replayed(&d) {
                     continue;
                 }
+                return Poll::Ready(Some(d));
             }
-            return r;
+            // Registered before the second look, so a delivery queued in between wakes us.
+            self.conn.rx_waker.register(cx.waker());
+            match self.pop_live() {
+                Some(d) if self.replayed(&d) => continue,
+                Some(d) => return Poll::Ready(Some(d)),
+                None => return Poll::Pending,
+            }
         }
     }
 
@@ -268,11 +302,144 @@ impl ConnQueue {
             return Some(d);
         }
         loop {
-            let d = self.rx.try_recv().ok()?;
-            self.taken(&d);
+            let d = self.pop_live()?;
             if !self.replayed(&d) {
                 return Some(d);
             }
         }
+    }
+}
+
+impl Drop for ConnQueue {
+    /// Later offers answer [`Offer::Gone`]; what is still queued is released now (the registry
+    /// may keep the handle a little longer).
+    fn drop(&mut self) {
+        let mut queue = self.conn.queue();
+        queue.receiver_gone = true;
+        let items = std::mem::take(&mut queue.items);
+        drop(queue);
+        for d in &items {
+            self.taken(d);
+        }
+    }
+}
+
+/// Most deliveries an empty queue keeps room for; a larger buffer is given back once emptied.
+const KEPT_CAPACITY: usize = 16;
+
+/// A connection's queued deliveries. The buffer is allocated by the first delivery, not with
+/// the connection: an idle subscriber costs only this struct.
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Arc<Delivery>>,
+    /// The [`ConnQueue`] was dropped: nothing more is queued.
+    receiver_gone: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::StreamOut;
+    use bytes::Bytes;
+
+    fn delivery(body: &'static str) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            stream: Some(StreamOut::Data(Bytes::from_static(body.as_bytes()))),
+            response: None,
+            ws: None,
+            accepted_unix_nanos: 0,
+            channel: Arc::from("ch"),
+            prev_id: None,
+            seq: 0,
+            id: None,
+            meta: Default::default(),
+            content_filters: Default::default(),
+        })
+    }
+
+    fn stream_conn(capacity: usize, max_bytes: usize) -> (Arc<ConnHandle>, ConnQueue) {
+        ConnHandle::new(1, Transport::HttpStream, capacity, max_bytes)
+    }
+
+    #[test]
+    fn deliveries_come_out_in_order_and_release_their_bytes() {
+        let (conn, mut queue) = stream_conn(10, 1000);
+        for body in ["a", "bb", "ccc"] {
+            assert_eq!(conn.offer(&delivery(body)), Offer::Queued);
+        }
+        assert_eq!(conn.queued_bytes.load(Ordering::Acquire), 6);
+        let got: Vec<_> = std::iter::from_fn(|| queue.try_recv())
+            .map(|d| d.size_for(Transport::HttpStream))
+            .collect();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(conn.queued_bytes.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_connection_as_a_slow_consumer() {
+        let (conn, _queue) = stream_conn(2, 1000);
+        assert_eq!(conn.offer(&delivery("a")), Offer::Queued);
+        assert_eq!(conn.offer(&delivery("b")), Offer::Queued);
+        assert_eq!(conn.offer(&delivery("c")), Offer::Overflow);
+        assert_eq!(conn.close_reason(), Some(CloseReason::SlowConsumer));
+        assert_eq!(
+            conn.queued_bytes.load(Ordering::Acquire),
+            2,
+            "the refused one is not counted"
+        );
+    }
+
+    #[test]
+    fn the_byte_bound_closes_too_but_an_empty_queue_takes_one_large_delivery() {
+        let (conn, _queue) = stream_conn(100, 4);
+        assert_eq!(conn.offer(&delivery("larger than four")), Offer::Queued);
+        assert_eq!(conn.offer(&delivery("x")), Offer::Overflow);
+        assert_eq!(conn.close_reason(), Some(CloseReason::SlowConsumer));
+    }
+
+    #[test]
+    fn after_the_queue_is_dropped_offers_are_gone_and_nothing_stays_counted() {
+        let (conn, queue) = stream_conn(10, 1000);
+        assert_eq!(conn.offer(&delivery("abc")), Offer::Queued);
+        drop(queue);
+        assert_eq!(conn.queued_bytes.load(Ordering::Acquire), 0);
+        assert_eq!(conn.offer(&delivery("d")), Offer::Gone);
+        assert_eq!(conn.queued_bytes.load(Ordering::Acquire), 0);
+        assert_eq!(
+            conn.close_reason(),
+            None,
+            "a gone connection is not a slow one"
+        );
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_buffer_and_a_burst_leaves_none_behind() {
+        let (conn, mut queue) = stream_conn(1000, 1 << 20);
+        assert_eq!(
+            conn.queue().items.capacity(),
+            0,
+            "nothing allocated before a delivery"
+        );
+        for _ in 0..500 {
+            conn.offer(&delivery("m"));
+        }
+        assert!(conn.queue().items.capacity() >= 500);
+        while queue.try_recv().is_some() {}
+        assert!(conn.queue().items.capacity() <= KEPT_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_is_woken_by_an_offer_from_another_task() {
+        let (conn, mut queue) = stream_conn(10, 1000);
+        let waiting = tokio::spawn(async move { queue.recv().await.map(|d| d.seq) });
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "nothing was offered yet");
+        assert_eq!(conn.offer(&delivery("x")), Offer::Queued);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the offer")
+            .expect("task");
+        assert_eq!(got, Some(0));
     }
 }

@@ -196,6 +196,8 @@ impl Session {
             let timer = self.machine.next_timer(self.keep_alive_interval());
             let closing = self.machine.is_closing();
             let reads_client = self.machine.reads_client();
+            // Rare turns (an origin reply or message, a timer) are boxed: the loop's future
+            // is as large as its largest inline turn, and every idle WebSocket holds one.
             let flow = tokio::select! {
                 biased;
                 reason = self.guard.conn.closed(), if !closing => {
@@ -206,12 +208,12 @@ impl Session {
                 reply = poll_opt(&mut in_flight) => {
                     in_flight = None;
                     self.machine.request_done();
-                    self.on_reply(client, reply).await
+                    Box::pin(self.on_reply(client, reply)).await
                 }
                 msg = next_origin_message(&mut self.upstream) => {
-                    self.on_passthrough_message(client, msg).await
+                    Box::pin(self.on_passthrough_message(client, msg)).await
                 }
-                _ = sleep_until_opt(timer) => self.on_timer(client, &mut in_flight).await,
+                _ = sleep_until_opt(timer) => Box::pin(self.on_timer(client, &mut in_flight)).await,
             };
             if flow == Flow::End {
                 break;
