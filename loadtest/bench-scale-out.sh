@@ -48,7 +48,7 @@ procs_init gm-scale
 log() { echo "$*" | tee -a "$BENCH_DIR/scale-out.log" >&2; }
 
 # Each edge holds N/EDGES client connections; each shard SHARD_MAX. The shards bind their
-# clients to 127.X.Y.Z source addresses, 5,000 per address, so loopback's ephemeral ports
+# clients to 127.X.Y.Z source addresses, 500 per address, so loopback's ephemeral ports
 # (ip_local_port_range, per source address) are not the limit.
 read -r port_lo port_hi < /proc/sys/net/ipv4/ip_local_port_range
 log "fd limit $(ulimit -n); ephemeral ports $port_lo-$port_hi ($((port_hi - port_lo + 1)) per source address)"

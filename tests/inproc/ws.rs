@@ -760,3 +760,52 @@ fn echo_helper_answers_open_with_subscriptions() {
         ]
     );
 }
+
+/// A burst of WebSocket opens (a drained edge's clients arriving at once) does not open one
+/// origin connection per OPEN: at most 256 WebSocket-over-HTTP requests are in flight per edge,
+/// the rest wait their turn, and every client is connected in the end.
+#[tokio::test]
+async fn woh_requests_in_flight_are_bounded() {
+    const CLIENTS: usize = 320;
+    const BOUND: usize = 256;
+    const SLOW: Duration = Duration::from_millis(600);
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    let origin = WohOrigin::start(move |req| {
+        if req.is_open() {
+            seen.lock().expect("lock").push(Instant::now());
+        }
+        echo_reply(req).delay(SLOW)
+    })
+    .await;
+    let env = start_woh(&origin, &[]).await;
+    let edge = env.edge();
+    let mut opens = JoinSet::new();
+    for i in 0..CLIENTS {
+        opens.spawn(async move { WsConn::connect(edge, &format!("/ws/burst-{i}"), &[]).await });
+    }
+    let mut clients = Vec::new();
+    while let Some(client) = opens.join_next().await {
+        clients.push(client.expect("client task"));
+    }
+    assert_eq!(clients.len(), CLIENTS);
+    // Each OPEN is held `SLOW` by the origin, so the ones that arrived within a window
+    // shorter than that were in flight together.
+    let mut at = arrivals.lock().expect("lock").clone();
+    at.sort_unstable();
+    let window = SLOW - Duration::from_millis(100);
+    let most = (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most <= BOUND,
+        "{most} OPEN requests in flight at once (bound {BOUND})"
+    );
+    assert!(most >= BOUND / 2, "they do run concurrently: {most}");
+    assert!(
+        origin.origin().connection_count() <= BOUND + 8,
+        "{} origin connections for {CLIENTS} opens",
+        origin.origin().connection_count()
+    );
+}

@@ -32,10 +32,15 @@ pub fn current_nofile_limit() -> Option<u64> {
         .map(|(soft, _)| soft)
 }
 
-/// Client connections that fit under `nofile` descriptors (unbounded when unknown).
+/// Client connections that fit under `nofile` descriptors (unbounded when unknown): what is
+/// left after [`RESERVED_FDS`] and room for the origin connections the pool keeps per origin
+/// (a reconnect storm's WebSocket-over-HTTP requests use up to that many; at most an eighth
+/// of the limit, so a small limit still serves clients).
 pub fn budget(nofile: Option<u64>) -> usize {
     nofile.map_or(usize::MAX, |n| {
-        usize::try_from(n.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
+        let pool = (crate::client::POOL_MAX_IDLE_PER_ENDPOINT as u64).min(n / 8);
+        let left = n.saturating_sub(RESERVED_FDS).saturating_sub(pool);
+        usize::try_from(left.max(1)).unwrap_or(usize::MAX)
     })
 }
 
@@ -65,7 +70,12 @@ mod tests {
         assert_eq!(fit_connections(100, Some(1024)), 100);
         assert_eq!(
             fit_connections(100_000, Some(1024)),
-            1024 - RESERVED_FDS as usize
+            1024 - RESERVED_FDS as usize - 128,
+            "an eighth of a small limit is kept for origin connections"
+        );
+        assert_eq!(
+            fit_connections(100_000, Some(20_000)),
+            20_000 - RESERVED_FDS as usize - crate::client::POOL_MAX_IDLE_PER_ENDPOINT
         );
         assert_eq!(fit_connections(100_000, Some(10)), 1);
         assert_eq!(fit_connections(7, None), 7);

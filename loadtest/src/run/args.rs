@@ -135,8 +135,9 @@ pub(crate) struct RunArgs {
     pub fail_on_loss: bool,
     /// Clients per source address (loopback edges only; 0 = don't bind). Each address has
     /// ~28k ephemeral ports (ip_local_port_range), and the previous run's ports linger in
-    /// TIME_WAIT for 60 s.
-    #[arg(long, default_value_t = 5_000)]
+    /// TIME_WAIT for 60 s. Kept small: `bind()` with an ephemeral port scans the sockets
+    /// already bound to the address, which grows with the clients per address.
+    #[arg(long, default_value_t = 500)]
     pub clients_per_source_ip: usize,
     /// First source address for loopback edges; the next one is used every
     /// --clients-per-source-ip clients. Default: a random 127.X.Y.1, so back-to-back runs

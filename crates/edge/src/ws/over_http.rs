@@ -128,6 +128,9 @@ impl OverHttp {
     /// Sends `OPEN` and interprets the answer.
     pub(crate) async fn open(&mut self) -> Result<OpenReply, OverHttpError> {
         let body = wsevents::encode_to_bytes(&[WsEvent::Open]);
+        // Held until the answer is read ([`MAX_IN_FLIGHT`]; the semaphore is never closed).
+        let edge = self.edge.clone();
+        let _permit = edge.ws_origin_permits.acquire().await.ok();
         let resp = self.send(body, &[]).await?;
         let (parts, body) = resp.into_parts();
         let events_ok = parts.status == StatusCode::OK && wsevents::is_events_body(&parts.headers);
@@ -192,10 +195,18 @@ impl OverHttp {
         };
         async move {
             let mut attempt = 0;
-            let resp = loop {
+            loop {
+                // Held while the request and its answer are on the wire, not during backoff.
+                // The semaphore is never closed.
+                let permit = this.edge.ws_origin_permits.acquire().await.ok();
                 match this.send(body.clone(), &grip_last).await {
-                    Ok(answer) => break answer,
+                    Ok(answer) => {
+                        let reply = read_reply(answer).await;
+                        drop(permit);
+                        return reply;
+                    }
                     Err(err) if err.is_connect() && attempt < MAX_RETRIES => {
+                        drop(permit);
                         let backoff = Duration::from_secs(1 << attempt)
                             + Duration::from_millis(fastrand::u64(0..1000));
                         tracing::debug!(error = %err, attempt, "websocket-over-http request failed; retrying");
@@ -204,20 +215,7 @@ impl OverHttp {
                     }
                     Err(err) => return Err(err),
                 }
-            };
-            let (parts, body) = resp.into_parts();
-            if parts.status != StatusCode::OK {
-                return Err(OverHttpError::Status(parts.status));
             }
-            if !wsevents::is_events_body(&parts.headers) {
-                return Err(OverHttpError::ContentType);
-            }
-            let body = read_limited(body).await?;
-            let events = wsevents::decode(body)?;
-            Ok(Reply {
-                headers: parts.headers,
-                events,
-            })
         }
     }
 
@@ -298,4 +296,28 @@ async fn read_limited(body: Body) -> Result<Bytes, OverHttpError> {
     crate::origin::collect_limited(body, MAX_REPLY_BODY)
         .await
         .map_err(OverHttpError::Body)
+}
+
+/// WebSocket-over-HTTP requests in flight per edge, over all origins: as many as the
+/// connection pool keeps per origin, so each connection can go back to it. A reconnect storm's
+/// OPENs (or a drain's DISCONNECTs) wait here instead of each opening an origin connection,
+/// which ran an edge holding 19,000 clients out of file descriptors (BENCHMARKS.md, round 4).
+pub(crate) const MAX_IN_FLIGHT: usize = runtime::client::POOL_MAX_IDLE_PER_ENDPOINT;
+
+/// The origin's answer as events: 200 with `application/websocket-events`, within the size
+/// limit.
+async fn read_reply(answer: Response<Body>) -> Result<Reply, OverHttpError> {
+    let (parts, body) = answer.into_parts();
+    if parts.status != StatusCode::OK {
+        return Err(OverHttpError::Status(parts.status));
+    }
+    if !wsevents::is_events_body(&parts.headers) {
+        return Err(OverHttpError::ContentType);
+    }
+    let body = read_limited(body).await?;
+    let events = wsevents::decode(body)?;
+    Ok(Reply {
+        headers: parts.headers,
+        events,
+    })
 }
