@@ -338,16 +338,7 @@ impl Edge {
                     _ = tick.tick() => {}
                     _ = state.changed() => continue,
                 }
-                let mut n = 0;
-                for conn in self.inner.held.iter() {
-                    if n >= batch {
-                        break;
-                    }
-                    if !conn.is_closing() && conn.close(CloseReason::Drain) {
-                        n += 1;
-                    }
-                }
-                closed.increment(n as u64);
+                closed.increment(self.close_some(batch) as u64);
             }
             tracing::info!("bus back: no longer closing held connections");
         }
@@ -369,21 +360,76 @@ impl Edge {
     /// response), at most `drain_rate` per second so clients don't reconnect all at once.
     pub async fn close_held(&self) {
         let batch = (self.inner.config.drain_rate / 10).max(1);
-        loop {
-            let ids: Vec<Arc<ConnHandle>> = self
-                .inner
-                .held
-                .iter()
-                .take(batch)
-                .map(|e| e.value().clone())
-                .collect();
-            if ids.is_empty() {
-                return;
-            }
-            for conn in &ids {
-                conn.close(CloseReason::Drain);
-            }
+        // Until the last connection has ended: one that became held after a pass (it was
+        // still being set up) is closed by the next.
+        while !self.inner.held.is_empty() {
+            self.close_some(batch);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Asks up to `batch` held connections that are not closing yet to close (as a drain
+    /// does); returns how many it asked. Connections already closing are skipped, so each
+    /// batch closes new ones even while earlier ones are still finishing their close.
+    fn close_some(&self, batch: usize) -> usize {
+        let mut n = 0;
+        for conn in self.inner.held.iter() {
+            if n >= batch {
+                break;
+            }
+            if !conn.is_closing() && conn.close(CloseReason::Drain) {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{ConnQueue, Transport};
+
+    fn edge(drain_rate: usize) -> Edge {
+        let config = EdgeConfig {
+            drain_rate,
+            ..EdgeConfig::default()
+        };
+        let bus: Arc<dyn Bus> = Arc::new(bus::MemoryBus::new());
+        let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+        Edge::new(config, bus, routes, None).expect("edge")
+    }
+
+    /// Held connections that, like clients slow to answer a close, stay held once asked.
+    fn hold(edge: &Edge, n: u64) -> Vec<(Arc<ConnHandle>, ConnQueue)> {
+        (0..n)
+            .map(|id| {
+                let (conn, queue) = ConnHandle::new(id, Transport::Ws, 8, 1 << 20);
+                edge.inner.held.insert(id, conn.clone());
+                (conn, queue)
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_closes_a_new_batch_every_tick_while_earlier_ones_still_close() {
+        let edge = edge(20); // 2 per 100 ms tick
+        let held = hold(&edge, 6);
+        let drain = tokio::spawn({
+            let edge = edge.clone();
+            async move { edge.close_held().await }
+        });
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let closing = held.iter().filter(|(c, _)| c.is_closing()).count();
+        assert_eq!(closing, 6, "three ticks of two, none asked twice");
+        assert!(
+            !drain.is_finished(),
+            "the drain waits for the connections to end"
+        );
+        edge.inner.held.clear();
+        tokio::time::timeout(Duration::from_secs(1), drain)
+            .await
+            .expect("the drain ends once nothing is held")
+            .expect("drain task");
     }
 }
