@@ -17,7 +17,10 @@
 # 6. loadtest/bench-scale-out.sh: 6 edges + control over NATS, 1k to 100k WebSocket clients
 #    ($BENCH_DIR/scale-out.md; ~4 min; SCALE_OUT=0 skips it), and
 #    loadtest/bench-drain-reconnect.sh: 19,000 clients of a drained edge reconnecting to
-#    another, for SSE, HTTP stream and WebSocket (~1 min; DRAIN=0 skips it).
+#    another, for SSE, HTTP stream and WebSocket (~1 min; DRAIN=0 skips it), and
+#    loadtest/bench-publish-latency.sh: the single-item publish call's latency from a process of
+#    its own, standalone and cluster, then again with the cluster's publish path pinned to a
+#    CPU of its own (SPLIT=1) (~5 min; PUBLISH_LATENCY=0 skips it).
 #
 # Results (JSON + HTML per run) go to $BENCH_DIR (default target/bench).
 set -euo pipefail
@@ -131,6 +134,13 @@ if [ "${DRAIN:-1}" = 1 ]; then
   for kind in sse stream ws; do
     if [ "$QUICK" = 1 ]; then KIND=$kind CLIENTS=${CLIENTS:-500} loadtest/bench-drain-reconnect.sh || true
     else KIND=$kind loadtest/bench-drain-reconnect.sh || true; fi
+  done
+fi
+
+if [ "${PUBLISH_LATENCY:-1}" = 1 ]; then
+  for split in 0 1; do
+    if [ "$QUICK" = 1 ]; then SPLIT=$split RATES=100 DURATION=3 loadtest/bench-publish-latency.sh || true
+    else SPLIT=$split loadtest/bench-publish-latency.sh || true; fi
   done
 fi
 

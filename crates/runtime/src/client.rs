@@ -26,8 +26,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// Idle keep-alive connections kept per endpoint.
-pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
+/// Idle keep-alive connections kept per endpoint (the open-file budget keeps room for them).
+pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = crate::fdlimit::ORIGIN_CONNECTIONS;
 /// Idle keep-alive connections kept over all endpoints.
 pub const POOL_MAX_IDLE: usize = 4096;
 /// How long an idle connection is kept: below common origin keep-alive timeouts (Node.js

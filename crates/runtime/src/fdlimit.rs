@@ -11,6 +11,12 @@
 /// flight, files, the runtime's own.
 pub const RESERVED_FDS: u64 = 64;
 
+/// Origin connections an edge may use at once besides its clients' own: the idle connections
+/// the pool keeps per origin ([`crate::client::POOL_MAX_IDLE_PER_ENDPOINT`]), which is also how
+/// many WebSocket-over-HTTP requests may be in flight. Kept out of the client budget too (at
+/// most an eighth of the limit).
+pub const ORIGIN_CONNECTIONS: usize = 256;
+
 /// Raises the soft open-file limit to the hard limit; returns the soft limit now in force
 /// (`None` where it cannot be read).
 pub fn raise_nofile_limit() -> Option<u64> {
@@ -33,12 +39,11 @@ pub fn current_nofile_limit() -> Option<u64> {
 }
 
 /// Client connections that fit under `nofile` descriptors (unbounded when unknown): what is
-/// left after [`RESERVED_FDS`] and room for the origin connections the pool keeps per origin
-/// (a reconnect storm's WebSocket-over-HTTP requests use up to that many; at most an eighth
-/// of the limit, so a small limit still serves clients).
+/// left after [`RESERVED_FDS`] and [`ORIGIN_CONNECTIONS`] (at most an eighth of the limit, so
+/// a small limit still serves clients).
 pub fn budget(nofile: Option<u64>) -> usize {
     nofile.map_or(usize::MAX, |n| {
-        let pool = (crate::client::POOL_MAX_IDLE_PER_ENDPOINT as u64).min(n / 8);
+        let pool = (ORIGIN_CONNECTIONS as u64).min(n / 8);
         let left = n.saturating_sub(RESERVED_FDS).saturating_sub(pool);
         usize::try_from(left.max(1)).unwrap_or(usize::MAX)
     })
@@ -75,7 +80,7 @@ mod tests {
         );
         assert_eq!(
             fit_connections(100_000, Some(20_000)),
-            20_000 - RESERVED_FDS as usize - crate::client::POOL_MAX_IDLE_PER_ENDPOINT
+            20_000 - RESERVED_FDS as usize - ORIGIN_CONNECTIONS
         );
         assert_eq!(fit_connections(100_000, Some(10)), 1);
         assert_eq!(fit_connections(7, None), 7);
