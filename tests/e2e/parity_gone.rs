@@ -215,13 +215,10 @@ async fn gone_requests_in_flight_are_bounded() {
     .await;
     // Each gone request is held `SLOW` by the origin, so the ones that arrived within any
     // window shorter than that were in flight together.
-    let mut at = arrivals.lock().expect("lock").clone();
-    at.sort_unstable();
-    let window = SLOW - Duration::from_millis(50);
-    let most = (0..at.len())
-        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())
-        .max()
-        .unwrap_or(0);
+    let most = testkit::most_within(
+        &arrivals.lock().expect("lock"),
+        SLOW - Duration::from_millis(50),
+    );
     assert!(
         most <= 64,
         "{most} gone requests in flight at once (bound 64)"

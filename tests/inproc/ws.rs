@@ -791,13 +791,10 @@ async fn woh_requests_in_flight_are_bounded() {
     assert_eq!(clients.len(), CLIENTS);
     // Each OPEN is held `SLOW` by the origin, so the ones that arrived within a window
     // shorter than that were in flight together.
-    let mut at = arrivals.lock().expect("lock").clone();
-    at.sort_unstable();
-    let window = SLOW - Duration::from_millis(100);
-    let most = (0..at.len())
-        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())
-        .max()
-        .unwrap_or(0);
+    let most = testkit::most_within(
+        &arrivals.lock().expect("lock"),
+        SLOW - Duration::from_millis(100),
+    );
     assert!(
         most <= BOUND,
         "{most} OPEN requests in flight at once (bound {BOUND})"

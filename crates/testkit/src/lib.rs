@@ -40,7 +40,7 @@ pub use origin::{
 pub use process::{Gripmesh, STANDALONE_ARGS, Signal, run, run_with_env};
 pub use publish::{publish, publish_raw, publish_stream, publish_with_auth};
 pub use tempdir::TempDir;
-pub use wait::wait_until;
+pub use wait::{most_within, wait_until};
 
 /// The default patience for "eventually" conditions in tests (delivery, metrics, reloads).
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
