@@ -806,3 +806,39 @@ async fn woh_requests_in_flight_are_bounded() {
         origin.origin().connection_count()
     );
 }
+
+/// The bound is per origin: while one origin holds 256 OPENs unanswered, a client routed to
+/// another origin is connected and served.
+#[tokio::test]
+async fn woh_a_stalled_origin_does_not_hold_up_another() {
+    const HELD: usize = 256;
+    const SLOW: Duration = Duration::from_secs(3);
+    let slow = WohOrigin::start(move |req| echo_reply(req).delay(SLOW)).await;
+    let fast = WohOrigin::echo().await;
+    let routes = format!(
+        "*,path_beg=/slow {},over_http\n* {},over_http\n",
+        slow.target(),
+        fast.target()
+    );
+    let env = start(&routes, &[]).await;
+    let edge = env.edge();
+    let mut opens = JoinSet::new();
+    for i in 0..HELD {
+        opens.spawn(async move { WsConn::connect(edge, &format!("/slow/{i}"), &[]).await });
+    }
+    testkit::wait_until(WAIT, "every slow OPEN reached its origin", || {
+        let n = slow.origin().request_count();
+        async move { n >= HELD }
+    })
+    .await;
+    let mut client = WsConn::connect(edge, "/fast", &[]).await;
+    client.send_text("through").await;
+    assert_eq!(client.expect_text(WAIT).await, "through");
+    assert!(
+        opens.try_join_next().is_none(),
+        "the other origin's client was served while every slow OPEN was still held"
+    );
+    while let Some(slow_client) = opens.join_next().await {
+        slow_client.expect("slow client task");
+    }
+}

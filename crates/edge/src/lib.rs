@@ -164,8 +164,9 @@ pub(crate) struct EdgeInner {
     pub(crate) gone_tasks: tokio_util::task::TaskTracker,
     /// Bounds gone requests in flight (see [`gone::MAX_CONCURRENT_GONE`]).
     pub(crate) gone_permits: tokio::sync::Semaphore,
-    /// Bounds WebSocket-over-HTTP requests in flight (see [`ws::OVER_HTTP_MAX_IN_FLIGHT`]).
-    pub(crate) ws_origin_permits: tokio::sync::Semaphore,
+    /// Bounds WebSocket-over-HTTP requests in flight, per origin address (256 each, what the
+    /// pool keeps per origin). One entry per origin address; idle ones are dropped past 1,024.
+    pub(crate) ws_origin_permits: DashMap<runtime::client::Endpoint, Arc<tokio::sync::Semaphore>>,
     /// Credentials revoked and not yet lapsed (from the revocations bucket).
     pub(crate) revoked: bus::cluster_state::RevocationSet,
 }
@@ -231,7 +232,7 @@ impl Edge {
                 ws_by_cid: DashMap::new(),
                 gone_tasks: tokio_util::task::TaskTracker::new(),
                 gone_permits: tokio::sync::Semaphore::new(gone::MAX_CONCURRENT_GONE),
-                ws_origin_permits: tokio::sync::Semaphore::new(ws::OVER_HTTP_MAX_IN_FLIGHT),
+                ws_origin_permits: DashMap::new(),
                 revoked: bus::cluster_state::RevocationSet::new(),
             }),
         })

@@ -9,7 +9,6 @@
 
 mod handshake;
 mod over_http;
-pub(crate) use over_http::MAX_IN_FLIGHT as OVER_HTTP_MAX_IN_FLIGHT;
 mod passthrough;
 mod session;
 

@@ -128,9 +128,8 @@ impl OverHttp {
     /// Sends `OPEN` and interprets the answer.
     pub(crate) async fn open(&mut self) -> Result<OpenReply, OverHttpError> {
         let body = wsevents::encode_to_bytes(&[WsEvent::Open]);
-        // Held until the answer is read ([`MAX_IN_FLIGHT`]; the semaphore is never closed).
-        let edge = self.edge.clone();
-        let _permit = edge.ws_origin_permits.acquire().await.ok();
+        // Held until the answer is read ([`MAX_IN_FLIGHT`]).
+        let _permit = self.permit().await;
         let resp = self.send(body, &[]).await?;
         let (parts, body) = resp.into_parts();
         let events_ok = parts.status == StatusCode::OK && wsevents::is_events_body(&parts.headers);
@@ -197,8 +196,7 @@ impl OverHttp {
             let mut attempt = 0;
             loop {
                 // Held while the request and its answer are on the wire, not during backoff.
-                // The semaphore is never closed.
-                let permit = this.edge.ws_origin_permits.acquire().await.ok();
+                let permit = this.permit().await;
                 match this.send(body.clone(), &grip_last).await {
                     Ok(answer) => {
                         let reply = read_reply(answer).await;
@@ -231,6 +229,23 @@ impl OverHttp {
             meta: self.meta.clone(),
             keep_alive_interval: self.keep_alive_interval,
         }
+    }
+
+    /// Waits for a turn to send to this connection's origin ([`MAX_IN_FLIGHT`] per origin
+    /// address; the built-in test origin takes none). The semaphores are never closed.
+    async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let target = self.route.targets.get(self.target)?;
+        let endpoint = crate::origin::endpoint(target)?;
+        let permits = &self.edge.ws_origin_permits;
+        if permits.len() >= MAX_ORIGINS_TRACKED && !permits.contains_key(&endpoint) {
+            // Origins the route table no longer names: drop those nobody is waiting on.
+            permits.retain(|_, turns| Arc::strong_count(turns) > 1);
+        }
+        let turns = permits
+            .entry(endpoint)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)))
+            .clone();
+        turns.acquire_owned().await.ok()
     }
 
     /// One POST to the target (or the built-in test origin), on a pooled keep-alive
@@ -298,11 +313,15 @@ async fn read_limited(body: Body) -> Result<Bytes, OverHttpError> {
         .map_err(OverHttpError::Body)
 }
 
-/// WebSocket-over-HTTP requests in flight per edge, over all origins: as many as the
-/// connection pool keeps per origin, so each connection can go back to it. A reconnect storm's
+/// WebSocket-over-HTTP requests in flight per edge and origin address: as many as the
+/// connection pool keeps per origin, so each connection can go back to it. Per origin, so an
+/// origin that stops answering holds up only its own connections. A reconnect storm's
 /// OPENs (or a drain's DISCONNECTs) wait here instead of each opening an origin connection,
 /// which ran an edge holding 19,000 clients out of file descriptors (BENCHMARKS.md, round 4).
 pub(crate) const MAX_IN_FLIGHT: usize = runtime::client::POOL_MAX_IDLE_PER_ENDPOINT;
+
+/// Origin addresses with a [`MAX_IN_FLIGHT`] semaphore kept before idle ones are dropped.
+const MAX_ORIGINS_TRACKED: usize = 1024;
 
 /// The origin's answer as events: 200 with `application/websocket-events`, within the size
 /// limit.
