@@ -10,10 +10,12 @@ use grip::wsevents::{self, WsEvent, WsEventsError};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use routes::{Route, TargetAddr};
+use runtime::client::Endpoint;
 use runtime::server::{Body, full};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Applies an answer's `Set-Meta-<Name>` headers to `meta` (an empty value deletes the name).
 pub(crate) fn apply_set_meta(headers: &HeaderMap, meta: &mut BTreeMap<String, String>) {
@@ -128,9 +130,8 @@ impl OverHttp {
     /// Sends `OPEN` and interprets the answer.
     pub(crate) async fn open(&mut self) -> Result<OpenReply, OverHttpError> {
         let body = wsevents::encode_to_bytes(&[WsEvent::Open]);
-        // Held until the answer is read ([`MAX_IN_FLIGHT`]).
-        let _permit = self.permit().await;
-        let resp = self.send(body, &[]).await?;
+        // The turn is held until the answer is read.
+        let (resp, _turn) = self.send(body, &[]).await?;
         let (parts, body) = resp.into_parts();
         let events_ok = parts.status == StatusCode::OK && wsevents::is_events_body(&parts.headers);
         if !events_ok {
@@ -195,16 +196,10 @@ impl OverHttp {
         async move {
             let mut attempt = 0;
             loop {
-                // Held while the request and its answer are on the wire, not during backoff.
-                let permit = this.permit().await;
                 match this.send(body.clone(), &grip_last).await {
-                    Ok(answer) => {
-                        let reply = read_reply(answer).await;
-                        drop(permit);
-                        return reply;
-                    }
+                    // The turn is held until the answer is read, and not during a backoff.
+                    Ok((answer, _turn)) => return read_reply(answer).await,
                     Err(err) if err.is_connect() && attempt < MAX_RETRIES => {
-                        drop(permit);
                         let backoff = Duration::from_secs(1 << attempt)
                             + Duration::from_millis(fastrand::u64(0..1000));
                         tracing::debug!(error = %err, attempt, "websocket-over-http request failed; retrying");
@@ -231,31 +226,30 @@ impl OverHttp {
         }
     }
 
-    /// Waits for a turn to send to this connection's origin ([`MAX_IN_FLIGHT`] per origin
-    /// address; the built-in test origin takes none). The semaphores are never closed.
-    async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let target = self.route.targets.get(self.target)?;
-        let endpoint = crate::origin::endpoint(target)?;
-        let permits = &self.edge.ws_origin_permits;
-        if permits.len() >= MAX_ORIGINS_TRACKED && !permits.contains_key(&endpoint) {
+    /// Waits for a turn to send to `endpoint` ([`MAX_IN_FLIGHT`] per origin address). The
+    /// semaphores are never closed.
+    async fn turn(&self, endpoint: &Endpoint) -> Option<OwnedSemaphorePermit> {
+        let turns = &self.edge.ws_origin_permits;
+        if turns.len() >= MAX_ORIGINS_TRACKED && !turns.contains_key(endpoint) {
             // Origins the route table no longer names: drop those nobody is waiting on.
-            permits.retain(|_, turns| Arc::strong_count(turns) > 1);
+            turns.retain(|_, origin| Arc::strong_count(origin) > 1);
         }
-        let turns = permits
-            .entry(endpoint)
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)))
+        let origin = turns
+            .entry(endpoint.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)))
             .clone();
-        turns.acquire_owned().await.ok()
+        origin.acquire_owned().await.ok()
     }
 
     /// One POST to the target (or the built-in test origin), on a pooled keep-alive
     /// connection when one is ready; the connection goes back to the pool once the answer
-    /// was read to the end.
+    /// was read to the end. Waits for a turn at the origin first; the turn comes back with
+    /// the answer and is to be held until its body is read (the built-in origin takes none).
     async fn send(
         &self,
         body: Bytes,
         grip_last: &[(String, String)],
-    ) -> Result<Response<Body>, OverHttpError> {
+    ) -> Result<(Response<Body>, Option<OwnedSemaphorePermit>), OverHttpError> {
         let Some(target) = self.route.targets.get(self.target) else {
             return Err(OverHttpError::Body("route changed".into()));
         };
@@ -265,11 +259,12 @@ impl OverHttp {
             } else {
                 wsevents::decode(body)?
             };
-            return Ok(test_origin::ws_reply(&self.path, &events));
+            return Ok((test_origin::ws_reply(&self.path, &events), None));
         }
         let Some(endpoint) = crate::origin::endpoint(target) else {
             return Err(OverHttpError::Body("target has no address".into()));
         };
+        let turn = self.turn(&endpoint).await;
         let mut h = crate::origin::headers(&self.edge, &self.replay, &self.route, target);
         let events_type = HeaderValue::from_static(wsevents::CONTENT_TYPE);
         h.insert("sec-websocket-extensions", HeaderValue::from_static("grip"));
@@ -303,7 +298,7 @@ impl OverHttp {
             .record(started.elapsed().as_secs_f64());
         EdgeMetrics::origin_request(result.as_ref().ok().map(|r| r.status().as_u16()));
         let resp = result.map_err(|failed| failed.error)?;
-        Ok(resp.map(crate::origin::boxed))
+        Ok((resp.map(crate::origin::boxed), turn))
     }
 }
 
