@@ -567,17 +567,6 @@ async fn tls_bad_certificate_flags_exit_64() {
     let (one_crt, _one_key) = one.write(&dir, "one");
     let (_other_crt, other_key) = other.write(&dir, "other");
     let missing = dir.path().join("missing-edge.crt");
-    let base = [
-        "standalone",
-        "--listen",
-        "127.0.0.1:0",
-        "--publish-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-    ];
     let cases: [(&str, Vec<&str>, &str); 3] = [
         (
             "missing certificate file",
@@ -606,7 +595,7 @@ async fn tls_bad_certificate_flags_exit_64() {
         ),
     ];
     for (what, flags, needle) in cases {
-        let mut args: Vec<&str> = base.to_vec();
+        let mut args: Vec<&str> = testkit::STANDALONE_ARGS.to_vec();
         args.extend(flags);
         let (status, _stdout, stderr) = run(BIN, &args).await;
         assert_eq!(

@@ -485,27 +485,13 @@ async fn low_open_file_limit_answers_503_instead_of_hanging() {
     let dir = TempDir::new();
     let routes = dir.write("routes", "* test\n");
     let routes = routes.to_str().expect("utf-8 path");
-    let gm = Gripmesh::start(
-        "prlimit",
-        &[
-            "--nofile=128:128",
-            "--",
-            BIN,
-            "standalone",
-            "--listen",
-            "127.0.0.1:0",
-            "--publish-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--routes",
-            routes,
-        ],
-        &[],
-    )
-    .await;
+    let args = [
+        &["--nofile=128:128", "--", BIN],
+        testkit::STANDALONE_ARGS,
+        &["--routes", routes],
+    ]
+    .concat();
+    let gm = Gripmesh::start("prlimit", &args, &[]).await;
     wait_until(
         WAIT,
         "the startup warning about --max-connections",

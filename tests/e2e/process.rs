@@ -12,18 +12,6 @@ use crate::common::{
 };
 use crate::jwt::verify_hs256;
 
-/// The listener flags every run uses, so nothing binds a default port.
-const LISTENERS: [&str; 8] = [
-    "--listen",
-    "127.0.0.1:0",
-    "--publish-listen",
-    "127.0.0.1:0",
-    "--admin-listen",
-    "127.0.0.1:0",
-    "--grpc-listen",
-    "127.0.0.1:0",
-];
-
 fn non_empty_lines(text: &str) -> Vec<&str> {
     text.lines().filter(|l| !l.trim().is_empty()).collect()
 }
@@ -75,9 +63,12 @@ async fn bad_flag_values_exit_64() {
     }
 }
 
+/// [`testkit::STANDALONE_ARGS`] (every listener on port 0, so nothing binds a default port)
+/// without `flag` and its value.
 fn listener_args_without(flag: &str) -> Vec<&'static str> {
-    let mut args = vec!["standalone"];
-    for pair in LISTENERS.chunks(2) {
+    let (subcommand, flags) = (testkit::STANDALONE_ARGS[0], &testkit::STANDALONE_ARGS[1..]);
+    let mut args = vec![subcommand];
+    for pair in flags.chunks(2) {
         if pair[0] != flag {
             args.extend_from_slice(pair);
         }
@@ -179,17 +170,9 @@ async fn config_file_sets_options() {
 async fn bad_config_file_exits_64() {
     let dir = TempDir::new();
     let config = dir.write("bad.toml", "listen = \"nonsense-addr\"\n");
-    let args = [
-        "standalone",
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        "--publish-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-    ];
+    // No `--listen` on the command line: the file's `listen` is the one in force.
+    let mut args = listener_args_without("--listen");
+    args.extend(["--config", config.to_str().expect("utf-8 path")]);
     let (status, _stdout, stderr) = run(BIN, &args).await;
     assert_usage_error(
         "config listen = nonsense-addr",
